@@ -1,0 +1,95 @@
+// Command kmmap manages the pinned kernels of the kmmap test matrix.
+//
+//	kmmap kernels list            the cells in kernels/kernels.lock
+//	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
+//	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"slices"
+
+	"github.com/kmmap/kmmap/kernels"
+)
+
+func main() {
+	log.SetFlags(0)
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|update")
+	}
+	flag.Parse()
+	args := flag.Args()
+	if len(args) < 2 || args[0] != "kernels" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, args[1], args[2:]); err != nil {
+		log.Fatalf("kmmap: %v", err)
+	}
+}
+
+func run(ctx context.Context, verb string, args []string) error {
+	path, err := kernels.DefaultLockPath()
+	if err != nil {
+		return err
+	}
+	lock, err := kernels.LoadLock(path)
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "list":
+		for _, k := range lock.Kernels {
+			fmt.Printf("%-16s %-6s %-20s %s\n", k.ID, k.Arch, k.Suite, k.Release)
+		}
+		return nil
+	case "fetch":
+		f, err := kernels.NewFetcher(kernels.WithLogf(log.Printf))
+		if err != nil {
+			return err
+		}
+		for _, k := range lock.Kernels {
+			if len(args) > 0 && !slices.Contains(args, k.ID) {
+				continue
+			}
+			t, err := f.Fetch(ctx, k)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s\t%s\n", k.ID, t.Dir)
+		}
+		return nil
+	case "update":
+		mirror, err := kernels.Mirror("/etc/apt")
+		if err != nil {
+			return err
+		}
+		r := &kernels.Resolver{Mirror: mirror, HostArches: []string{"amd64", "arm64"}}
+		for i, k := range lock.Kernels {
+			nk, err := r.Resolve(ctx, k)
+			if err != nil {
+				return err
+			}
+			if nk.Release != k.Release || !slices.Equal(nk.Packages, k.Packages) {
+				fmt.Printf("%s: %s -> %s\n", k.ID, orNone(k.Release), nk.Release)
+			}
+			lock.Kernels[i] = nk
+		}
+		return lock.Save(path)
+	}
+	return fmt.Errorf("unknown verb %q: want list, fetch or update", verb)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(unpinned)"
+	}
+	return s
+}

@@ -1,0 +1,73 @@
+package kernels
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// CacheEnv overrides the cache directory.
+const CacheEnv = "KMMAP_CACHE"
+
+// CacheDir is where downloads, unpacked kernels and built artefacts live:
+// $KMMAP_CACHE, or kmmap/ under the user's cache directory.
+func CacheDir() (string, error) {
+	if d := os.Getenv(CacheEnv); d != "" {
+		return filepath.Abs(d)
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory: set %s: %w", CacheEnv, err)
+	}
+	return filepath.Join(d, "kmmap"), nil
+}
+
+// FileLock is an exclusive advisory lock on a file, shared safely between
+// processes (flock): concurrent test runs on one cache wait for each other.
+type FileLock struct{ f *os.File }
+
+// LockFile takes an exclusive lock on path, creating it if needed.
+func LockFile(path string) (*FileLock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &FileLock{f: f}, nil
+}
+
+// Unlock releases the lock.
+func (l *FileLock) Unlock() error {
+	defer l.f.Close()
+	return unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it
+// into place, so readers see either the old or the whole new content.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,294 @@
+package kernels
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// treeFormat changes whenever the unpacked layout changes, so old cache
+// entries are not mistaken for new ones.
+const treeFormat = "tree-v1"
+
+// Tree is a pinned kernel fetched, verified and unpacked in the cache.
+type Tree struct {
+	Kernel Kernel `json:"kernel"`
+	// Dir is the cache entry.
+	Dir string `json:"dir"`
+	// Vmlinuz is the bootable kernel image.
+	Vmlinuz string `json:"vmlinuz"`
+	// Config is the kernel's .config.
+	Config string `json:"config"`
+	// KDir is a Kbuild directory for `make -C KDir M=...`.
+	KDir string `json:"kdir"`
+	// ModulesDir is lib/modules/<release> of the kernel's own modules.
+	ModulesDir string `json:"modules_dir"`
+}
+
+// Fetcher downloads pinned packages into the cache and unpacks them.
+type Fetcher struct {
+	cache    string
+	mu       sync.Mutex // guards mirror
+	mirror   string
+	aptDir   string
+	client   *http.Client
+	hostArch string
+	logf     func(format string, args ...any)
+}
+
+// Option configures a Fetcher.
+type Option func(*Fetcher)
+
+// WithCacheDir sets the cache directory (default: CacheDir()).
+func WithCacheDir(dir string) Option { return func(f *Fetcher) { f.cache = dir } }
+
+// WithMirror sets the Debian mirror (default: Mirror("/etc/apt")).
+func WithMirror(url string) Option { return func(f *Fetcher) { f.mirror = strings.TrimRight(url, "/") } }
+
+// WithHTTPClient sets the HTTP client used for downloads.
+func WithHTTPClient(c *http.Client) Option { return func(f *Fetcher) { f.client = c } }
+
+// WithLogf sets where progress lines go (default: nowhere).
+func WithLogf(logf func(format string, args ...any)) Option {
+	return func(f *Fetcher) { f.logf = logf }
+}
+
+// WithHostArch sets the build host's architecture (default: HostArch()).
+func WithHostArch(arch string) Option { return func(f *Fetcher) { f.hostArch = arch } }
+
+// NewFetcher returns a Fetcher.
+func NewFetcher(opts ...Option) (*Fetcher, error) {
+	f := &Fetcher{
+		aptDir:   "/etc/apt",
+		client:   http.DefaultClient,
+		hostArch: HostArch(),
+		logf:     func(string, ...any) {},
+	}
+	for _, o := range opts {
+		o(f)
+	}
+	if f.cache == "" {
+		d, err := CacheDir()
+		if err != nil {
+			return nil, err
+		}
+		f.cache = d
+	}
+	return f, nil
+}
+
+// CacheDir is the fetcher's cache directory.
+func (f *Fetcher) CacheDir() string { return f.cache }
+
+func (f *Fetcher) mirrorURL() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mirror == "" {
+		m, err := Mirror(f.aptDir)
+		if err != nil {
+			return "", err
+		}
+		f.mirror = m
+	}
+	return f.mirror, nil
+}
+
+// key names a cache entry by the content of everything that goes in it.
+func treeKey(pkgs []Package) string {
+	sums := make([]string, 0, len(pkgs))
+	for _, p := range pkgs {
+		sums = append(sums, p.SHA256)
+	}
+	sort.Strings(sums)
+	h := sha256.Sum256([]byte(treeFormat + "\n" + strings.Join(sums, "\n")))
+	return hex.EncodeToString(h[:])[:16]
+}
+
+// Fetch returns the unpacked tree of k, downloading and verifying what the
+// cache lacks. Concurrent callers, in this process or others, share the work.
+func (f *Fetcher) Fetch(ctx context.Context, k Kernel) (*Tree, error) {
+	pkgs, err := k.packagesFor(f.hostArch)
+	if err != nil {
+		return nil, err
+	}
+	final := filepath.Join(f.cache, "kernels", k.ID+"-"+treeKey(pkgs))
+	if t, err := readTree(final); err == nil {
+		return t, nil
+	}
+	lk, err := LockFile(final + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	if t, err := readTree(final); err == nil {
+		return t, nil // another process finished it while we waited
+	}
+	_ = os.RemoveAll(final) // an entry without tree.json is incomplete
+
+	debs := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		if debs[i], err = f.deb(ctx, k, p); err != nil {
+			return nil, err
+		}
+	}
+
+	tmp, err := os.MkdirTemp(filepath.Dir(final), ".tmp-"+k.ID+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	root := filepath.Join(tmp, "root")
+	for i, p := range pkgs {
+		f.logf("kernel %s: unpacking %s %s", k.ID, p.Name, p.Version)
+		if err := extractDeb(debs[i], root); err != nil {
+			return nil, fmt.Errorf("kernel %s: unpack %s: %w", k.ID, p.Name, err)
+		}
+	}
+	t, err := layout(k, root, filepath.Join(final, "root"))
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	t.Dir = final
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "tree.json"), b, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func readTree(dir string) (*Tree, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "tree.json"))
+	if err != nil {
+		return nil, err
+	}
+	var t Tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// layout finds the pieces of an unpacked kernel in root (a temporary
+// directory that will be renamed so that it lives at finalRoot) and fixes the
+// absolute paths Debian's headers hold.
+func layout(k Kernel, root, finalRoot string) (*Tree, error) {
+	rel := k.Release
+	t := &Tree{Kernel: k}
+	vmlinuz, err := firstExisting(root,
+		"boot/vmlinuz-"+rel,
+		"usr/lib/modules/"+rel+"/vmlinuz",
+		"usr/lib/modules/"+rel+"/vmlinuz.unsigned")
+	if err != nil {
+		return nil, fmt.Errorf("no kernel image for %s in the image package: %w", rel, err)
+	}
+	config, err := firstExisting(root, "boot/config-"+rel, "usr/src/linux-headers-"+rel+"/.config")
+	if err != nil {
+		return nil, fmt.Errorf("no kernel config for %s: %w", rel, err)
+	}
+	mods, err := firstExisting(root, "lib/modules/"+rel, "usr/lib/modules/"+rel)
+	if err != nil {
+		return nil, fmt.Errorf("no modules directory for %s: %w", rel, err)
+	}
+	kdir, err := firstExisting(root, "usr/src/linux-headers-"+rel)
+	if err != nil {
+		return nil, fmt.Errorf("no headers for %s: %w", rel, err)
+	}
+	// The flavour's Makefile includes the -common one by absolute path.
+	if err := rewriteFile(filepath.Join(root, kdir, "Makefile"), "/usr/src/", finalRoot+"/usr/src/"); err != nil {
+		return nil, err
+	}
+	t.Vmlinuz = filepath.Join(finalRoot, vmlinuz)
+	t.Config = filepath.Join(finalRoot, config)
+	t.ModulesDir = filepath.Join(finalRoot, mods)
+	t.KDir = filepath.Join(finalRoot, kdir)
+	return t, nil
+}
+
+func firstExisting(root string, rels ...string) (string, error) {
+	for _, r := range rels {
+		if _, err := os.Stat(filepath.Join(root, r)); err == nil {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("none of %s", strings.Join(rels, ", "))
+}
+
+// ErrNotServed is returned when the mirror no longer serves a pinned package.
+var ErrNotServed = errors.New("pinned package is no longer served by the mirror")
+
+// deb returns the path of a verified copy of p in the cache, downloading it
+// if needed. A download is hashed while it is written and renamed into place
+// only when its SHA-256 matches the lock.
+func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) {
+	dst := filepath.Join(f.cache, "debs", p.SHA256+".deb")
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	lk, err := LockFile(dst + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer lk.Unlock()
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	mirror, err := f.mirrorURL()
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	url := mirror + "/" + p.Filename
+	f.logf("kernel %s: downloading %s %s (%d MB)", k.ID, p.Name, p.Version, p.Size>>20)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: download %s: %w (is the mirror reachable? set %s to override it)", k.ID, p.Name, err, MirrorEnv)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+		return "", fmt.Errorf("kernel %s: %s %s: %w (HTTP %d for %s); re-pin with `go run ./cmd/kmmap kernels update`",
+			k.ID, p.Name, p.Version, ErrNotServed, resp.StatusCode, p.Filename)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("kernel %s: download %s: HTTP %s", k.ID, p.Name, resp.Status)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+p.Name+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: download %s: %w (interrupted; rerun to start it again)", k.ID, p.Name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != p.SHA256 {
+		return "", fmt.Errorf("kernel %s: %s %s: SHA-256 mismatch: got %s (%d bytes), the lock pins %s (%d bytes); nothing was cached — check the mirror (%s) or re-pin with `go run ./cmd/kmmap kernels update`",
+			k.ID, p.Name, p.Version, got, n, p.SHA256, p.Size, MirrorEnv)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}

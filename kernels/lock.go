@@ -1,0 +1,183 @@
+// Package kernels resolves, fetches, verifies and caches the pinned Debian
+// kernels that kmmap is tested on.
+//
+// The pins live in kernels.lock (JSON, one kernel per cell of the matrix).
+// Every .deb is named by package, version and SHA-256; nothing is used before
+// its hash has been checked.
+package kernels
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+)
+
+// Roles a package plays in a kernel cell.
+const (
+	RoleImage   = "image"   // the kernel image, its config and its modules
+	RoleHeaders = "headers" // linux-headers-<abi>-<flavour> and -common
+	RoleKbuild  = "kbuild"  // linux-kbuild-<series>, one per host architecture
+)
+
+// Lock is the parsed kernels.lock file.
+type Lock struct {
+	Comment string   `json:"comment,omitempty"`
+	Kernels []Kernel `json:"kernels"`
+}
+
+// Kernel is one pinned kernel: a cell of the test matrix.
+type Kernel struct {
+	// ID names the cell, e.g. "6.1-amd64".
+	ID string `json:"id"`
+	// Arch is the Debian (and Go) architecture of the guest.
+	Arch string `json:"arch"`
+	// Suite is the Debian suite the packages come from.
+	Suite string `json:"suite"`
+	// Series is the kernel series, e.g. "6.1"; with Flavour it is what
+	// update resolves to the newest ABI the suite serves.
+	Series  string `json:"series"`
+	Flavour string `json:"flavour"`
+	// Release is the kernel's `uname -r`.
+	Release string `json:"release"`
+	// Compiler is the C compiler the kernel was built with, as its headers
+	// name it (CC in .kernelvariables).
+	Compiler string `json:"compiler"`
+	// GuestModules are the kernel's own modules the guest needs loaded
+	// before the harness can talk to it; dependencies are resolved from
+	// each module's .modinfo.
+	GuestModules []string  `json:"guest_modules"`
+	Packages     []Package `json:"packages"`
+}
+
+// Package is one pinned .deb.
+type Package struct {
+	Role     string `json:"role"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Arch     string `json:"arch"`
+	Filename string `json:"filename"`
+	Size     int64  `json:"size"`
+	SHA256   string `json:"sha256"`
+}
+
+// LoadLock reads and checks a lock file.
+func LoadLock(path string) (*Lock, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read kernel lock: %w", err)
+	}
+	var l Lock
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: not a valid kernel lock: %w", path, err)
+	}
+	if err := l.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &l, nil
+}
+
+// Save writes the lock atomically.
+func (l *Lock) Save(path string) error {
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'), 0o644)
+}
+
+func (l *Lock) check() error {
+	seen := map[string]bool{}
+	for _, k := range l.Kernels {
+		if k.ID == "" || k.Arch == "" || k.Suite == "" || k.Series == "" || k.Flavour == "" {
+			return fmt.Errorf("kernel %q: id, arch, suite, series and flavour are required", k.ID)
+		}
+		if seen[k.ID] {
+			return fmt.Errorf("kernel %q is listed twice", k.ID)
+		}
+		seen[k.ID] = true
+		for _, p := range k.Packages {
+			if len(p.SHA256) != 64 || p.Filename == "" || p.Version == "" {
+				return fmt.Errorf("kernel %s: package %s: needs version, filename and a 64-digit sha256", k.ID, p.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// Kernel returns the kernel with the given ID.
+func (l *Lock) Kernel(id string) (Kernel, error) {
+	for _, k := range l.Kernels {
+		if k.ID == id {
+			return k, nil
+		}
+	}
+	ids := make([]string, 0, len(l.Kernels))
+	for _, k := range l.Kernels {
+		ids = append(ids, k.ID)
+	}
+	return Kernel{}, fmt.Errorf("kernel %q is not in the lock (have: %s)", id, strings.Join(ids, ", "))
+}
+
+// IDs lists the kernel IDs in lock order.
+func (l *Lock) IDs() []string {
+	var ids []string
+	for _, k := range l.Kernels {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+// packagesFor returns the packages to fetch for a build host of hostArch:
+// every image and headers package, and the kbuild package for that host.
+func (k Kernel) packagesFor(hostArch string) ([]Package, error) {
+	var out []Package
+	haveKbuild := false
+	for _, p := range k.Packages {
+		if p.Role == RoleKbuild {
+			if p.Arch != hostArch {
+				continue
+			}
+			haveKbuild = true
+		}
+		out = append(out, p)
+	}
+	if !haveKbuild {
+		return nil, fmt.Errorf("kernel %s: the lock has no %s package for a %s build host", k.ID, RoleKbuild, hostArch)
+	}
+	if !slices.ContainsFunc(out, func(p Package) bool { return p.Role == RoleImage }) {
+		return nil, fmt.Errorf("kernel %s: the lock has no %s package", k.ID, RoleImage)
+	}
+	return out, nil
+}
+
+// HostArch is the Debian architecture of this build host.
+func HostArch() string { return runtime.GOARCH }
+
+// DefaultLockPath finds kernels/kernels.lock from the working directory up.
+func DefaultLockPath() (string, error) {
+	if p := os.Getenv("KMMAP_LOCK"); p != "" {
+		return p, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "kernels", "kernels.lock")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("kernels/kernels.lock not found above the working directory; run from the kmmap checkout or set KMMAP_LOCK")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,209 @@
+package kernels
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ulikunitz/xz"
+)
+
+// index is one Debian Packages index: package name -> every version served.
+type index map[string][]stanza
+
+type stanza map[string]string
+
+// fetchIndex downloads and parses dists/<suite>/main/binary-<arch>/Packages.xz.
+func fetchIndex(ctx context.Context, client *http.Client, mirror, suite, arch string) (index, error) {
+	url := fmt.Sprintf("%s/dists/%s/main/binary-%s/Packages.xz", mirror, suite, arch)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("package index %s/%s: %w (set %s to a reachable Debian mirror)", suite, arch, err, MirrorEnv)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("package index %s/%s: HTTP %s (does the mirror serve suite %q?)", suite, arch, resp.Status, suite)
+	}
+	xr, err := xz.NewReader(bufio.NewReaderSize(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("package index %s/%s: %w", suite, arch, err)
+	}
+	return parseIndex(xr, func(name string) bool { return strings.HasPrefix(name, "linux-") })
+}
+
+// parseIndex reads deb822 stanzas, keeping the packages keep accepts.
+func parseIndex(r io.Reader, keep func(string) bool) (index, error) {
+	idx := index{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	cur := stanza{}
+	var last string
+	flush := func() {
+		if n := cur["Package"]; n != "" && keep(n) {
+			idx[n] = append(idx[n], cur)
+		}
+		cur, last = stanza{}, ""
+	}
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			flush()
+		case line[0] == ' ' || line[0] == '\t':
+			if last != "" {
+				cur[last] += "\n" + line
+			}
+		default:
+			k, v, ok := strings.Cut(line, ":")
+			if ok {
+				last = k
+				cur[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	flush()
+	return idx, sc.Err()
+}
+
+func (s stanza) pkg(role string) (Package, error) {
+	size, err := strconv.ParseInt(s["Size"], 10, 64)
+	if err != nil {
+		return Package{}, fmt.Errorf("package %s: bad Size %q", s["Package"], s["Size"])
+	}
+	return Package{
+		Role: role, Name: s["Package"], Version: s["Version"], Arch: s["Architecture"],
+		Filename: s["Filename"], Size: size, SHA256: s["SHA256"],
+	}, nil
+}
+
+// get returns the stanza of name at version (any version when version is "").
+func (idx index) get(name, version string) (stanza, bool) {
+	for _, s := range idx[name] {
+		if version == "" || s["Version"] == version {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+var gccRe = regexp.MustCompile(`\bgcc-(\d+)\b`)
+
+// abiRe matches linux-headers-<abi>-<flavour>; the ABI is "6.1.0-50".
+func abiRe(series, flavour string) *regexp.Regexp {
+	return regexp.MustCompile(`^linux-headers-(` + regexp.QuoteMeta(series) + `\.\d+-\d+)-` + regexp.QuoteMeta(flavour) + `$`)
+}
+
+// abiLess orders "6.1.0-47" before "6.1.0-50".
+func abiLess(a, b string) bool {
+	pa, pb := strings.FieldsFunc(a, splitABI), strings.FieldsFunc(b, splitABI)
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		x, _ := strconv.Atoi(pa[i])
+		y, _ := strconv.Atoi(pb[i])
+		if x != y {
+			return x < y
+		}
+	}
+	return len(pa) < len(pb)
+}
+
+func splitABI(r rune) bool { return r == '.' || r == '-' }
+
+// Resolver re-pins kernels to the newest ABI their suite serves.
+type Resolver struct {
+	Mirror     string
+	Client     *http.Client
+	HostArches []string // kbuild is pinned for each of these build hosts
+	indexes    map[string]index
+}
+
+func (r *Resolver) index(ctx context.Context, suite, arch string) (index, error) {
+	key := suite + "/" + arch
+	if idx, ok := r.indexes[key]; ok {
+		return idx, nil
+	}
+	if r.indexes == nil {
+		r.indexes = map[string]index{}
+	}
+	c := r.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	idx, err := fetchIndex(ctx, c, r.Mirror, suite, arch)
+	if err != nil {
+		return nil, err
+	}
+	r.indexes[key] = idx
+	return idx, nil
+}
+
+// Resolve returns k pinned to the newest ABI of its series and flavour that
+// its suite serves, with every package's version, filename and SHA-256.
+func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
+	idx, err := r.index(ctx, k.Suite, k.Arch)
+	if err != nil {
+		return k, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	re := abiRe(k.Series, k.Flavour)
+	var abi string
+	for name := range idx {
+		if m := re.FindStringSubmatch(name); m != nil && (abi == "" || abiLess(abi, m[1])) {
+			abi = m[1]
+		}
+	}
+	if abi == "" {
+		return k, fmt.Errorf("kernel %s: suite %s serves no linux-headers-%s.*-%s for %s", k.ID, k.Suite, k.Series, k.Flavour, k.Arch)
+	}
+	release := abi + "-" + k.Flavour
+	headers, _ := idx.get("linux-headers-"+release, "")
+	version := headers["Version"]
+	out := k
+	out.Release = release
+	out.Packages = nil
+	if m := gccRe.FindStringSubmatch(headers["Depends"]); m != nil {
+		out.Compiler = "gcc-" + m[1]
+	}
+	add := func(idx index, role, name string) error {
+		s, ok := idx.get(name, version)
+		if !ok {
+			return fmt.Errorf("kernel %s: suite %s does not serve %s %s", k.ID, k.Suite, name, version)
+		}
+		p, err := s.pkg(role)
+		if err != nil {
+			return err
+		}
+		out.Packages = append(out.Packages, p)
+		return nil
+	}
+	image := "linux-image-" + release + "-unsigned"
+	if _, ok := idx.get(image, version); !ok {
+		image = "linux-image-" + release
+	}
+	for _, step := range []struct{ role, name string }{
+		{RoleImage, image},
+		{RoleHeaders, "linux-headers-" + release},
+		{RoleHeaders, "linux-headers-" + abi + "-common"},
+	} {
+		if err := add(idx, step.role, step.name); err != nil {
+			return k, err
+		}
+	}
+	for _, host := range r.HostArches {
+		hidx, err := r.index(ctx, k.Suite, host)
+		if err != nil {
+			return k, fmt.Errorf("kernel %s: %w", k.ID, err)
+		}
+		if err := add(hidx, RoleKbuild, "linux-kbuild-"+k.Series); err != nil {
+			return k, err
+		}
+	}
+	return out, nil
+}
