@@ -1,0 +1,177 @@
+//go:build linux
+
+// Command agent is the guest side of kmmap: started by u-root's init as
+// uinit, it loads the kernel modules the guest needs, opens the event channel
+// to the host, loads the module under test, runs the guest test binary with
+// its output converted by test2json, unloads the module and powers off.
+//
+// Anything that goes wrong is sent to the host as an event and also printed
+// on the console with the prefix "kmmap-agent:", so the host can always tell
+// why a run ended.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hugelgupf/vmtest/guest"
+	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"golang.org/x/sys/unix"
+)
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, "kmmap-agent: "+format+"\n", args...)
+}
+
+func main() {
+	err := run()
+	if err != nil {
+		logf("FAILED: %v", err)
+	}
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		logf("power off: %v", err)
+	}
+	select {}
+}
+
+func run() error {
+	b, err := os.ReadFile(event.ManifestPath)
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	var m event.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("parse manifest: %w", err)
+	}
+	for _, mod := range m.Modules {
+		if err := insmod(mod, ""); err != nil {
+			return err
+		}
+	}
+	em, err := openChannel()
+	if err != nil {
+		return err
+	}
+	defer em.Close()
+	emit := func(e event.Event) {
+		if err := em.Emit(e); err != nil {
+			logf("emit %s: %v", e.Agent, err)
+		}
+	}
+	fail := func(err error) error {
+		emit(event.Event{Agent: event.AgentError, Error: err.Error()})
+		return err
+	}
+	emit(event.Event{Agent: event.AgentModules})
+
+	if err := insmod(m.Kmod, m.KmodParams); err != nil {
+		emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
+		return err
+	}
+	emit(event.Event{Agent: event.AgentKmod})
+
+	tests, err := listTests(m.Test)
+	if err != nil {
+		return fail(err)
+	}
+	emit(event.Event{Agent: event.AgentList, Tests: tests})
+
+	runErr := runTests(m, em)
+	exit := event.Event{Agent: event.AgentExit}
+	if runErr != nil {
+		exit.Error = runErr.Error()
+	}
+	emit(exit)
+
+	name := strings.TrimSuffix(filepath.Base(m.Kmod), ".ko")
+	unload := event.Event{Agent: event.AgentUnload}
+	if err := kmodule.Delete(name, 0); err != nil {
+		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)
+	}
+	emit(unload)
+	return nil
+}
+
+// openChannel waits for the virtio-serial port to appear (udev-less: the
+// kernel creates the sysfs entry when virtio_console probes).
+func openChannel() (*guest.Emitter[event.Event], error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		em, err := guest.SerialEventChannel[event.Event](event.Channel)
+		if err == nil {
+			return em, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no event channel %q (is virtio_console loaded and the QEMU virtserialport present?): %w", event.Channel, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func insmod(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("load module: %w", err)
+	}
+	defer f.Close()
+	if err := kmodule.FileInit(f, params, 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("load module %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func listTests(bin string) ([]string, error) {
+	out, err := exec.Command(bin, "-test.list", ".").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s -test.list: %w", bin, err)
+	}
+	var tests []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if t := strings.TrimSpace(sc.Text()); strings.HasPrefix(t, "Test") {
+			tests = append(tests, t)
+		}
+	}
+	if len(tests) == 0 {
+		return nil, fmt.Errorf("%s lists no tests", bin)
+	}
+	return tests, nil
+}
+
+// runTests runs the test binary with -test.v=test2json and pipes its output
+// through test2json onto the event channel.
+func runTests(m event.Manifest, em io.Writer) error {
+	args := append([]string{"-test.v=test2json", "-test.count=1"}, m.TestArgs...)
+	cmd := exec.Command(m.Test, args...)
+	cmd.Dir = filepath.Dir(m.Test)
+	cmd.Stderr = os.Stderr
+	conv := exec.Command("test2json", "-t", "-p", "guest")
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	conv.Stdin = pr
+	conv.Stdout = em
+	conv.Stderr = os.Stderr
+	if err := conv.Start(); err != nil {
+		return fmt.Errorf("start test2json: %w", err)
+	}
+	runErr := cmd.Run()
+	pw.Close()
+	if err := conv.Wait(); err != nil {
+		return fmt.Errorf("test2json: %w", err)
+	}
+	if runErr != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(m.Test), runErr)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+// Package event is the message the guest agent sends the host over the
+// virtio-serial event channel: a test2json record, or a note from the agent
+// itself (its Agent field set).
+package event
+
+import "time"
+
+// Channel is the virtio-serial port name of the event channel.
+const Channel = "kmmap-events"
+
+// Agent notes.
+const (
+	AgentModules = "modules" // kernel modules the guest needs are loaded
+	AgentKmod    = "kmod"    // the module under test is loaded (or Error says why not)
+	AgentList    = "list"    // Tests holds every test the suite will run
+	AgentError   = "error"   // the agent could not do its job; Error says why
+	AgentUnload  = "unload"  // the module under test was removed (or Error says why not)
+	AgentExit    = "exit"    // the test binary exited; Error holds a non-zero status
+)
+
+// Event is one line on the event channel. The first group of fields is
+// test2json's (cmd/test2json); the second is the agent's.
+type Event struct {
+	Time    *time.Time `json:",omitempty"`
+	Action  string     `json:",omitempty"`
+	Package string     `json:",omitempty"`
+	Test    string     `json:",omitempty"`
+	Elapsed float64    `json:",omitempty"`
+	Output  string     `json:",omitempty"`
+
+	Agent string   `json:",omitempty"`
+	Tests []string `json:",omitempty"`
+	Error string   `json:",omitempty"`
+}
+
+// Manifest tells the agent what to do; the host writes it into the
+// initramfs at ManifestPath.
+type Manifest struct {
+	// Modules are the kernel's own modules to load first, in order.
+	Modules []string `json:"modules"`
+	// Kmod is the module under test and its parameters.
+	Kmod       string `json:"kmod"`
+	KmodParams string `json:"kmod_params,omitempty"`
+	// Test is the guest test binary; TestArgs are added to its flags.
+	Test     string   `json:"test"`
+	TestArgs []string `json:"test_args,omitempty"`
+}
+
+// ManifestPath is where the agent finds its manifest in the guest.
+const ManifestPath = "/kmmap/manifest.json"

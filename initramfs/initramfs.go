@@ -1,0 +1,175 @@
+// Package initramfs builds the guest's initramfs: a u-root image holding
+// u-root's init, the kmmap guest agent (as uinit), test2json and the guest
+// test binary, built once per architecture and cached by content hash; and
+// per cell, a small cpio appended to it with the kernel modules and the
+// module under test.
+package initramfs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/kernels"
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/cpio"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/uio/llog"
+)
+
+const agentPkg = "github.com/kmmap/kmmap/initramfs/agent"
+
+// GuestTestPath is where the guest test binary lives in the guest.
+const GuestTestPath = "/kmmap/guest.test"
+
+// Base returns a cached u-root initramfs for arch holding the agent and the
+// guest test binary guestTest. srcRoot is the module root (go.mod); the
+// cache key covers go.mod, go.sum, the agent's sources, the Go version and
+// the test binary, so any change to them rebuilds it.
+func Base(arch, srcRoot, guestTest string, logf func(string, ...any)) (string, error) {
+	key, err := baseKey(arch, srcRoot, guestTest)
+	if err != nil {
+		return "", err
+	}
+	cache, err := kernels.CacheDir()
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(cache, "initramfs", arch+"-"+key+".cpio")
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	lk, err := kernels.LockFile(dst + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer lk.Unlock()
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	tmpDir, err := os.MkdirTemp(filepath.Dir(dst), ".build-"+arch+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmpDir)
+	out := filepath.Join(tmpDir, "initramfs.cpio")
+	logf("initramfs %s: building u-root image", arch)
+	l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
+	err = uimage.Create(l,
+		uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
+		uimage.WithBusyboxCommands(
+			"github.com/u-root/u-root/cmds/core/init",
+			agentPkg,
+		),
+		uimage.WithBinaryCommands("cmd/test2json"),
+		uimage.WithInit("init"),
+		uimage.WithUinit("agent"),
+		uimage.WithFiles(guestTest+":"+strings.TrimPrefix(GuestTestPath, "/")),
+		uimage.WithCPIOOutput(out),
+		uimage.WithTempDir(tmpDir),
+	)
+	if err != nil {
+		return "", fmt.Errorf("initramfs %s: %w", arch, err)
+	}
+	if err := os.Rename(out, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+func baseKey(arch, srcRoot, guestTest string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "initramfs-v1\n%s\n%s\n", arch, runtime.Version())
+	files := []string{filepath.Join(srcRoot, "go.mod"), filepath.Join(srcRoot, "go.sum"), guestTest}
+	err := filepath.WalkDir(filepath.Join(srcRoot, "initramfs"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(files[3:])
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			return "", fmt.Errorf("initramfs key: %w", err)
+		}
+		fmt.Fprintf(h, "%s\n", filepath.Base(f))
+		_, err = io.Copy(h, r)
+		r.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// Cell writes dst: the base image followed by a cpio archive with the
+// kernel modules mods (loaded in order), the module under test kmod (with
+// parameters kmodParams) and the agent's manifest. The kernel unpacks
+// concatenated archives in order, so one base serves every cell of an arch.
+func Cell(dst, base string, mods []string, kmod, kmodParams string) error {
+	m := event.Manifest{Kmod: "/kmmap/" + filepath.Base(kmod), KmodParams: kmodParams, Test: GuestTestPath}
+	var recs []cpio.Record
+	for i, p := range mods {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("kmmap/modules/%02d-%s", i, filepath.Base(p))
+		m.Modules = append(m.Modules, "/"+name)
+		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
+	}
+	b, err := os.ReadFile(kmod)
+	if err != nil {
+		return fmt.Errorf("module under test: %w", err)
+	}
+	recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: strings.TrimPrefix(m.Kmod, "/"), Mode: cpio.S_IFREG | 0o644}))
+	mb, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	recs = append(recs, cpio.StaticFile(strings.TrimPrefix(event.ManifestPath, "/"), string(mb), 0o644))
+
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	in, err := os.Open(base)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	n, err := io.Copy(out, in)
+	if err != nil {
+		return err
+	}
+	// Zero padding between archives is skipped by the kernel's unpacker;
+	// each archive must start 4-byte aligned.
+	if pad := (512 - n%512) % 512; pad > 0 {
+		if _, err := out.Write(make([]byte, pad)); err != nil {
+			return err
+		}
+	}
+	w := cpio.NewDedupWriter(cpio.Newc.Writer(out))
+	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
+		return err
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return err
+	}
+	return out.Close()
+}
