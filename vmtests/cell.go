@@ -1,0 +1,108 @@
+// Package vmtests is the host side of kmmap: it prepares each cell of the
+// kernel matrix (kernel, module built for it, initramfs), boots it under
+// QEMU and replays the guest's test results as Go subtests named
+// TestGuest/<cell>/<test>.
+package vmtests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// Machine is how one guest architecture is run under QEMU.
+type Machine struct {
+	QEMU     string   // binary
+	Package  string   // Debian package that provides it
+	Args     []string // machine, CPU, memory
+	Console  string   // console= device
+	QEMUArch qemu.Arch
+}
+
+// machines per guest arch. Measured under TCG here (see DESIGN.md): on arm64
+// "-cpu max" spends 4-9 s of each boot emulating pointer authentication;
+// pauth-impdef=on keeps a CPU model with every granule size (needed by the
+// 16K cells later) at 2.3-3.4 s.
+var machines = map[string]Machine{
+	"amd64": {
+		QEMU: "qemu-system-x86_64", Package: "qemu-system-x86",
+		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-smp", "1", "-nic", "none"},
+		Console: "ttyS0", QEMUArch: qemu.ArchAMD64,
+	},
+	"arm64": {
+		QEMU: "qemu-system-aarch64", Package: "qemu-system-arm",
+		Args:    []string{"-machine", "virt", "-cpu", "max,pauth-impdef=on", "-m", "512M", "-smp", "1", "-nic", "none"},
+		Console: "ttyAMA0", QEMUArch: qemu.ArchArm64,
+	},
+}
+
+// Cell is the blueprint of one run: a kernel of the matrix and everything
+// built for it. A VM is started from it; the Cell itself never runs.
+type Cell struct {
+	ID        string
+	Tree      *kernels.Tree
+	Machine   Machine
+	Kmod      string   // kmmap.ko built for this kernel
+	Modules   []string // the kernel's own modules the guest loads first
+	Initramfs string   // base image + this cell's archive
+	Timeout   time.Duration
+}
+
+// machineFor returns the QEMU setup for arch, or an error naming the
+// package to install.
+func machineFor(arch string) (Machine, error) {
+	m, ok := machines[arch]
+	if !ok {
+		return Machine{}, fmt.Errorf("no QEMU machine defined for guest arch %q", arch)
+	}
+	if _, err := exec.LookPath(m.QEMU); err != nil {
+		return Machine{}, fmt.Errorf("%s not found (apt-get install %s)", m.QEMU, m.Package)
+	}
+	return m, nil
+}
+
+// kernelArgs is the guest command line: the console, no chatter below
+// warnings (WARNING: splats stay visible), and a panic ends QEMU at once
+// (with -no-reboot) instead of waiting for the timeout.
+func (c *Cell) kernelArgs() []string {
+	return []string{"console=" + c.Machine.Console, "loglevel=5", "panic=-1", "printk.time=1"}
+}
+
+// repoRoot finds the directory holding go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above %s", dir)
+		}
+		dir = parent
+	}
+}
+
+// selected reports whether cell id is chosen by KMMAP_CELLS (comma
+// separated; empty means all).
+func selected(id string) bool {
+	env := strings.TrimSpace(os.Getenv("KMMAP_CELLS"))
+	if env == "" {
+		return true
+	}
+	for _, s := range strings.Split(env, ",") {
+		if strings.TrimSpace(s) == id {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,77 @@
+package vmtests
+
+import (
+	"regexp"
+	"strings"
+)
+
+// splatRe matches the first line of a kernel report that must fail a test.
+var splatRe = regexp.MustCompile(`(WARNING:|BUG:|Oops|Kernel panic|general protection fault|KFENCE:|KASAN:|UBSAN:|` +
+	`possible circular locking|inconsistent lock state|soft lockup|hung_task|blocked for more than|` +
+	`rcu_sched detected stall|rcu: INFO: .* detected stalls|Call Trace:)`)
+
+// allowRe are lines that look alarming but are expected; each with why.
+var allowRe = []*regexp.Regexp{
+	// Debian enables MODULE_SIG without enforcing it: our unsigned module
+	// loads with this taint line.
+	regexp.MustCompile(`module verification failed: signature and/or required key missing - tainting kernel`),
+}
+
+var ansiRe = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
+
+// cleanLine strips the serial console's carriage returns and ANSI escapes.
+func cleanLine(s string) string {
+	s = ansiRe.ReplaceAllString(s, "")
+	return strings.TrimRight(strings.ReplaceAll(s, "\r", ""), " ")
+}
+
+// isSplat reports whether a console line starts a kernel report.
+func isSplat(line string) bool {
+	if !splatRe.MatchString(line) {
+		return false
+	}
+	for _, a := range allowRe {
+		if a.MatchString(line) {
+			return false
+		}
+	}
+	return true
+}
+
+var markRe = regexp.MustCompile(`kmmap-test: (start|end) (\S+)`)
+
+// console collects the guest's serial console and attributes kernel splats
+// to the guest test that was running, using the markers the guest suite
+// writes to /dev/kmsg.
+type console struct {
+	lines   []string
+	current string              // test between its start and end markers
+	splats  map[string][]string // test name ("" outside every test) -> lines
+}
+
+func newConsole() *console { return &console{splats: map[string][]string{}} }
+
+func (c *console) add(raw string) {
+	line := cleanLine(raw)
+	c.lines = append(c.lines, line)
+	if m := markRe.FindStringSubmatch(line); m != nil {
+		if m[1] == "start" {
+			c.current = m[2]
+		} else {
+			c.current = ""
+		}
+		return
+	}
+	if isSplat(line) {
+		top, _, _ := strings.Cut(c.current, "/")
+		c.splats[top] = append(c.splats[top], line)
+	}
+}
+
+// tail returns the last n console lines.
+func (c *console) tail(n int) string {
+	if len(c.lines) < n {
+		n = len(c.lines)
+	}
+	return strings.Join(c.lines[len(c.lines)-n:], "\n")
+}

@@ -1,0 +1,202 @@
+package vmtests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/hugelgupf/vmtest/qemu/qevent"
+	"github.com/kmmap/kmmap/initramfs"
+	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// guestImages builds the guest test binary and the base initramfs once per
+// arch for the whole test process.
+var guestImages sync.Map // arch -> func() (string, error)
+
+func guestImage(t *testing.T, root, arch string) string {
+	t.Helper()
+	f, _ := guestImages.LoadOrStore(arch, sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "kmmap-guest-"+arch+"-")
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, "guest.test")
+		cmd := exec.Command("go", "test", "-c", "-tags", "kmmap_guest", "-trimpath", "-ldflags=-s -w", "-o", bin, "./vmtests/guest")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
+		}
+		return initramfs.Base(arch, root, bin, t.Logf)
+	}))
+	path, err := f.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func vmTimeout(t *testing.T) time.Duration {
+	d := 5 * time.Minute // TCG: boot is seconds, but a loaded CI host is slow
+	if s := os.Getenv("KMMAP_VM_TIMEOUT"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			t.Fatalf("KMMAP_VM_TIMEOUT=%q: %v (want a Go duration such as 90s)", s, err)
+		}
+	}
+	return d
+}
+
+// TestGuest boots every selected cell and replays its guest tests as
+// subtests TestGuest/<cell>/<test>.
+func TestGuest(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := kernels.LoadLock(filepath.Join(root, "kernels", "kernels.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetcher, err := kernels.NewFetcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	for _, k := range lock.Kernels {
+		if !selected(k.ID) {
+			continue
+		}
+		ran++
+		t.Run(k.ID, func(t *testing.T) {
+			t.Parallel()
+			runCell(t, root, fetcher, k)
+		})
+	}
+	if ran == 0 {
+		t.Fatalf("KMMAP_CELLS=%q selects none of %s", os.Getenv("KMMAP_CELLS"), strings.Join(lock.IDs(), ", "))
+	}
+}
+
+func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kernel) {
+	prep := time.Now()
+	m, err := machineFor(k.Arch)
+	if err != nil {
+		t.Fatalf("kernel %s: %v", k.ID, err)
+	}
+	tree, err := fetcher.Fetch(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := tree.GuestModules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ko, err := buildModule(tree, filepath.Join(root, "kmod"), fetcher.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods, Timeout: vmTimeout(t)}
+	cell.Initramfs = filepath.Join(t.TempDir(), "initramfs.cpio")
+	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), mods, ko, ""); err != nil {
+		t.Fatal(err)
+	}
+	prepared := time.Since(prep)
+
+	con, res, elapsed, werr := boot(cell)
+	defer func() {
+		if t.Failed() {
+			t.Logf("console of %s (%s):\n%s", cell.ID, tree.Vmlinuz, strings.Join(con.lines, "\n"))
+		}
+	}()
+	t.Logf("%s: prepared in %.1fs, QEMU ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), elapsed.Seconds(), len(res.list))
+
+	switch {
+	case elapsed >= cell.Timeout:
+		t.Errorf("guest did not power off within %s (KMMAP_VM_TIMEOUT); last console lines:\n%s", cell.Timeout, con.tail(20))
+	case werr != nil:
+		t.Errorf("QEMU: %v; last console lines:\n%s", werr, con.tail(20))
+	}
+	for _, e := range res.agentErrs {
+		t.Errorf("guest agent: %s", e)
+	}
+	if res.kmodErr != "" {
+		t.Errorf("loading %s in the guest failed: %s", filepath.Base(ko), res.kmodErr)
+	}
+	if s := con.splats[""]; len(s) > 0 {
+		t.Errorf("kernel splat outside any test:\n%s", strings.Join(s, "\n"))
+	}
+	if len(res.list) == 0 {
+		t.Fatalf("the guest never listed its tests, so none ran; last console lines:\n%s", con.tail(30))
+	}
+	failed := false
+	for _, name := range res.list {
+		tr := res.tests[name]
+		if tr == nil {
+			tr = &testResult{}
+		}
+		splats := con.splats[name]
+		ok := t.Run(name, func(t *testing.T) {
+			if len(splats) > 0 {
+				t.Errorf("kernel splat during %s:\n%s", name, strings.Join(splats, "\n"))
+			}
+			switch tr.action {
+			case "pass":
+			case "skip":
+				t.Skipf("skipped in the guest:\n%s", tr.output.String())
+			case "fail":
+				t.Errorf("failed in the guest:\n%s", tr.output.String())
+			default:
+				t.Errorf("did not run to completion in the guest (crash, hang or earlier failure):\n%s", tr.output.String())
+			}
+		})
+		failed = failed || !ok
+	}
+	if res.exitErr != "" && !failed {
+		t.Errorf("guest test binary exited with %s although every test passed", res.exitErr)
+	}
+	if !res.unloaded {
+		t.Errorf("the guest never tried to unload the module")
+	} else if res.unloadErr != "" {
+		t.Errorf("unloading the module after the tests failed (references leaked?): %s", res.unloadErr)
+	}
+}
+
+// boot runs the cell's VM to the end and returns what it printed and sent.
+func boot(cell *Cell) (*console, *results, time.Duration, error) {
+	var mu sync.Mutex
+	con, res := newConsole(), newResults()
+	vm, err := qemu.Start(cell.Machine.QEMUArch,
+		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
+		qemu.WithKernel(cell.Tree.Vmlinuz),
+		qemu.WithInitramfs(cell.Initramfs),
+		qemu.WithAppendKernel(cell.kernelArgs()...),
+		qemu.ArbitraryArgs("-no-reboot", "-accel", "tcg"),
+		qemu.WithVMTimeout(cell.Timeout),
+		qemu.LogSerialByLine(func(l string) {
+			mu.Lock()
+			defer mu.Unlock()
+			con.add(l)
+		}),
+		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			res.handle(e)
+		}),
+	)
+	if err != nil {
+		return con, res, 0, fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)
+	}
+	start := time.Now()
+	err = vm.Wait()
+	return con, res, time.Since(start), err
+}
