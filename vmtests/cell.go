@@ -51,7 +51,9 @@ type Cell struct {
 	Kmod      string   // kmmap.ko built for this kernel
 	Modules   []string // the kernel's own modules the guest loads first
 	Initramfs string   // base image + this cell's archive
-	Timeout   time.Duration
+	// KernelArgs is the guest command line (default: kernelArgs(Machine)).
+	KernelArgs []string
+	Timeout    time.Duration
 }
 
 // machineFor returns the QEMU setup for arch, or an error naming the
@@ -70,8 +72,8 @@ func machineFor(arch string) (Machine, error) {
 // kernelArgs is the guest command line: the console, no chatter below
 // warnings (WARNING: splats stay visible), and a panic ends QEMU at once
 // (with -no-reboot) instead of waiting for the timeout.
-func (c *Cell) kernelArgs() []string {
-	return []string{"console=" + c.Machine.Console, "loglevel=5", "panic=-1", "printk.time=1"}
+func kernelArgs(m Machine) []string {
+	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "printk.time=1"}
 }
 
 // repoRoot finds the directory holding go.mod.

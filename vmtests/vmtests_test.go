@@ -105,7 +105,8 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kern
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods, Timeout: vmTimeout(t)}
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods,
+		KernelArgs: kernelArgs(m), Timeout: vmTimeout(t)}
 	cell.Initramfs = filepath.Join(t.TempDir(), "initramfs.cpio")
 	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), mods, ko, ""); err != nil {
 		t.Fatal(err)
@@ -179,7 +180,7 @@ func boot(cell *Cell) (*console, *results, time.Duration, error) {
 		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
 		qemu.WithKernel(cell.Tree.Vmlinuz),
 		qemu.WithInitramfs(cell.Initramfs),
-		qemu.WithAppendKernel(cell.kernelArgs()...),
+		qemu.WithAppendKernel(cell.KernelArgs...),
 		qemu.ArbitraryArgs("-no-reboot", "-accel", "tcg"),
 		qemu.WithVMTimeout(cell.Timeout),
 		qemu.LogSerialByLine(func(l string) {

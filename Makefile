@@ -1,0 +1,61 @@
+# kmmap — build kmmap.ko for each pinned kernel and prove it in QEMU.
+#
+#   make vmtests     boot every pinned cell and run the guest suite
+#   make test        everything: vet, the harness's own tests and the vmtests
+#   make kernels     download, verify and unpack the pinned kernels
+#   make deps        install (as root) or name (otherwise) the packages needed
+#
+# KMMAP_CELLS=6.1-amd64 limits the cells; KMMAP_CACHE moves the cache.
+
+GO      ?= go
+GOFLAGS ?=
+TIMEOUT ?= 60m
+
+# command -> Debian package that provides it
+TOOLS := \
+	make:make \
+	gcc-12:gcc-12 \
+	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
+	qemu-system-x86_64:qemu-system-x86 \
+	qemu-system-aarch64:qemu-system-arm
+# firmware QEMU loads for x86 (not a command, so checked by file)
+FIRMWARE := /usr/share/seabios/bios-256k.bin:seabios
+
+.PHONY: all deps vmtests test vet unit kernels
+
+all: test
+
+deps:
+	@missing=""; \
+	for t in $(TOOLS); do \
+		command -v "$${t%%:*}" >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
+	done; \
+	for f in $(FIRMWARE); do \
+		[ -e "$${f%%:*}" ] || missing="$$missing $${f#*:}"; \
+	done; \
+	command -v $(GO) >/dev/null 2>&1 || { echo "go not found: install Go 1.26 or newer (https://go.dev/dl)"; exit 1; }; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing:$$missing"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing ipxe-qemu || exit 1; \
+		else \
+			echo "missing:$$missing"; \
+			echo "install with: sudo apt-get install --no-install-recommends$$missing ipxe-qemu"; \
+			exit 1; \
+		fi; \
+	fi
+
+kernels: deps
+	$(GO) run ./cmd/kmmap kernels fetch
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags kmmap_guest ./vmtests/guest
+
+# The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>.
+vmtests: deps
+	$(GO) test $(GOFLAGS) -timeout $(TIMEOUT) -v -run 'TestGuest' ./vmtests
+
+# Everything CI runs: vet, the harness's own tests, and the vmtests.
+test: deps vet
+	$(GO) test $(GOFLAGS) -timeout $(TIMEOUT) -v ./...

@@ -1,0 +1,245 @@
+package kernels
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type entry struct {
+	name, body, link string
+}
+
+// fakeDeb builds a .deb (ar with a gzip data.tar) holding entries.
+func fakeDeb(t *testing.T, entries ...entry) []byte {
+	t.Helper()
+	var tb bytes.Buffer
+	gz := gzip.NewWriter(&tb)
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		h := &tar.Header{Name: "./" + e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg}
+		if e.link != "" {
+			h = &tar.Header{Name: "./" + e.name, Linkname: e.link, Typeflag: tar.TypeSymlink}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	gz.Close()
+	var deb bytes.Buffer
+	deb.WriteString("!<arch>\n")
+	member := func(name string, data []byte) {
+		fmt.Fprintf(&deb, "%-16s%-12s%-6s%-6s%-8s%-10d`\n", name, "0", "0", "0", "100644", len(data))
+		deb.Write(data)
+		if len(data)%2 == 1 {
+			deb.WriteByte('\n')
+		}
+	}
+	member("debian-binary", []byte("2.0\n"))
+	member("control.tar.gz", []byte{0})
+	member("data.tar.gz", tb.Bytes())
+	return deb.Bytes()
+}
+
+const rel = "6.1.0-1-amd64"
+
+// fakeArchive serves a kernel's packages at their pool paths.
+func fakeArchive(t *testing.T, files map[string][]byte) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := files[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func pin(role, name string, b []byte) Package {
+	s := sha256.Sum256(b)
+	return Package{Role: role, Name: name, Version: "1", Arch: "amd64",
+		Filename: "pool/" + name + ".deb", Size: int64(len(b)), SHA256: hex.EncodeToString(s[:])}
+}
+
+func testKernel(t *testing.T) (Kernel, map[string][]byte) {
+	image := fakeDeb(t,
+		entry{name: "boot/vmlinuz-" + rel, body: "kernel"},
+		entry{name: "boot/config-" + rel, body: "CONFIG_X=y\n"},
+		entry{name: "lib/modules/" + rel + "/modules.builtin", body: ""},
+	)
+	headers := fakeDeb(t,
+		entry{name: "usr/src/linux-headers-" + rel + "/Makefile", body: "include /usr/src/linux-headers-6.1.0-1-common/Makefile\n"},
+		entry{name: "lib/modules/" + rel + "/build", link: "/usr/src/linux-headers-" + rel},
+	)
+	kbuild := fakeDeb(t, entry{name: "usr/lib/linux-kbuild-6.1/scripts/x", body: "x"})
+	k := Kernel{ID: "6.1-amd64", Arch: "amd64", Suite: "bookworm", Series: "6.1", Flavour: "amd64", Release: rel,
+		Packages: []Package{pin(RoleImage, "image", image), pin(RoleHeaders, "headers", headers), pin(RoleKbuild, "kbuild", kbuild)}}
+	files := map[string][]byte{}
+	for i, b := range [][]byte{image, headers, kbuild} {
+		files[k.Packages[i].Filename] = b
+	}
+	return k, files
+}
+
+func TestFetchUnpacksAndFixesPaths(t *testing.T) {
+	k, files := testKernel(t)
+	srv := fakeArchive(t, files)
+	f, err := NewFetcher(WithCacheDir(t.TempDir()), WithMirror(srv.URL), WithHostArch("amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := f.Fetch(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(tree.Vmlinuz); err != nil || string(b) != "kernel" {
+		t.Errorf("vmlinuz: %q, %v", b, err)
+	}
+	mk, err := os.ReadFile(filepath.Join(tree.KDir, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "include " + filepath.Join(tree.Dir, "root") + "/usr/src/linux-headers-6.1.0-1-common/Makefile\n"; string(mk) != want {
+		t.Errorf("headers Makefile = %q, want %q", mk, want)
+	}
+	link, err := os.Readlink(filepath.Join(tree.ModulesDir, "build"))
+	if err != nil || filepath.IsAbs(link) {
+		t.Errorf("absolute symlink not made relative: %q, %v", link, err)
+	}
+	// A second fetch is served from the cache, even with the mirror gone.
+	srv.Close()
+	again, err := f.Fetch(context.Background(), k)
+	if err != nil || again.Dir != tree.Dir {
+		t.Errorf("cached fetch: %v, %v", again, err)
+	}
+}
+
+func TestFetchSHAMismatchCachesNothing(t *testing.T) {
+	k, files := testKernel(t)
+	files[k.Packages[1].Filename] = append([]byte{}, files[k.Packages[0].Filename]...) // wrong bytes for headers
+	srv := fakeArchive(t, files)
+	cache := t.TempDir()
+	f, _ := NewFetcher(WithCacheDir(cache), WithMirror(srv.URL), WithHostArch("amd64"))
+	_, err := f.Fetch(context.Background(), k)
+	if err == nil || !strings.Contains(err.Error(), "SHA-256 mismatch") || !strings.Contains(err.Error(), "headers") {
+		t.Fatalf("err = %v, want a SHA-256 mismatch naming the package", err)
+	}
+	assertNoPartial(t, cache, k.Packages[1].SHA256)
+}
+
+func TestFetchTruncatedDownload(t *testing.T) {
+	k, files := testKernel(t)
+	files[k.Packages[0].Filename] = files[k.Packages[0].Filename][:100]
+	srv := fakeArchive(t, files)
+	cache := t.TempDir()
+	f, _ := NewFetcher(WithCacheDir(cache), WithMirror(srv.URL), WithHostArch("amd64"))
+	if _, err := f.Fetch(context.Background(), k); err == nil || !strings.Contains(err.Error(), "SHA-256 mismatch") {
+		t.Fatalf("err = %v, want a SHA-256 mismatch", err)
+	}
+	assertNoPartial(t, cache, k.Packages[0].SHA256)
+}
+
+func TestFetchNotServed(t *testing.T) {
+	k, files := testKernel(t)
+	delete(files, k.Packages[2].Filename)
+	srv := fakeArchive(t, files)
+	f, _ := NewFetcher(WithCacheDir(t.TempDir()), WithMirror(srv.URL), WithHostArch("amd64"))
+	_, err := f.Fetch(context.Background(), k)
+	if !errors.Is(err, ErrNotServed) || !strings.Contains(err.Error(), "kmmap kernels update") {
+		t.Fatalf("err = %v, want ErrNotServed naming the update command", err)
+	}
+}
+
+func TestFetchNoKbuildForHost(t *testing.T) {
+	k, _ := testKernel(t)
+	f, _ := NewFetcher(WithCacheDir(t.TempDir()), WithMirror("http://127.0.0.1:1"), WithHostArch("riscv64"))
+	if _, err := f.Fetch(context.Background(), k); err == nil || !strings.Contains(err.Error(), "riscv64 build host") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// assertNoPartial checks that the cache holds no verified-looking copy of
+// sha, no temporary download and no unpacked kernel entry.
+func assertNoPartial(t *testing.T, cache, sha string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(cache, "debs", sha+".deb")); err == nil {
+		t.Errorf("unverified .deb left in the cache")
+	}
+	_ = filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temporary file left behind: %s", p)
+		}
+		if err == nil && d.Name() == "tree.json" {
+			t.Errorf("kernel entry created despite the failure: %s", p)
+		}
+		return nil
+	})
+}
+
+func TestMirrorFromAptSources(t *testing.T) {
+	for _, c := range []struct{ name, file, body, want string }{
+		{"deb822", "sources.list.d/debian.sources",
+			"Types: deb\nURIs: http://deb.example/debian-security\nSuites: bookworm-security\nComponents: main\n\nTypes: deb\nURIs: http://deb.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n",
+			"http://deb.example/debian"},
+		{"one-line", "sources.list",
+			"# comment\ndeb [arch=amd64 signed-by=/x.gpg] http://other.example/apt cloud-sdk main\ndeb http://mirror.example/debian/ trixie main\n",
+			"http://mirror.example/debian"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(MirrorEnv, "")
+			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "sources.list.d"), 0o755)
+			os.WriteFile(filepath.Join(dir, c.file), []byte(c.body), 0o644)
+			got, err := Mirror(dir)
+			if err != nil || got != c.want {
+				t.Errorf("Mirror = %q, %v; want %q", got, err, c.want)
+			}
+		})
+	}
+	t.Run("env wins", func(t *testing.T) {
+		t.Setenv(MirrorEnv, "http://env.example/debian/")
+		if got, _ := Mirror(t.TempDir()); got != "http://env.example/debian" {
+			t.Errorf("Mirror = %q", got)
+		}
+	})
+	t.Run("none", func(t *testing.T) {
+		t.Setenv(MirrorEnv, "")
+		if _, err := Mirror(t.TempDir()); err == nil || !strings.Contains(err.Error(), MirrorEnv) {
+			t.Errorf("err = %v, want one naming %s", err, MirrorEnv)
+		}
+	})
+}
+
+func TestLockInRepoIsValid(t *testing.T) {
+	l, err := LoadLock("kernels.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range l.Kernels {
+		for _, host := range []string{"amd64", "arm64"} {
+			if _, err := k.packagesFor(host); err != nil {
+				t.Error(err)
+			}
+		}
+		if k.Release == "" || k.Compiler == "" {
+			t.Errorf("kernel %s: release and compiler must be pinned", k.ID)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package vmtests
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kmmap/kmmap/initramfs/event"
+)
+
+func TestConsoleAttributesSplats(t *testing.T) {
+	c := newConsole()
+	for _, l := range []string{
+		"\x1b[0m[    1.0] kmmap: module verification failed: signature and/or required key missing - tainting kernel\r",
+		"[    1.1] kmmap-test: start TestA",
+		"[    1.2] WARNING: CPU: 0 PID: 1 at kmmap.c:10 kmmap_fault+0x1/0x2 [kmmap]",
+		"[    1.3] kmmap-test: end TestA",
+		"[    1.4] kmmap-test: start TestB/sub",
+		"[    1.5] BUG: unable to handle page fault for address: 0000",
+		"[    1.6] kmmap-test: end TestB/sub",
+		"[    1.7] kmmap-test: start TestC",
+		"[    1.8] kmmap: pr_info says nothing alarming",
+		"[    1.9] kmmap-test: end TestC",
+		"[    2.0] Kernel panic - not syncing: Fatal exception",
+	} {
+		c.add(l)
+	}
+	if got := c.splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") {
+		t.Errorf("TestA splats = %q", got)
+	}
+	if got := c.splats["TestB"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
+		t.Errorf("TestB splats = %q (subtest splats belong to the top-level test)", got)
+	}
+	if got := c.splats["TestC"]; len(got) != 0 {
+		t.Errorf("TestC splats = %q, want none", got)
+	}
+	if got := c.splats[""]; len(got) != 1 || !strings.Contains(got[0], "Kernel panic") {
+		t.Errorf("splats outside tests = %q", got)
+	}
+	if strings.ContainsAny(strings.Join(c.lines, ""), "\r\x1b") {
+		t.Errorf("console lines keep \\r or escapes: %q", c.lines)
+	}
+}
+
+func TestResultsReplay(t *testing.T) {
+	r := newResults()
+	for _, e := range []event.Event{
+		{Agent: event.AgentKmod},
+		{Agent: event.AgentList, Tests: []string{"TestA", "TestB", "TestC"}},
+		{Action: "run", Test: "TestA"},
+		{Action: "output", Test: "TestA", Output: "a\n"},
+		{Action: "pass", Test: "TestA"},
+		{Action: "run", Test: "TestB"},
+		{Action: "run", Test: "TestB/x"},
+		{Action: "fail", Test: "TestB/x"},
+		{Action: "output", Test: "TestB/x", Output: "boom\n"},
+		{Action: "fail", Test: "TestB"},
+		{Action: "run", Test: "TestC"},
+		{Agent: event.AgentExit, Error: "exit status 2"},
+	} {
+		r.handle(e)
+	}
+	if r.tests["TestA"].action != "pass" || r.tests["TestB"].action != "fail" {
+		t.Errorf("actions: A=%q B=%q", r.tests["TestA"].action, r.tests["TestB"].action)
+	}
+	if r.tests["TestC"].action != "" {
+		t.Errorf("TestC never finished but has action %q", r.tests["TestC"].action)
+	}
+	if !strings.Contains(r.tests["TestB"].output.String(), "boom") {
+		t.Errorf("subtest output not kept with its test")
+	}
+	if !r.exited || r.exitErr == "" || r.unloaded {
+		t.Errorf("agent notes: %+v", r)
+	}
+}
