@@ -46,45 +46,31 @@ func Base(arch, srcRoot, guestTest string, logf func(string, ...any)) (string, e
 		return "", err
 	}
 	dst := filepath.Join(cache, "initramfs", arch+"-"+key+".cpio")
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	lk, err := kernels.LockFile(dst + ".lock")
-	if err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", err
 	}
-	defer lk.Unlock()
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	tmpDir, err := os.MkdirTemp(filepath.Dir(dst), ".build-"+arch+"-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmpDir)
-	out := filepath.Join(tmpDir, "initramfs.cpio")
-	logf("initramfs %s: building u-root image", arch)
-	l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
-	err = uimage.Create(l,
-		uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
-		uimage.WithBusyboxCommands(
-			"github.com/u-root/u-root/cmds/core/init",
-			agentPkg,
-		),
-		uimage.WithBinaryCommands("cmd/test2json"),
-		uimage.WithInit("init"),
-		uimage.WithUinit("agent"),
-		uimage.WithFiles(guestTest+":"+strings.TrimPrefix(GuestTestPath, "/")),
-		uimage.WithCPIOOutput(out),
-		uimage.WithTempDir(tmpDir),
-	)
-	if err != nil {
-		return "", fmt.Errorf("initramfs %s: %w", arch, err)
-	}
-	if err := os.Rename(out, dst); err != nil {
-		return "", err
-	}
-	return dst, nil
+	return kernels.Build(dst, func(tmpDir string) (string, error) {
+		out := filepath.Join(tmpDir, "initramfs.cpio")
+		logf("initramfs %s: building u-root image", arch)
+		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
+		err := uimage.Create(l,
+			uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
+			uimage.WithBusyboxCommands(
+				"github.com/u-root/u-root/cmds/core/init",
+				agentPkg,
+			),
+			uimage.WithBinaryCommands("cmd/test2json"),
+			uimage.WithInit("init"),
+			uimage.WithUinit("agent"),
+			uimage.WithFiles(guestTest+":"+strings.TrimPrefix(GuestTestPath, "/")),
+			uimage.WithCPIOOutput(out),
+			uimage.WithTempDir(tmpDir),
+		)
+		if err != nil {
+			return "", fmt.Errorf("initramfs %s: %w", arch, err)
+		}
+		return out, nil
+	})
 }
 
 func baseKey(arch, srcRoot, guestTest string) (string, error) {

@@ -71,3 +71,35 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
+
+// Build returns dst, making it first if it does not exist yet. make writes
+// into tmp, a fresh directory beside dst, and returns the file it made
+// there; that file is renamed to dst. Concurrent callers, in this process or
+// others, wait for one another, so dst is made once and is never seen
+// half-written.
+func Build(dst string, make func(tmp string) (string, error)) (string, error) {
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	lk, err := LockFile(dst + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer lk.Unlock()
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dst), ".build-"+filepath.Base(dst)+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	out, err := make(tmp)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(out, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}

@@ -53,7 +53,9 @@ type Option func(*Fetcher)
 func WithCacheDir(dir string) Option { return func(f *Fetcher) { f.cache = dir } }
 
 // WithMirror sets the Debian mirror (default: Mirror("/etc/apt")).
-func WithMirror(url string) Option { return func(f *Fetcher) { f.mirror = strings.TrimRight(url, "/") } }
+func WithMirror(url string) Option {
+	return func(f *Fetcher) { f.mirror = strings.TrimRight(url, "/") }
+}
 
 // WithHTTPClient sets the HTTP client used for downloads.
 func WithHTTPClient(c *http.Client) Option { return func(f *Fetcher) { f.client = c } }

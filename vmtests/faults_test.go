@@ -15,14 +15,7 @@ import (
 // is broken on purpose.
 func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 	t.Helper()
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := kernels.LoadLock(filepath.Join(root, "kernels", "kernels.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, lock := loadLock(t)
 	for _, k := range lock.Kernels {
 		if k.Arch != "amd64" || !selected(k.ID) {
 			continue

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -43,79 +42,100 @@ func buildModule(tree *kernels.Tree, src, cacheDir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(cacheDir, "kmod", k.ID+"-"+key)
-	ko := filepath.Join(out, "kmmap.ko")
-	if _, err := os.Stat(ko); err == nil {
-		return ko, nil
-	}
-	lk, err := kernels.LockFile(out + ".lock")
-	if err != nil {
+	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+key+".ko")
+	if err := os.MkdirAll(filepath.Dir(ko), 0o755); err != nil {
 		return "", err
 	}
-	defer lk.Unlock()
-	if _, err := os.Stat(ko); err == nil {
-		return ko, nil
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(out), ".build-"+k.ID+"-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.CopyFS(tmp, os.DirFS(src)); err != nil {
-		return "", err
-	}
-	args := []string{"-C", tree.KDir, "M=" + tmp, "ARCH=" + kbuildArch[k.Arch], "modules"}
-	if prefix != "" {
-		args = append(args, "CROSS_COMPILE="+prefix)
-	}
-	cmd := exec.Command("make", args...)
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("kernel %s: building the module failed (%s):\n%s", k.ID, strings.Join(cmd.Args, " "), b)
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return "", err
-	}
-	built, err := os.ReadFile(filepath.Join(tmp, "kmmap.ko"))
-	if err != nil {
-		return "", fmt.Errorf("kernel %s: make succeeded but made no kmmap.ko: %w", k.ID, err)
-	}
-	if err := os.WriteFile(ko+".tmp", built, 0o644); err != nil {
-		return "", err
-	}
-	return ko, os.Rename(ko+".tmp", ko)
+	return kernels.Build(ko, func(tmp string) (string, error) {
+		if err := copySources(tmp, src); err != nil {
+			return "", err
+		}
+		args := []string{"-C", tree.KDir, "M=" + tmp, "ARCH=" + kbuildArch[k.Arch], "modules"}
+		if prefix != "" {
+			args = append(args, "CROSS_COMPILE="+prefix)
+		}
+		cmd := exec.Command("make", args...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("kernel %s: building the module failed (%s):\n%s", k.ID, strings.Join(cmd.Args, " "), b)
+		}
+		built := filepath.Join(tmp, "kmmap.ko")
+		if _, err := os.Stat(built); err != nil {
+			return "", fmt.Errorf("kernel %s: make succeeded but made no kmmap.ko: %w", k.ID, err)
+		}
+		return built, nil
+	})
 }
 
-// hashTree hashes the module sources (every regular file under src) with
-// the strings that select the kernel and the compiler.
+// isSource reports whether a file under the module directory is an input
+// of its build, not an output a by-hand `make` left there.
+func isSource(rel string) bool {
+	base := filepath.Base(rel)
+	switch {
+	case strings.HasPrefix(base, "."), base == "modules.order", base == "Module.symvers":
+		return false
+	}
+	switch filepath.Ext(base) {
+	case ".o", ".ko", ".mod", ".cmd", ".a":
+		return false
+	}
+	return !strings.HasSuffix(base, ".mod.c")
+}
+
+// sources lists the module's source files, relative to src, sorted.
+func sources(src string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err == nil && isSource(rel) {
+			files = append(files, rel)
+		}
+		return err
+	})
+	sort.Strings(files)
+	return files, err
+}
+
+func copySources(dst, src string) error {
+	files, err := sources(src)
+	if err != nil {
+		return err
+	}
+	for _, rel := range files {
+		b, err := os.ReadFile(filepath.Join(src, rel))
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, rel), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hashTree hashes the module's sources with the strings that select the
+// kernel and the compiler.
 func hashTree(src string, extra ...string) (string, error) {
 	h := sha256.New()
 	for _, e := range extra {
 		fmt.Fprintf(h, "%s\n", e)
 	}
-	var files []string
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			files = append(files, p)
-		}
-		return err
-	})
+	files, err := sources(src)
 	if err != nil {
 		return "", err
 	}
-	sort.Strings(files)
-	for _, f := range files {
-		r, err := os.Open(f)
+	for _, rel := range files {
+		b, err := os.ReadFile(filepath.Join(src, rel))
 		if err != nil {
 			return "", err
 		}
-		rel, _ := filepath.Rel(src, f)
-		fmt.Fprintf(h, "%s\n", rel)
-		_, err = io.Copy(h, r)
-		r.Close()
-		if err != nil {
-			return "", err
-		}
+		fmt.Fprintf(h, "%s %d\n", rel, len(b))
+		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

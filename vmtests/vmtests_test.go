@@ -56,9 +56,9 @@ func vmTimeout(t *testing.T) time.Duration {
 	return d
 }
 
-// TestGuest boots every selected cell and replays its guest tests as
-// subtests TestGuest/<cell>/<test>.
-func TestGuest(t *testing.T) {
+// loadLock returns the repository root and its kernel lock.
+func loadLock(t *testing.T) (string, *kernels.Lock) {
+	t.Helper()
 	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +67,13 @@ func TestGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return root, lock
+}
+
+// TestGuest boots every selected cell and replays its guest tests as
+// subtests TestGuest/<cell>/<test>.
+func TestGuest(t *testing.T) {
+	root, lock := loadLock(t)
 	fetcher, err := kernels.NewFetcher()
 	if err != nil {
 		t.Fatal(err)
