@@ -107,7 +107,11 @@ func baseKey(arch, srcRoot, guestTest string) (string, error) {
 // parameters kmodParams) and the agent's manifest. The kernel unpacks
 // concatenated archives in order, so one base serves every cell of an arch.
 func Cell(dst, base string, mods []string, kmod, kmodParams string) error {
-	m := event.Manifest{Kmod: "/kmmap/" + filepath.Base(kmod), KmodParams: kmodParams, Test: GuestTestPath}
+	name, err := kernels.ModInfo(kmod, "name")
+	if err != nil || name == "" {
+		return fmt.Errorf("module under test %s: no module name in .modinfo (%v)", kmod, err)
+	}
+	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: kmodParams, Test: GuestTestPath}
 	var recs []cpio.Record
 	for i, p := range mods {
 		b, err := os.ReadFile(p)

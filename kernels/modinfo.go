@@ -81,29 +81,36 @@ func modName(s string) string {
 
 // modDepends reads the depends= entry of a module's .modinfo section.
 func modDepends(path string) ([]string, error) {
+	v, err := ModInfo(path, "depends")
+	var deps []string
+	for _, d := range strings.Split(v, ",") {
+		if d != "" {
+			deps = append(deps, d)
+		}
+	}
+	return deps, err
+}
+
+// ModInfo returns the value of key (e.g. "name", "depends") in a kernel
+// module's .modinfo section, or "" if the module has no such key.
+func ModInfo(path, key string) (string, error) {
 	f, err := elf.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	defer f.Close()
 	sec := f.Section(".modinfo")
 	if sec == nil {
-		return nil, fmt.Errorf("%s: no .modinfo section", path)
+		return "", fmt.Errorf("%s: no .modinfo section: not a kernel module", path)
 	}
 	data, err := sec.Data()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	for _, kv := range bytes.Split(data, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok {
-			var deps []string
-			for _, d := range strings.Split(string(v), ",") {
-				if d != "" {
-					deps = append(deps, d)
-				}
-			}
-			return deps, nil
+		if v, ok := bytes.CutPrefix(kv, []byte(key+"=")); ok {
+			return string(v), nil
 		}
 	}
-	return nil, nil
+	return "", nil
 }

@@ -94,7 +94,7 @@ func run() error {
 	}
 	emit(exit)
 
-	name := strings.TrimSuffix(filepath.Base(m.Kmod), ".ko")
+	name := m.KmodName
 	unload := event.Event{Agent: event.AgentUnload}
 	if err := kmodule.Delete(name, 0); err != nil {
 		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)

@@ -38,8 +38,10 @@ type Event struct {
 type Manifest struct {
 	// Modules are the kernel's own modules to load first, in order.
 	Modules []string `json:"modules"`
-	// Kmod is the module under test and its parameters.
+	// Kmod is the module under test, KmodName its name (for unloading)
+	// and KmodParams its parameters.
 	Kmod       string `json:"kmod"`
+	KmodName   string `json:"kmod_name"`
 	KmodParams string `json:"kmod_params,omitempty"`
 	// Test is the guest test binary; TestArgs are added to its flags.
 	Test     string   `json:"test"`
