@@ -102,23 +102,33 @@ func baseKey(arch, srcRoot, guestTest string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
+// CellSpec is what one cell adds to the base image.
+type CellSpec struct {
+	Modules    []string // the kernel's own modules, loaded in this order
+	Kmod       string   // the module under test
+	KmodParams string   // its parameters
+	TestArgs   []string // extra flags for the guest test binary
+}
+
 // Cell writes dst: the base image followed by a cpio archive with the
-// kernel modules mods (loaded in order), the module under test kmod (with
-// parameters kmodParams) and the agent's manifest. The kernel unpacks
-// concatenated archives in order, so one base serves every cell of an arch.
-func Cell(dst, base string, mods []string, kmod, kmodParams string) error {
+// spec's modules, the module under test and the agent's manifest. The
+// kernel unpacks concatenated archives in order, so one base serves every
+// cell of an arch.
+func Cell(dst, base string, spec CellSpec) error {
+	kmod := spec.Kmod
 	name, err := kernels.ModInfo(kmod, "name")
 	if err != nil || name == "" {
 		return fmt.Errorf("module under test %s: no module name in .modinfo (%v)", kmod, err)
 	}
-	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: kmodParams, Test: GuestTestPath}
+	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: spec.KmodParams,
+		Test: GuestTestPath, TestArgs: spec.TestArgs}
 	var recs []cpio.Record
-	for i, p := range mods {
-		b, err := os.ReadFile(p)
+	for i, p := range spec.Modules {
+		b, err := kernels.ReadModule(p)
 		if err != nil {
 			return err
 		}
-		name := fmt.Sprintf("kmmap/modules/%02d-%s", i, filepath.Base(p))
+		name := fmt.Sprintf("kmmap/modules/%02d-%s", i, kernels.ModuleFileName(p))
 		m.Modules = append(m.Modules, "/"+name)
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
 	}

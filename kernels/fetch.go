@@ -89,6 +89,9 @@ func NewFetcher(opts ...Option) (*Fetcher, error) {
 	return f, nil
 }
 
+// Mirror is the Debian mirror the fetcher downloads from.
+func (f *Fetcher) Mirror() (string, error) { return f.mirrorURL() }
+
 // CacheDir is the fetcher's cache directory.
 func (f *Fetcher) CacheDir() string { return f.cache }
 
@@ -199,7 +202,7 @@ func layout(k Kernel, root, finalRoot string) (*Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no kernel image for %s in the image package: %w", rel, err)
 	}
-	config, err := firstExisting(root, "boot/config-"+rel, "usr/src/linux-headers-"+rel+"/.config")
+	config, err := firstExisting(root, "boot/config-"+rel, "usr/lib/modules/"+rel+"/config", "usr/src/linux-headers-"+rel+"/.config")
 	if err != nil {
 		return nil, fmt.Errorf("no kernel config for %s: %w", rel, err)
 	}
@@ -293,4 +296,22 @@ func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) 
 		return "", err
 	}
 	return dst, nil
+}
+
+// PageSize is the page size the kernel was configured with, from its
+// config (CONFIG_ARM64_16K_PAGES and friends); 4096 otherwise.
+func (t *Tree) PageSize() (int, error) {
+	b, err := os.ReadFile(t.Config)
+	if err != nil {
+		return 0, fmt.Errorf("kernel %s: %w", t.Kernel.ID, err)
+	}
+	for _, c := range []struct {
+		opt  string
+		size int
+	}{{"CONFIG_ARM64_16K_PAGES=y", 16384}, {"CONFIG_ARM64_64K_PAGES=y", 65536}, {"CONFIG_PAGE_SIZE_16KB=y", 16384}, {"CONFIG_PAGE_SIZE_64KB=y", 65536}} {
+		if strings.Contains("\n"+string(b), "\n"+c.opt+"\n") {
+			return c.size, nil
+		}
+	}
+	return 4096, nil
 }

@@ -95,11 +95,18 @@ func (idx index) get(name, version string) (stanza, bool) {
 	return nil, false
 }
 
+func has(idx index, name, version string) bool {
+	_, ok := idx.get(name, version)
+	return ok
+}
+
 var gccRe = regexp.MustCompile(`\bgcc-(\d+)\b`)
 
-// abiRe matches linux-headers-<abi>-<flavour>; the ABI is "6.1.0-50".
+// abiRe matches linux-headers-<abi>-<flavour>. Debian's ABI names are
+// "5.10.0-32", "6.1.0-50" (up to bookworm) and "6.12.107+deb13",
+// "7.3.4+deb13" (from trixie).
 func abiRe(series, flavour string) *regexp.Regexp {
-	return regexp.MustCompile(`^linux-headers-(` + regexp.QuoteMeta(series) + `\.\d+-\d+)-` + regexp.QuoteMeta(flavour) + `$`)
+	return regexp.MustCompile(`^linux-headers-(` + regexp.QuoteMeta(series) + `\.\d+(?:-\d+|\+deb\d+))-` + regexp.QuoteMeta(flavour) + `$`)
 }
 
 // abiLess orders "6.1.0-47" before "6.1.0-50".
@@ -115,7 +122,7 @@ func abiLess(a, b string) bool {
 	return len(pa) < len(pb)
 }
 
-func splitABI(r rune) bool { return r == '.' || r == '-' }
+func splitABI(r rune) bool { return r == '.' || r == '-' || r == '+' }
 
 // Resolver re-pins kernels to the newest ABI their suite serves.
 type Resolver struct {
@@ -183,25 +190,39 @@ func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
 		out.Packages = append(out.Packages, p)
 		return nil
 	}
-	image := "linux-image-" + release + "-unsigned"
-	if _, ok := idx.get(image, version); !ok {
-		image = "linux-image-" + release
+	// The image package: from 7.x split into the kernel (binary), its
+	// config and System.map (base) and its modules; before, one package,
+	// -unsigned where the plain one is a signed wrapper.
+	var images []string
+	switch {
+	case has(idx, "linux-binary-unsigned-"+release, version):
+		images = []string{"linux-binary-unsigned-" + release, "linux-base-" + release, "linux-modules-" + release}
+	case has(idx, "linux-image-"+release+"-unsigned", version):
+		images = []string{"linux-image-" + release + "-unsigned"}
+	default:
+		images = []string{"linux-image-" + release}
 	}
-	for _, step := range []struct{ role, name string }{
-		{RoleImage, image},
-		{RoleHeaders, "linux-headers-" + release},
-		{RoleHeaders, "linux-headers-" + abi + "-common"},
-	} {
-		if err := add(idx, step.role, step.name); err != nil {
+	for _, name := range images {
+		if err := add(idx, RoleImage, name); err != nil {
 			return k, err
 		}
 	}
+	for _, name := range []string{"linux-headers-" + release, "linux-headers-" + abi + "-common"} {
+		if err := add(idx, RoleHeaders, name); err != nil {
+			return k, err
+		}
+	}
+	// kbuild is named by series up to bookworm, by ABI from trixie.
 	for _, host := range r.HostArches {
 		hidx, err := r.index(ctx, k.Suite, host)
 		if err != nil {
 			return k, fmt.Errorf("kernel %s: %w", k.ID, err)
 		}
-		if err := add(hidx, RoleKbuild, "linux-kbuild-"+k.Series); err != nil {
+		kbuild := "linux-kbuild-" + abi
+		if !has(hidx, kbuild, version) {
+			kbuild = "linux-kbuild-" + k.Series
+		}
+		if err := add(hidx, RoleKbuild, kbuild); err != nil {
 			return k, err
 		}
 	}
