@@ -3,6 +3,7 @@
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
 //	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
+//	kmmap kernels toolchains      create the build roots the cells need (as root)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"slices"
 
+	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -64,6 +66,29 @@ func run(ctx context.Context, verb string, args []string) error {
 				return err
 			}
 			fmt.Printf("%s\t%s\n", k.ID, t.Dir)
+		}
+		return nil
+	case "toolchains":
+		mirror, err := kernels.Mirror("/etc/apt")
+		if err != nil {
+			return err
+		}
+		cache, err := kernels.CacheDir()
+		if err != nil {
+			return err
+		}
+		done := map[string]bool{}
+		for _, k := range lock.Kernels {
+			key := toolchain.BaseSuite(k.Suite) + "/" + k.Compiler
+			if done[key] || !toolchain.NeedsRoot(k) {
+				continue
+			}
+			done[key] = true
+			r, err := toolchain.Ensure(ctx, cache, k.Suite, k.Compiler, mirror, log.Printf)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s\t%s\n", key, r.Dir)
 		}
 		return nil
 	case "update":
