@@ -53,6 +53,7 @@ type Cell struct {
 	Initramfs string   // base image + this cell's archive
 	// KernelArgs is the guest command line (default: kernelArgs(Machine)).
 	KernelArgs []string
+	Accel      string // "tcg" or "kvm"
 	Timeout    time.Duration
 }
 

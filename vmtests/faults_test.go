@@ -37,7 +37,7 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 			t.Fatal(err)
 		}
 		return &Cell{ID: k.ID + "-fault", Tree: tree, Machine: m, Initramfs: path,
-			KernelArgs: kernelArgs(m), Timeout: timeout}
+			KernelArgs: kernelArgs(m), Accel: "tcg", Timeout: timeout}
 	}
 	t.Skip("no amd64 cell selected by KMMAP_CELLS: the fault tests boot an amd64 kernel")
 	return nil

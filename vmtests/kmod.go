@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -29,16 +31,21 @@ func crossPrefix(arch, compiler string) (prefix, pkg string) {
 var kbuildArch = map[string]string{"amd64": "x86_64", "arm64": "arm64"}
 
 // buildModule builds the module in src for tree's kernel with the compiler
-// that kernel was built with, caching the .ko by (kernel, sources).
-func buildModule(tree *kernels.Tree, src, cacheDir string) (string, error) {
+// that kernel was built with: in root (a toolchain root of the kernel's
+// suite) if not nil, else with the host's. The .ko is cached by (kernel,
+// toolchain, sources).
+func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, root *toolchain.Root) (string, error) {
 	k := tree.Kernel
 	prefix, pkg := crossPrefix(k.Arch, k.Compiler)
-	if k.Compiler != "" {
+	where := "host"
+	if root != nil {
+		where = root.Dir
+	} else if k.Compiler != "" {
 		if _, err := exec.LookPath(prefix + k.Compiler); err != nil {
 			return "", fmt.Errorf("kernel %s was built with %s: %s not found (apt-get install %s)", k.ID, k.Compiler, prefix+k.Compiler, pkg)
 		}
 	}
-	key, err := hashTree(src, tree.Dir, prefix)
+	key, err := hashTree(src, tree.Dir, prefix, where)
 	if err != nil {
 		return "", err
 	}
@@ -54,9 +61,12 @@ func buildModule(tree *kernels.Tree, src, cacheDir string) (string, error) {
 		if prefix != "" {
 			args = append(args, "CROSS_COMPILE="+prefix)
 		}
-		cmd := exec.Command("make", args...)
+		cmd := exec.CommandContext(ctx, "make", args...)
+		if root != nil {
+			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
+		}
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("kernel %s: building the module failed (%s):\n%s", k.ID, strings.Join(cmd.Args, " "), b)
+			return "", fmt.Errorf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)
 		}
 		built := filepath.Join(tmp, "kmmap.ko")
 		if _, err := os.Stat(built); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu/qevent"
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -71,22 +72,39 @@ func loadLock(t *testing.T) (string, *kernels.Lock) {
 }
 
 // TestGuest boots every selected cell and replays its guest tests as
-// subtests TestGuest/<cell>/<test>.
+// subtests TestGuest/<cell>/<test>. With KMMAP_KERNEL and KMMAP_KDIR set,
+// the kernel they name runs as cell "custom" (and the lock's cells only
+// when KMMAP_CELLS names them).
 func TestGuest(t *testing.T) {
 	root, lock := loadLock(t)
 	fetcher, err := kernels.NewFetcher()
 	if err != nil {
 		t.Fatal(err)
 	}
+	custom, haveCustom, err := customTree()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ran := 0
+	if haveCustom {
+		ran++
+		t.Run(CustomID, func(t *testing.T) {
+			t.Parallel()
+			runCell(t, root, fetcher, custom)
+		})
+	}
 	for _, k := range lock.Kernels {
-		if !selected(k.ID) {
+		if !selected(k.ID) || (haveCustom && os.Getenv("KMMAP_CELLS") == "") {
 			continue
 		}
 		ran++
 		t.Run(k.ID, func(t *testing.T) {
 			t.Parallel()
-			runCell(t, root, fetcher, k)
+			tree, err := fetcher.Fetch(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runCell(t, root, fetcher, tree)
 		})
 	}
 	if ran == 0 {
@@ -94,30 +112,52 @@ func TestGuest(t *testing.T) {
 	}
 }
 
-func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kernel) {
-	prep := time.Now()
+// prepare builds everything a cell needs to boot: its module (with its
+// kernel's compiler), its initramfs, its QEMU setup.
+func prepare(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) *Cell {
+	k := tree.Kernel
 	m, err := machineFor(k.Arch)
 	if err != nil {
 		t.Fatalf("kernel %s: %v", k.ID, err)
-	}
-	tree, err := fetcher.Fetch(context.Background(), k)
-	if err != nil {
-		t.Fatal(err)
 	}
 	mods, err := tree.GuestModules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ko, err := buildModule(tree, filepath.Join(root, "kmod"), fetcher.CacheDir())
+	var tc *toolchain.Root
+	if toolchain.NeedsRoot(k) {
+		mirror, err := fetcher.Mirror()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc, err = toolchain.Ensure(context.Background(), fetcher.CacheDir(), k.Suite, k.Compiler, mirror, t.Logf); err != nil {
+			t.Fatalf("kernel %s: %v", k.ID, err)
+		}
+	}
+	ko, err := buildModule(context.Background(), tree, filepath.Join(root, "kmod"), fetcher.CacheDir(), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize, err := tree.PageSize()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods,
 		KernelArgs: kernelArgs(m), Timeout: vmTimeout(t)}
+	var why string
+	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
+	t.Logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
 	cell.Initramfs = filepath.Join(t.TempDir(), "initramfs.cpio")
-	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), mods, ko, ""); err != nil {
+	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), spec); err != nil {
 		t.Fatal(err)
 	}
+	return cell
+}
+
+func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) {
+	prep := time.Now()
+	cell := prepare(t, root, fetcher, tree)
 	prepared := time.Since(prep)
 
 	con, res, elapsed, werr := boot(cell)
@@ -126,7 +166,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kern
 			t.Logf("console of %s (%s):\n%s", cell.ID, tree.Vmlinuz, strings.Join(con.lines, "\n"))
 		}
 	}()
-	t.Logf("%s: prepared in %.1fs, QEMU ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), elapsed.Seconds(), len(res.list))
+	t.Logf("%s: prepared in %.1fs, QEMU (%s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, elapsed.Seconds(), len(res.list))
 
 	switch {
 	case elapsed >= cell.Timeout:
@@ -138,7 +178,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kern
 		t.Errorf("guest agent: %s", e)
 	}
 	if res.kmodErr != "" {
-		t.Errorf("loading %s in the guest failed: %s", filepath.Base(ko), res.kmodErr)
+		t.Errorf("loading %s in the guest failed: %s", filepath.Base(cell.Kmod), res.kmodErr)
 	}
 	if s := con.splats[""]; len(s) > 0 {
 		t.Errorf("kernel splat outside any test:\n%s", strings.Join(s, "\n"))
@@ -156,6 +196,13 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, k kernels.Kern
 		ok := t.Run(name, func(t *testing.T) {
 			if len(splats) > 0 {
 				t.Errorf("kernel splat during %s:\n%s", name, strings.Join(splats, "\n"))
+			}
+			if testing.Verbose() {
+				for _, l := range strings.Split(tr.output.String(), "\n") {
+					if strings.HasPrefix(l, "    ") { // the guest test's own t.Log lines
+						t.Log(strings.TrimSpace(l))
+					}
+				}
 			}
 			switch tr.action {
 			case "pass":
@@ -188,7 +235,7 @@ func boot(cell *Cell) (*console, *results, time.Duration, error) {
 		qemu.WithKernel(cell.Tree.Vmlinuz),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
-		qemu.ArbitraryArgs("-no-reboot", "-accel", "tcg"),
+		qemu.ArbitraryArgs("-no-reboot", "-accel", cell.Accel),
 		qemu.WithVMTimeout(cell.Timeout),
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -13,6 +14,10 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// wantPageSize is the page size the host expects this kernel to have (from
+// its config); 0 when the host does not say.
+var wantPageSize = flag.Int("kmmap.pagesize", 0, "page size the kernel under test was built with")
 
 // mark writes the test's start and end to the kernel log, so the host can
 // attribute any kernel splat on the console to the test that caused it.
@@ -146,6 +151,9 @@ func TestInfo(t *testing.T) {
 	ps := os.Getpagesize()
 	if int(d.info.PageSize) != ps {
 		t.Errorf("page_size = %d, getpagesize() = %d", d.info.PageSize, ps)
+	}
+	if *wantPageSize != 0 && ps != *wantPageSize {
+		t.Errorf("getpagesize() = %d, but the kernel's config says %d", ps, *wantPageSize)
 	}
 	if d.info.NrPages != DefaultPages {
 		t.Errorf("nr_pages = %d, want %d", d.info.NrPages, DefaultPages)
