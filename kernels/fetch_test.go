@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type entry struct {
@@ -241,5 +242,43 @@ func TestLockInRepoIsValid(t *testing.T) {
 		if k.Release == "" || k.Compiler == "" {
 			t.Errorf("kernel %s: release and compiler must be pinned", k.ID)
 		}
+	}
+}
+
+func TestVerifyAndPrune(t *testing.T) {
+	k, files := testKernel(t)
+	srv := fakeArchive(t, files)
+	cache := t.TempDir()
+	f, _ := NewFetcher(WithCacheDir(cache), WithMirror(srv.URL), WithHostArch("amd64"))
+	tree, err := f.Fetch(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lock{Kernels: []Kernel{k}}
+	if bad, missing, err := f.Verify(l); err != nil || len(bad) != 0 || len(missing) != 0 {
+		t.Fatalf("clean cache: bad %v, missing %v, %v", bad, missing, err)
+	}
+	// Corrupt one .deb: verify reports it and removes it.
+	deb := filepath.Join(cache, "debs", k.Packages[0].SHA256+".deb")
+	if err := os.WriteFile(deb, []byte("bit rot"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad, _, err := f.Verify(l)
+	if err != nil || len(bad) != 1 || !strings.Contains(bad[0], "image") {
+		t.Fatalf("bad = %v, %v", bad, err)
+	}
+	if _, err := os.Stat(deb); !os.IsNotExist(err) {
+		t.Errorf("corrupt .deb still cached")
+	}
+	// Prune: a kernel the lock no longer pins goes; the pinned one stays.
+	stray := filepath.Join(cache, "kernels", "4.19-amd64-0123456789abcdef")
+	os.MkdirAll(stray, 0o755)
+	os.WriteFile(filepath.Join(cache, "debs", strings.Repeat("a", 64)+".deb"), nil, 0o644)
+	removed, err := f.Prune(l, time.Hour)
+	if err != nil || len(removed) != 2 {
+		t.Errorf("removed %v, %v; want the stray tree and .deb", removed, err)
+	}
+	if _, err := os.Stat(filepath.Join(tree.Dir, "tree.json")); err != nil {
+		t.Errorf("prune removed the pinned kernel: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -227,4 +228,26 @@ func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
 		}
 	}
 	return out, nil
+}
+
+// Change is one kernel whose pin an update moved.
+type Change struct {
+	ID       string
+	From, To string // releases ("" when unpinned before)
+}
+
+// Update re-resolves every kernel of l in place and returns what changed.
+func (r *Resolver) Update(ctx context.Context, l *Lock) ([]Change, error) {
+	var changes []Change
+	for i, k := range l.Kernels {
+		nk, err := r.Resolve(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		if nk.Release != k.Release || nk.Compiler != k.Compiler || !slices.Equal(nk.Packages, k.Packages) {
+			changes = append(changes, Change{ID: k.ID, From: k.Release, To: nk.Release})
+		}
+		l.Kernels[i] = nk
+	}
+	return changes, nil
 }

@@ -3,6 +3,8 @@
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
 //	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
+//	kmmap kernels verify          re-hash the cached .debs against the lock
+//	kmmap kernels prune           remove cached kernels no pin needs, and old builds
 //	kmmap kernels toolchains      create the build roots the cells need (as root)
 package main
 
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"time"
 
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -22,7 +25,7 @@ import (
 func main() {
 	log.SetFlags(0)
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|update")
+		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|verify|prune|update|toolchains")
 	}
 	flag.Parse()
 	args := flag.Args()
@@ -68,6 +71,36 @@ func run(ctx context.Context, verb string, args []string) error {
 			fmt.Printf("%s\t%s\n", k.ID, t.Dir)
 		}
 		return nil
+	case "verify":
+		f, err := kernels.NewFetcher()
+		if err != nil {
+			return err
+		}
+		bad, missing, err := f.Verify(lock)
+		if err != nil {
+			return err
+		}
+		for _, m := range missing {
+			fmt.Printf("not cached: %s\n", m)
+		}
+		for _, b := range bad {
+			fmt.Printf("CORRUPT: %s\n", b)
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%d cached package(s) did not match the lock", len(bad))
+		}
+		fmt.Printf("every cached package matches the lock (%d not cached)\n", len(missing))
+		return nil
+	case "prune":
+		f, err := kernels.NewFetcher()
+		if err != nil {
+			return err
+		}
+		removed, err := f.Prune(lock, 7*24*time.Hour)
+		for _, r := range removed {
+			fmt.Printf("removed %s\n", r)
+		}
+		return err
 	case "toolchains":
 		mirror, err := kernels.Mirror("/etc/apt")
 		if err != nil {
@@ -97,15 +130,15 @@ func run(ctx context.Context, verb string, args []string) error {
 			return err
 		}
 		r := &kernels.Resolver{Mirror: mirror, HostArches: []string{"amd64", "arm64"}}
-		for i, k := range lock.Kernels {
-			nk, err := r.Resolve(ctx, k)
-			if err != nil {
-				return err
-			}
-			if nk.Release != k.Release || !slices.Equal(nk.Packages, k.Packages) {
-				fmt.Printf("%s: %s -> %s\n", k.ID, orNone(k.Release), nk.Release)
-			}
-			lock.Kernels[i] = nk
+		changes, err := r.Update(ctx, lock)
+		if err != nil {
+			return err
+		}
+		for _, c := range changes {
+			fmt.Printf("%s: %s -> %s\n", c.ID, orNone(c.From), c.To)
+		}
+		if len(changes) == 0 {
+			fmt.Println("every pin is the newest its suite serves")
 		}
 		return lock.Save(path)
 	}

@@ -1,0 +1,114 @@
+package kernels
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Verify re-hashes every cached .deb that l pins. A file whose hash no
+// longer matches is removed, so the next fetch downloads it again, and is
+// reported in bad. Pins not in the cache yet are listed in missing.
+func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
+	seen := map[string]bool{}
+	for _, k := range l.Kernels {
+		for _, p := range k.Packages {
+			if seen[p.SHA256] {
+				continue
+			}
+			seen[p.SHA256] = true
+			path := filepath.Join(f.cache, "debs", p.SHA256+".deb")
+			got, err := hashFile(path)
+			switch {
+			case os.IsNotExist(err):
+				missing = append(missing, fmt.Sprintf("%s %s %s", k.ID, p.Name, p.Version))
+			case err != nil:
+				return bad, missing, err
+			case got != p.SHA256:
+				if err := os.Remove(path); err != nil {
+					return bad, missing, err
+				}
+				bad = append(bad, fmt.Sprintf("%s %s %s: SHA-256 %s, pinned %s (removed; `kmmap kernels fetch` downloads it again)", k.ID, p.Name, p.Version, got, p.SHA256))
+			}
+		}
+	}
+	return bad, missing, nil
+}
+
+func hashFile(path string) (string, error) {
+	r, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Prune removes what the cache holds for no pin of l: .debs and unpacked
+// kernels of other pins, and built artefacts (modules, initramfs images)
+// not made within maxAge. It returns what it removed.
+func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
+	keepDebs, keepTrees := map[string]bool{}, map[string]bool{}
+	for _, k := range l.Kernels {
+		for _, p := range k.Packages {
+			keepDebs[p.SHA256+".deb"] = true
+		}
+		if pkgs, err := k.packagesFor(f.hostArch); err == nil {
+			keepTrees[k.ID+"-"+treeKey(pkgs)] = true
+		}
+	}
+	var removed []string
+	remove := func(p string) error {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+		removed = append(removed, p)
+		return nil
+	}
+	sweep := func(dir string, stale func(name string, fi os.FileInfo) bool) error {
+		ents, err := os.ReadDir(dir)
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			name := strings.TrimSuffix(e.Name(), ".lock")
+			fi, err := e.Info()
+			if err != nil {
+				return err
+			}
+			if stale(name, fi) {
+				if err := remove(filepath.Join(dir, e.Name())); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	old := func(_ string, fi os.FileInfo) bool { return time.Since(fi.ModTime()) > maxAge }
+	for _, s := range []struct {
+		dir   string
+		stale func(string, os.FileInfo) bool
+	}{
+		{"debs", func(n string, _ os.FileInfo) bool { return !keepDebs[n] }},
+		{"kernels", func(n string, _ os.FileInfo) bool { return !keepTrees[n] }},
+		{"kmod", old},
+		{"initramfs", old},
+	} {
+		if err := sweep(filepath.Join(f.cache, s.dir), s.stale); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
