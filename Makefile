@@ -3,6 +3,7 @@
 #   make vmtests     boot every pinned cell and run the guest suite
 #   make test        everything: vet, the harness's own tests and the vmtests
 #   make kernels     download, verify and unpack the pinned kernels
+#   make toolchains  create the per-suite build roots (as root; once)
 #   make deps        install (as root) or name (otherwise) the packages needed
 #
 # KMMAP_CELLS=6.1-amd64 limits the cells; KMMAP_CACHE moves the cache.
@@ -18,10 +19,15 @@ TOOLS := \
 	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm
-# firmware QEMU loads for x86 (not a command, so checked by file)
-FIRMWARE := /usr/share/seabios/bios-256k.bin:seabios
+# files -> package: firmware QEMU loads for x86, and what creates the
+# per-suite toolchain roots (debootstrap lives in /usr/sbin, often not in a
+# user's PATH, so it is checked by file too)
+FILES := \
+	/usr/share/seabios/bios-256k.bin:seabios \
+	/usr/sbin/debootstrap:debootstrap \
+	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 
-.PHONY: all deps vmtests test vet unit kernels
+.PHONY: all deps vmtests test vet kernels toolchains
 
 all: test
 
@@ -30,7 +36,7 @@ deps:
 	for t in $(TOOLS); do \
 		command -v "$${t%%:*}" >/dev/null 2>&1 || missing="$$missing $${t#*:}"; \
 	done; \
-	for f in $(FIRMWARE); do \
+	for f in $(FILES); do \
 		[ -e "$${f%%:*}" ] || missing="$$missing $${f#*:}"; \
 	done; \
 	command -v $(GO) >/dev/null 2>&1 || { echo "go not found: install Go 1.26 or newer (https://go.dev/dl)"; exit 1; }; \
@@ -47,6 +53,9 @@ deps:
 
 kernels: deps
 	$(GO) run ./cmd/kmmap kernels fetch
+
+toolchains: deps
+	$(GO) run ./cmd/kmmap kernels toolchains
 
 vet:
 	$(GO) vet ./...

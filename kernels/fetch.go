@@ -44,6 +44,7 @@ type Fetcher struct {
 	client   *http.Client
 	hostArch string
 	logf     func(format string, args ...any)
+	progress io.Writer // where download progress goes, nil for none
 }
 
 // Option configures a Fetcher.
@@ -64,6 +65,10 @@ func WithHTTPClient(c *http.Client) Option { return func(f *Fetcher) { f.client 
 func WithLogf(logf func(format string, args ...any)) Option {
 	return func(f *Fetcher) { f.logf = logf }
 }
+
+// WithProgress shows download progress on w (a terminal; leave it unset
+// in CI, where only the start of each download is logged).
+func WithProgress(w io.Writer) Option { return func(f *Fetcher) { f.progress = w } }
 
 // WithHostArch sets the build host's architecture (default: HostArch()).
 func WithHostArch(arch string) Option { return func(f *Fetcher) { f.hostArch = arch } }
@@ -281,7 +286,13 @@ func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) 
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+	var body io.Reader = resp.Body
+	if f.progress != nil {
+		pr := &progressReader{r: resp.Body, w: f.progress, total: p.Size, label: k.ID + ": " + p.Name}
+		defer pr.done()
+		body = pr
+	}
+	n, err := io.Copy(io.MultiWriter(tmp, h), body)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -315,3 +326,24 @@ func (t *Tree) PageSize() (int, error) {
 	}
 	return 4096, nil
 }
+
+// progressReader prints "<label> 42% (30/70 MB)" on one terminal line.
+type progressReader struct {
+	r        io.Reader
+	w        io.Writer
+	total, n int64
+	label    string
+	last     int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	if p.total > 0 && (p.n-p.last > 1<<20 || err != nil) {
+		p.last = p.n
+		fmt.Fprintf(p.w, "\r%s %3d%% (%d/%d MB)", p.label, p.n*100/p.total, p.n>>20, p.total>>20)
+	}
+	return n, err
+}
+
+func (p *progressReader) done() { fmt.Fprintln(p.w) }

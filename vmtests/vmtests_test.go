@@ -100,7 +100,11 @@ func TestGuest(t *testing.T) {
 		ran++
 		t.Run(k.ID, func(t *testing.T) {
 			t.Parallel()
-			tree, err := fetcher.Fetch(context.Background(), k)
+			f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tree, err := f.Fetch(context.Background(), k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,6 +142,11 @@ func prepare(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	if err != nil {
 		t.Fatal(err)
 	}
+	cc, err := checkCompiler(ko, tree.Config)
+	if err != nil {
+		t.Fatalf("kernel %s: %v", k.ID, err)
+	}
+	t.Logf("%s: module built with the kernel's compiler, %s", k.ID, cc)
 	pageSize, err := tree.PageSize()
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@
 //	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
 //	kmmap kernels verify          re-hash the cached .debs against the lock
 //	kmmap kernels prune           remove cached kernels no pin needs, and old builds
-//	kmmap kernels toolchains      create the build roots the cells need (as root)
+//	kmmap kernels toolchains [ID...]  create the build roots the cells need (as root)
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
+	"golang.org/x/term"
 )
 
 func main() {
@@ -56,7 +57,11 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "fetch":
-		f, err := kernels.NewFetcher(kernels.WithLogf(log.Printf))
+		opts := []kernels.Option{kernels.WithLogf(log.Printf)}
+		if term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("CI") == "" {
+			opts = append(opts, kernels.WithProgress(os.Stderr))
+		}
+		f, err := kernels.NewFetcher(opts...)
 		if err != nil {
 			return err
 		}
@@ -113,7 +118,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		done := map[string]bool{}
 		for _, k := range lock.Kernels {
 			key := toolchain.BaseSuite(k.Suite) + "/" + k.Compiler
-			if done[key] || !toolchain.NeedsRoot(k) {
+			if done[key] || !toolchain.NeedsRoot(k) || (len(args) > 0 && !slices.Contains(args, k.ID)) {
 				continue
 			}
 			done[key] = true
