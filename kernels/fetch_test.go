@@ -274,9 +274,14 @@ func TestVerifyAndPrune(t *testing.T) {
 	stray := filepath.Join(cache, "kernels", "4.19-amd64-0123456789abcdef")
 	os.MkdirAll(stray, 0o755)
 	os.WriteFile(filepath.Join(cache, "debs", strings.Repeat("a", 64)+".deb"), nil, 0o644)
+	// ... and an interrupted download from two hours ago.
+	partial := filepath.Join(cache, "debs", ".tmp-image-123")
+	os.WriteFile(partial, []byte("half"), 0o644)
+	two := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(partial, two, two)
 	removed, err := f.Prune(l, time.Hour)
-	if err != nil || len(removed) != 2 {
-		t.Errorf("removed %v, %v; want the stray tree and .deb", removed, err)
+	if err != nil || len(removed) != 3 {
+		t.Errorf("removed %v, %v; want the stray tree, the stray .deb and the partial download", removed, err)
 	}
 	if _, err := os.Stat(filepath.Join(tree.Dir, "tree.json")); err != nil {
 		t.Errorf("prune removed the pinned kernel: %v", err)

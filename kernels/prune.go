@@ -54,8 +54,9 @@ func hashFile(path string) (string, error) {
 }
 
 // Prune removes what the cache holds for no pin of l: .debs and unpacked
-// kernels of other pins, and built artefacts (modules, initramfs images)
-// not made within maxAge. It returns what it removed.
+// kernels of other pins, built artefacts (modules, initramfs images) not
+// made within maxAge, and temporary files interrupted runs left behind.
+// It returns what it removed.
 func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	keepDebs, keepTrees := map[string]bool{}, map[string]bool{}
 	for _, k := range l.Kernels {
@@ -97,14 +98,23 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		return nil
 	}
 	old := func(_ string, fi os.FileInfo) bool { return time.Since(fi.ModTime()) > maxAge }
+	// Temporary files and directories an interrupted run left behind:
+	// nothing ever reads them, and after an hour nothing still writes them.
+	leftover := func(name string, fi os.FileInfo) bool {
+		return (strings.HasPrefix(name, ".tmp-") || strings.HasPrefix(name, ".build-")) && time.Since(fi.ModTime()) > time.Hour
+	}
+	either := func(a, b func(string, os.FileInfo) bool) func(string, os.FileInfo) bool {
+		return func(n string, fi os.FileInfo) bool { return a(n, fi) || b(n, fi) }
+	}
 	for _, s := range []struct {
 		dir   string
 		stale func(string, os.FileInfo) bool
 	}{
-		{"debs", func(n string, _ os.FileInfo) bool { return !keepDebs[n] }},
-		{"kernels", func(n string, _ os.FileInfo) bool { return !keepTrees[n] }},
+		{"debs", either(leftover, func(n string, _ os.FileInfo) bool { return !strings.HasPrefix(n, ".") && !keepDebs[n] })},
+		{"kernels", either(leftover, func(n string, _ os.FileInfo) bool { return !strings.HasPrefix(n, ".") && !keepTrees[n] })},
 		{"kmod", old},
 		{"initramfs", old},
+		{"toolchains", leftover},
 	} {
 		if err := sweep(filepath.Join(f.cache, s.dir), s.stale); err != nil {
 			return removed, err
