@@ -59,6 +59,17 @@ func packages(compiler string) []string {
 	return pkgs
 }
 
+// compilers lists the compiler commands a root for compiler holds.
+func compilers(compiler string) []string {
+	out := []string{compiler}
+	for arch, t := range triplet {
+		if arch != runtime.GOARCH {
+			out = append(out, strings.ReplaceAll(t, "x86-64", "x86_64")+"-"+compiler)
+		}
+	}
+	return out
+}
+
 // Ensure returns the root for suite with compiler, creating it with
 // debootstrap from mirror if the cache lacks it. Creating one needs root.
 func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf func(string, ...any)) (*Root, error) {
@@ -96,6 +107,13 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), suite, tmp, mirror)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("toolchain %s: debootstrap failed: %v\n%s", suite, err, tail(out, 30))
+	}
+	// debootstrap checked the suite's signed Release file; check that what
+	// the builds need is really there before the root is trusted.
+	for _, bin := range append(compilers(compiler), "make", "pahole") {
+		if _, err := os.Stat(filepath.Join(tmp, "usr", "bin", bin)); err != nil {
+			return nil, fmt.Errorf("toolchain %s: debootstrap succeeded but the root has no %s", suite, bin)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".kmmap-complete"), []byte(strings.Join(pkgs, "\n")+"\n"), 0o644); err != nil {
 		return nil, err
