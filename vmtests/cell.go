@@ -25,10 +25,14 @@ type Machine struct {
 	QEMUArch qemu.Arch
 }
 
-// machines per guest arch. Measured under TCG here (see DESIGN.md): on arm64
-// "-cpu max" spends 4-9 s of each boot emulating pointer authentication;
-// pauth-impdef=on keeps a CPU model with every granule size (needed by the
-// 16K cells later) at 2.3-3.4 s.
+// machines per guest arch, chosen by measurement under TCG on the 2-core
+// development machine. arm64: "-cpu max" spends 4-9 s of each boot
+// emulating pointer authentication (DESIGN.md); pauth-impdef=on removes
+// that and keeps a CPU with every granule size, which the 16K cells need
+// (cortex-a57 has no 16K granule). Against cortex-a57 on the 4K cells,
+// QEMU start to power-off, -parallel 1, twice each: 5.10 4.2 vs 4.1 s,
+// 6.1 4.0 vs 4.1 s, 6.12 4.3 vs 4.3 s, 7.3 3.9 vs 5.2 s; so one model,
+// max with pauth-impdef, serves every arm64 cell.
 var machines = map[string]Machine{
 	"amd64": {
 		QEMU: "qemu-system-x86_64", Package: "qemu-system-x86",
