@@ -247,17 +247,17 @@ var ErrNotServed = errors.New("pinned package is no longer served by the mirror"
 // only when its SHA-256 matches the lock.
 func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) {
 	dst := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	lk, err := LockFile(dst + ".lock")
-	if err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", err
 	}
-	defer lk.Unlock()
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
+	return Build(dst, func(tmp string) (string, error) {
+		return f.download(ctx, k, p, filepath.Join(tmp, p.Name+".deb"))
+	})
+}
+
+// download fetches p into out, hashing it on the way, and fails unless it
+// matches the lock.
+func (f *Fetcher) download(ctx context.Context, k Kernel, p Package, out string) (string, error) {
 	mirror, err := f.mirrorURL()
 	if err != nil {
 		return "", fmt.Errorf("kernel %s: %w", k.ID, err)
@@ -280,11 +280,10 @@ func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) 
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("kernel %s: download %s: HTTP %s", k.ID, p.Name, resp.Status)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+p.Name+"-")
+	w, err := os.Create(out)
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	var body io.Reader = resp.Body
 	if f.progress != nil {
@@ -292,8 +291,8 @@ func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) 
 		defer pr.done()
 		body = pr
 	}
-	n, err := io.Copy(io.MultiWriter(tmp, h), body)
-	if cerr := tmp.Close(); err == nil {
+	n, err := io.Copy(io.MultiWriter(w, h), body)
+	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -303,10 +302,7 @@ func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) 
 		return "", fmt.Errorf("kernel %s: %s %s: SHA-256 mismatch: got %s (%d bytes), the lock pins %s (%d bytes); nothing was cached — check the mirror (%s) or re-pin with `go run ./cmd/kmmap kernels update`",
 			k.ID, p.Name, p.Version, got, n, p.SHA256, p.Size, MirrorEnv)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", err
-	}
-	return dst, nil
+	return out, nil
 }
 
 // PageSize is the page size the kernel was configured with, from its

@@ -184,7 +184,7 @@ func assertNoPartial(t *testing.T, cache, sha string) {
 		t.Errorf("unverified .deb left in the cache")
 	}
 	_ = filepath.WalkDir(cache, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
+		if err == nil && (strings.HasPrefix(d.Name(), ".tmp-") || strings.HasPrefix(d.Name(), ".build-")) {
 			t.Errorf("temporary file left behind: %s", p)
 		}
 		if err == nil && d.Name() == "tree.json" {
