@@ -9,24 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
-
-// crossPrefix returns CROSS_COMPILE for building arch's modules on this
-// host and the Debian package that provides that compiler.
-func crossPrefix(arch, compiler string) (prefix, pkg string) {
-	if arch == runtime.GOARCH {
-		return "", compiler
-	}
-	triplet := map[string]string{"amd64": "x86-64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
-	prefix = strings.ReplaceAll(triplet, "x86-64", "x86_64") + "-"
-	return prefix, compiler + "-" + triplet
-}
 
 var kbuildArch = map[string]string{"amd64": "x86_64", "arm64": "arm64"}
 
@@ -36,7 +24,7 @@ var kbuildArch = map[string]string{"amd64": "x86_64", "arm64": "arm64"}
 // toolchain, sources).
 func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, root *toolchain.Root) (string, error) {
 	k := tree.Kernel
-	prefix, pkg := crossPrefix(k.Arch, k.Compiler)
+	prefix, pkg := toolchain.Cross(k.Arch, k.Compiler)
 	where := "host"
 	if root != nil {
 		where = root.Dir

@@ -62,12 +62,22 @@ func packages(compiler string) []string {
 // compilers lists the compiler commands a root for compiler holds.
 func compilers(compiler string) []string {
 	out := []string{compiler}
-	for arch, t := range triplet {
-		if arch != runtime.GOARCH {
-			out = append(out, strings.ReplaceAll(t, "x86-64", "x86_64")+"-"+compiler)
+	for arch := range triplet {
+		if prefix, _ := Cross(arch, compiler); prefix != "" {
+			out = append(out, prefix+compiler)
 		}
 	}
 	return out
+}
+
+// Cross returns CROSS_COMPILE for building arch's code on this host ("" for
+// the host's own arch) and the Debian package with that compiler.
+func Cross(arch, compiler string) (prefix, pkg string) {
+	if arch == runtime.GOARCH {
+		return "", compiler
+	}
+	t := triplet[arch]
+	return strings.ReplaceAll(t, "x86-64", "x86_64") + "-", compiler + "-" + t
 }
 
 // Ensure returns the root for suite with compiler, creating it with
