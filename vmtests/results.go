@@ -8,13 +8,14 @@ import (
 
 // testResult is one guest test's outcome as test2json reported it.
 type testResult struct {
-	action string // pass, fail, skip, or "" (started but never finished, or never started)
-	output strings.Builder
+	action   string // pass, fail, skip, or "" (started but never finished, or never started)
+	output   strings.Builder
+	children []string // full names of its subtests, in the order they ran
 }
 
 // results gathers the events of one guest run.
 type results struct {
-	tests     map[string]*testResult // by top-level test name
+	tests     map[string]*testResult // by full test name (Test/sub)
 	list      []string               // every test the suite has, from the agent
 	agentErrs []string               // what the agent said went wrong
 	kmodErr   string
@@ -50,18 +51,36 @@ func (r *results) handle(e event.Event) {
 	if e.Test == "" {
 		return
 	}
-	top, sub, _ := strings.Cut(e.Test, "/")
-	tr := r.tests[top]
-	if tr == nil {
-		tr = &testResult{}
-		r.tests[top] = tr
-	}
+	tr := r.test(e.Test)
 	switch e.Action {
 	case "output":
 		tr.output.WriteString(e.Output)
 	case "pass", "fail", "skip":
-		if sub == "" {
-			tr.action = e.Action
+		tr.action = e.Action
+	}
+}
+
+// test returns the result of the test named full, creating it (and its
+// parents) in the order first seen.
+func (r *results) test(full string) *testResult {
+	if tr, ok := r.tests[full]; ok {
+		return tr
+	}
+	tr := &testResult{}
+	r.tests[full] = tr
+	if i := strings.LastIndex(full, "/"); i > 0 {
+		parent := r.test(full[:i])
+		parent.children = append(parent.children, full)
+	}
+	return tr
+}
+
+// childFailed reports whether any subtest of tr failed.
+func (r *results) childFailed(tr *testResult) bool {
+	for _, c := range tr.children {
+		if r.tests[c].action == "fail" {
+			return true
 		}
 	}
+	return false
 }

@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -44,9 +45,9 @@ var markRe = regexp.MustCompile(`kmmap-test: (start|end) (\S+)`)
 // to the guest test that was running, using the markers the guest suite
 // writes to /dev/kmsg.
 type console struct {
-	lines   []string
-	current string              // test between its start and end markers
-	splats  map[string][]string // test name ("" outside every test) -> lines
+	lines  []string
+	stack  []string            // tests whose start marker was seen, innermost last
+	splats map[string][]string // full test name ("" outside every test) -> lines
 }
 
 func newConsole() *console { return &console{splats: map[string][]string{}} }
@@ -56,15 +57,18 @@ func (c *console) add(raw string) {
 	c.lines = append(c.lines, line)
 	if m := markRe.FindStringSubmatch(line); m != nil {
 		if m[1] == "start" {
-			c.current = m[2]
-		} else {
-			c.current = ""
+			c.stack = append(c.stack, m[2])
+		} else if i := slices.Index(c.stack, m[2]); i >= 0 {
+			c.stack = c.stack[:i]
 		}
 		return
 	}
 	if isSplat(line) {
-		top, _, _ := strings.Cut(c.current, "/")
-		c.splats[top] = append(c.splats[top], line)
+		cur := ""
+		if len(c.stack) > 0 {
+			cur = c.stack[len(c.stack)-1]
+		}
+		c.splats[cur] = append(c.splats[cur], line)
 	}
 }
 

@@ -14,9 +14,12 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"[    1.1] kmmap-test: start TestA",
 		"[    1.2] WARNING: CPU: 0 PID: 1 at kmmap.c:10 kmmap_fault+0x1/0x2 [kmmap]",
 		"[    1.3] kmmap-test: end TestA",
+		"[    1.35] kmmap-test: start TestB",
 		"[    1.4] kmmap-test: start TestB/sub",
 		"[    1.5] BUG: unable to handle page fault for address: 0000",
 		"[    1.6] kmmap-test: end TestB/sub",
+		"[    1.65] WARNING: after the subtest, still in TestB",
+		"[    1.66] kmmap-test: end TestB",
 		"[    1.7] kmmap-test: start TestC",
 		"[    1.8] kmmap: pr_info says nothing alarming",
 		"[    1.9] kmmap-test: end TestC",
@@ -27,8 +30,11 @@ func TestConsoleAttributesSplats(t *testing.T) {
 	if got := c.splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") {
 		t.Errorf("TestA splats = %q", got)
 	}
-	if got := c.splats["TestB"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
-		t.Errorf("TestB splats = %q (subtest splats belong to the top-level test)", got)
+	if got := c.splats["TestB/sub"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
+		t.Errorf("TestB/sub splats = %q", got)
+	}
+	if got := c.splats["TestB"]; len(got) != 1 || !strings.Contains(got[0], "still in TestB") {
+		t.Errorf("TestB splats = %q (after its subtest ended)", got)
 	}
 	if got := c.splats["TestC"]; len(got) != 0 {
 		t.Errorf("TestC splats = %q, want none", got)
@@ -65,8 +71,11 @@ func TestResultsReplay(t *testing.T) {
 	if r.tests["TestC"].action != "" {
 		t.Errorf("TestC never finished but has action %q", r.tests["TestC"].action)
 	}
-	if !strings.Contains(r.tests["TestB"].output.String(), "boom") {
-		t.Errorf("subtest output not kept with its test")
+	if !strings.Contains(r.tests["TestB/x"].output.String(), "boom") {
+		t.Errorf("subtest output not kept with its subtest")
+	}
+	if b := r.tests["TestB"]; len(b.children) != 1 || b.children[0] != "TestB/x" || !r.childFailed(b) {
+		t.Errorf("TestB children = %v", b.children)
 	}
 	if !r.exited || r.exitErr == "" || r.unloaded {
 		t.Errorf("agent notes: %+v", r)

@@ -196,34 +196,14 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 		t.Fatalf("the guest never listed its tests, so none ran; last console lines:\n%s", con.tail(30))
 	}
 	failed := false
+	seen := map[string]bool{}
 	for _, name := range res.list {
-		tr := res.tests[name]
-		if tr == nil {
-			tr = &testResult{}
+		failed = !replay(t, name, res, con, seen) || failed
+	}
+	for name, lines := range con.splats {
+		if name != "" && !seen[name] {
+			t.Errorf("kernel splat during %s (no result from the guest for it):\n%s", name, strings.Join(lines, "\n"))
 		}
-		splats := con.splats[name]
-		ok := t.Run(name, func(t *testing.T) {
-			if len(splats) > 0 {
-				t.Errorf("kernel splat during %s:\n%s", name, strings.Join(splats, "\n"))
-			}
-			if testing.Verbose() {
-				for _, l := range strings.Split(tr.output.String(), "\n") {
-					if strings.HasPrefix(l, "    ") { // the guest test's own t.Log lines
-						t.Log(strings.TrimSpace(l))
-					}
-				}
-			}
-			switch tr.action {
-			case "pass":
-			case "skip":
-				t.Skipf("skipped in the guest:\n%s", tr.output.String())
-			case "fail":
-				t.Errorf("failed in the guest:\n%s", tr.output.String())
-			default:
-				t.Errorf("did not run to completion in the guest (crash, hang or earlier failure):\n%s", tr.output.String())
-			}
-		})
-		failed = failed || !ok
 	}
 	if res.exitErr != "" && !failed {
 		t.Errorf("guest test binary exited with %s although every test passed", res.exitErr)
@@ -233,6 +213,44 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	} else if res.unloadErr != "" {
 		t.Errorf("unloading the module after the tests failed (references leaked?): %s", res.unloadErr)
 	}
+}
+
+// replay reports the guest test full (and its subtests, recursively) as a
+// subtest of t, with any kernel splat seen while it ran. It returns whether
+// the subtest passed.
+func replay(t *testing.T, full string, res *results, con *console, seen map[string]bool) bool {
+	tr := res.tests[full]
+	if tr == nil {
+		tr = &testResult{}
+	}
+	seen[full] = true
+	splats := con.splats[full]
+	return t.Run(full[strings.LastIndex(full, "/")+1:], func(t *testing.T) {
+		if len(splats) > 0 {
+			t.Errorf("kernel splat during %s:\n%s", full, strings.Join(splats, "\n"))
+		}
+		if testing.Verbose() {
+			for _, l := range strings.Split(tr.output.String(), "\n") {
+				if strings.HasPrefix(strings.TrimLeft(l, " "), "kmmap_test.go") || strings.Contains(l, "_test.go:") {
+					t.Log(strings.TrimSpace(l)) // the guest test's own t.Log lines
+				}
+			}
+		}
+		for _, c := range tr.children {
+			replay(t, c, res, con, seen)
+		}
+		switch tr.action {
+		case "pass":
+		case "skip":
+			t.Skipf("skipped in the guest:\n%s", tr.output.String())
+		case "fail":
+			if !res.childFailed(tr) { // a failing subtest already said why
+				t.Errorf("failed in the guest:\n%s", tr.output.String())
+			}
+		default:
+			t.Errorf("did not run to completion in the guest (crash, hang or earlier failure):\n%s", tr.output.String())
+		}
+	})
 }
 
 // boot runs the cell's VM to the end and returns what it printed and sent.
