@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The one place that absorbs kernel API drift (5.10 onwards).
+ * The one place that absorbs kernel API drift (5.10 onwards).  Kbuild
+ * probes the kernel's headers for each helper (KMMAP_HAVE_*) rather than
+ * trusting version numbers, which stable series and distributions blur.
  */
 #ifndef _KMMAP_COMPAT_H
 #define _KMMAP_COMPAT_H
 
+#include <linux/highmem.h>
 #include <linux/mm.h>
 
-/*
- * vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3;
- * some stable series carry the helpers too, so Kbuild probes the headers for
- * them (KMMAP_HAVE_VM_FLAGS_SET) rather than trusting the version number.
- */
+/* vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3. */
 #ifdef KMMAP_HAVE_VM_FLAGS_SET
 static inline void kmmap_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
 {
@@ -32,6 +31,20 @@ static inline void kmmap_vm_flags_clear(struct vm_area_struct *vma, vm_flags_t f
 {
 	vma->vm_flags &= ~flags;
 }
+#endif
+
+/*
+ * kmap_local_page() arrived in 5.11.  The kernels before it that kmmap
+ * supports are 64-bit, without highmem, where every page is in the direct
+ * map and kmap_local_page() is page_address(): say so, and use that.
+ */
+#ifdef KMMAP_HAVE_KMAP_LOCAL
+#define kmmap_kmap_local(page)		kmap_local_page(page)
+#define kmmap_kunmap_local(addr)	kunmap_local(addr)
+#else
+static_assert(!IS_ENABLED(CONFIG_HIGHMEM), "kmmap needs kmap_local_page() on highmem kernels");
+#define kmmap_kmap_local(page)		page_address(page)
+#define kmmap_kunmap_local(addr)	((void)(addr))
 #endif
 
 #endif /* _KMMAP_COMPAT_H */

@@ -4,10 +4,7 @@ package guest
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"testing"
 	"unsafe"
@@ -15,350 +12,323 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// wantPageSize is the page size the host expects this kernel to have (from
-// its config); 0 when the host does not say.
-var wantPageSize = flag.Int("kmmap.pagesize", 0, "page size the kernel under test was built with")
-
-// mark writes the test's start and end to the kernel log, so the host can
-// attribute any kernel splat on the console to the test that caused it.
-func mark(t *testing.T) {
-	t.Helper()
-	kmsg := func(what string) {
-		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
-			fmt.Fprintf(f, "<4>kmmap-test: %s %s\n", what, t.Name())
-			f.Close()
-		}
-	}
-	kmsg("start")
-	t.Cleanup(func() { kmsg("end") })
-}
-
-type dev struct {
-	fd   int
-	info Info
-	pfns []uint64
-}
-
-func openDev(t *testing.T) *dev {
-	t.Helper()
-	mark(t)
-	fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v (is kmmap.ko loaded?)", Device, err)
-	}
-	d := &dev{fd: fd}
-	t.Cleanup(func() { d.close(t) })
-	d.pfns = make([]uint64, 64)
-	d.info = Info{PFNs: uint64(uintptr(unsafe.Pointer(&d.pfns[0]))), PFNsLen: uint32(len(d.pfns))}
-	if err := ioctl(fd, IocInfo, unsafe.Pointer(&d.info)); err != nil {
-		t.Fatalf("KMMAP_IOC_INFO: %v", err)
-	}
-	d.pfns = d.pfns[:d.info.NrPages]
-	return d
-}
-
-func (d *dev) close(t *testing.T) {
-	if d.fd >= 0 {
-		if err := unix.Close(d.fd); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		d.fd = -1
-	}
-}
-
-func ioctl(fd int, req uint, arg unsafe.Pointer) error {
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-func (d *dev) mmap(t *testing.T, off int64, length int) []byte {
-	t.Helper()
-	b, err := unix.Mmap(d.fd, off, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatalf("mmap(off=%d, len=%d): %v", off, length, err)
-	}
-	t.Cleanup(func() { _ = unix.Munmap(b) })
-	return b
-}
-
-func (d *dev) pagesize() int { return int(d.info.PageSize) }
-
-// pattern is page-distinct content: a buggy fault handler that maps the
-// wrong page cannot pass by accident.
-func pattern(seed byte, page, size int) []byte {
-	b := make([]byte, size)
-	for i := range b {
-		b[i] = seed ^ byte(page*37) ^ byte(i*7+i>>8)
-	}
-	copy(b, fmt.Sprintf("kmmap page %d seed %d", page, seed))
-	return b
-}
-
-// kernelWrite writes through the module's write() (copy_from_user).
-func (d *dev) kernelWrite(t *testing.T, off int64, b []byte) {
-	t.Helper()
-	n, err := unix.Pwrite(d.fd, b, off)
-	if err != nil || n != len(b) {
-		t.Fatalf("pwrite(off=%d, %d bytes) = %d, %v", off, len(b), n, err)
-	}
-}
-
-// kernelRead reads through the module's read() (copy_to_user).
-func (d *dev) kernelRead(t *testing.T, off int64, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	got, err := unix.Pread(d.fd, b, off)
-	if err != nil || got != n {
-		t.Fatalf("pread(off=%d, %d bytes) = %d, %v", off, n, got, err)
-	}
-	return b
-}
-
-// pagemapPFN returns the PFN backing addr per /proc/self/pagemap, failing
-// the test unless the page is present with a non-zero PFN: pagemap reports
-// PFN 0 for pages it will not show, which would make equality trivial.
-var sink byte
-
-func pagemapPFN(t *testing.T, b []byte, off int) uint64 {
-	t.Helper()
-	sink += b[off] // fault it in (a blank read may be compiled away)
-	addr := uintptr(unsafe.Pointer(&b[off]))
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		t.Fatalf("pagemap: %v", err)
-	}
-	defer f.Close()
-	var e [8]byte
-	if _, err := f.ReadAt(e[:], int64(addr/uintptr(os.Getpagesize()))*8); err != nil {
-		t.Fatalf("pagemap read: %v", err)
-	}
-	v := binary.LittleEndian.Uint64(e[:])
-	if v&(1<<63) == 0 {
-		t.Fatalf("pagemap: page at %#x not present (entry %#x)", addr, v)
-	}
-	pfn := v & (1<<55 - 1)
-	if pfn == 0 {
-		t.Fatalf("pagemap: page at %#x present but PFN hidden (entry %#x): not running as root?", addr, v)
-	}
-	return pfn
-}
-
 func TestInfo(t *testing.T) {
 	d := openDev(t)
 	ps := os.Getpagesize()
-	if int(d.info.PageSize) != ps {
-		t.Errorf("page_size = %d, getpagesize() = %d", d.info.PageSize, ps)
+	if d.ps() != ps {
+		t.Errorf("page_size = %d, getpagesize() = %d", d.ps(), ps)
 	}
 	if *wantPageSize != 0 && ps != *wantPageSize {
 		t.Errorf("getpagesize() = %d, but the kernel's config says %d", ps, *wantPageSize)
 	}
-	if d.info.NrPages != DefaultPages {
-		t.Errorf("nr_pages = %d, want %d", d.info.NrPages, DefaultPages)
+	if d.info.Nr_pages != DefaultPages || d.info.Backing != BackingFault {
+		t.Errorf("a new file has %d pages of backing %d, want %d of fault", d.info.Nr_pages, d.info.Backing, DefaultPages)
 	}
-	if d.info.Size != uint64(d.info.NrPages)*uint64(ps) {
-		t.Errorf("size = %d, want nr_pages*page_size = %d", d.info.Size, uint64(d.info.NrPages)*uint64(ps))
-	}
-	seen := map[uint64]bool{}
-	for i, pfn := range d.pfns {
-		if pfn == 0 || seen[pfn] {
-			t.Errorf("kernel PFN of page %d = %#x: zero or repeated (%v)", i, pfn, d.pfns)
+	t.Logf("page size %d", ps)
+	forEachBacking(t, 8, func(t *testing.T, d *dev) {
+		if d.info.Size != uint64(d.info.Nr_pages)*uint64(d.info.Page_size) {
+			t.Errorf("size = %d, want nr_pages*page_size", d.info.Size)
 		}
-		seen[pfn] = true
-	}
-	t.Logf("page size %d, %d pages, kernel PFNs %#x", ps, d.info.NrPages, d.pfns)
+		seen := map[uint64]bool{}
+		for i, pfn := range d.pfns {
+			if pfn == 0 || seen[pfn] {
+				t.Errorf("kernel PFN of page %d = %#x: zero or repeated (%#x)", i, pfn, d.pfns)
+			}
+			seen[pfn] = true
+			if d.info.Backing == BackingPFN && pfn != d.pfns[0]+uint64(i) {
+				t.Errorf("pfn backing: page %d at PFN %#x, not contiguous after %#x", i, pfn, d.pfns[0])
+			}
+		}
+		t.Logf("kernel PFNs %#x", d.pfns)
+	})
 }
 
 // TestTwoMappingsReadKernelContents is seed 003's first step: two mmaps of
 // one fd are two different addresses that both show what the kernel holds.
 func TestTwoMappingsReadKernelContents(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	for p := 0; p < int(d.info.NrPages); p++ {
-		d.kernelWrite(t, int64(p*ps), pattern(1, p, ps))
-	}
-	m1, m2 := d.mmap(t, 0, size), d.mmap(t, 0, size)
-	if &m1[0] == &m2[0] {
-		t.Fatalf("both mmaps returned %p", &m1[0])
-	}
-	for p := 0; p < int(d.info.NrPages); p++ {
-		want := pattern(1, p, ps)
-		for i, m := range [][]byte{m1, m2} {
-			if got := m[p*ps : (p+1)*ps]; !bytes.Equal(got, want) {
-				t.Errorf("mapping %d page %d: starts %q, want %q", i+1, p, got[:24], want[:24])
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		d.fillPages(t, 100)
+		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
+		if &m1[0] == &m2[0] {
+			t.Fatalf("both mmaps returned %p", &m1[0])
+		}
+		for p := 0; p < d.npages(); p++ {
+			want := pattern(100+uint64(p), d.ps())
+			for i, m := range [][]byte{m1, m2} {
+				if got := m[p*d.ps() : (p+1)*d.ps()]; !bytes.Equal(got, want) {
+					t.Errorf("mapping %d, page %d: reads % x..., want % x...", i+1, p, got[:8], want[:8])
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestWriteVisibleInOtherMapping(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	m1, m2 := d.mmap(t, 0, size), d.mmap(t, 0, size)
-	for p := 0; p < int(d.info.NrPages); p++ {
-		copy(m1[p*ps:], pattern(2, p, ps))
-	}
-	for p := 0; p < int(d.info.NrPages); p++ {
-		if got, want := m2[p*ps:(p+1)*ps], pattern(2, p, ps); !bytes.Equal(got, want) {
-			t.Errorf("page %d written through mapping 1 reads %q through mapping 2, want %q", p, got[:24], want[:24])
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
+		for p := 0; p < d.npages(); p++ {
+			copy(m1[p*d.ps():], pattern(200+uint64(p), d.ps()))
 		}
-	}
+		for p := 0; p < d.npages(); p++ {
+			if got, want := m2[p*d.ps():(p+1)*d.ps()], pattern(200+uint64(p), d.ps()); !bytes.Equal(got, want) {
+				t.Errorf("page %d written through mapping 1 reads % x... through mapping 2, want % x...", p, got[:8], want[:8])
+			}
+		}
+	})
 }
 
-// TestSamePFN: both mappings are backed by the same physical pages, and
-// they are the pages the kernel allocated.
-func TestSamePFN(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	m1, m2 := d.mmap(t, 0, size), d.mmap(t, 0, size)
-	for p := 0; p < int(d.info.NrPages); p++ {
-		pfn1, pfn2 := pagemapPFN(t, m1, p*ps), pagemapPFN(t, m2, p*ps)
-		if pfn1 != pfn2 || pfn1 != d.pfns[p] {
-			t.Errorf("page %d: mapping 1 PFN %#x, mapping 2 PFN %#x, kernel PFN %#x: want all equal", p, pfn1, pfn2, d.pfns[p])
+// TestSamePages: both mappings are backed by the pages the kernel
+// allocated. pagemap proves it where it can see the PFN; a VM_PFNMAP
+// mapping (the pfn backing) shows none, so there the proof is that each
+// page's distinct content crosses between the kernel and both mappings.
+func TestSamePages(t *testing.T) {
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
+		if d.info.Backing == BackingPFN {
+			if e := pagemapEntry(t, m1, 0); e&(1<<55-1) != 0 {
+				t.Logf("note: this kernel shows PFN %#x for a VM_PFNMAP page", e&(1<<55-1))
+			}
+			for p := 0; p < d.npages(); p++ {
+				off := p * d.ps()
+				copy(m1[off:off+d.ps()], pattern(300+uint64(p), d.ps()))
+				if got, want := d.checksum(t, off, d.ps()), FNV1a(m2[off:off+d.ps()]); got != want {
+					t.Errorf("page %d: kernel checksum %#x, mapping 2 checksum %#x", p, got, want)
+				}
+			}
+			return
 		}
-	}
+		for p := 0; p < d.npages(); p++ {
+			pfn1, pfn2 := pagemapPFN(t, m1, p*d.ps()), pagemapPFN(t, m2, p*d.ps())
+			if pfn1 != pfn2 || pfn1 != d.pfns[p] {
+				t.Errorf("page %d: mapping 1 PFN %#x, mapping 2 PFN %#x, kernel PFN %#x: want all equal", p, pfn1, pfn2, d.pfns[p])
+			}
+		}
+	})
 }
 
-func TestUserWriteVisibleToKernelRead(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	m := d.mmap(t, 0, size)
-	for p := 0; p < int(d.info.NrPages); p++ {
-		copy(m[p*ps:], pattern(3, p, ps))
-	}
-	for p := 0; p < int(d.info.NrPages); p++ {
-		if got, want := d.kernelRead(t, int64(p*ps), ps), pattern(3, p, ps); !bytes.Equal(got, want) {
-			t.Errorf("page %d written by user: kernel read() gives %q, want %q", p, got[:24], want[:24])
+func TestUserWriteVisibleToKernel(t *testing.T) {
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		m := d.mmap(t, 0, d.size())
+		for p := 0; p < d.npages(); p++ {
+			copy(m[p*d.ps():], pattern(400+uint64(p), d.ps()))
 		}
-	}
+		for p := 0; p < d.npages(); p++ {
+			want := pattern(400+uint64(p), d.ps())
+			if got := d.checksum(t, p*d.ps(), d.ps()); got != FNV1a(want) {
+				t.Errorf("page %d written by user: kernel checksum %#x, want %#x", p, got, FNV1a(want))
+			}
+			if got := d.kernelRead(t, int64(p*d.ps()), d.ps()); !bytes.Equal(got, want) {
+				t.Errorf("page %d written by user: kernel read() gives % x..., want % x...", p, got[:8], want[:8])
+			}
+		}
+	})
 }
 
 func TestKernelWriteVisibleInMappings(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	m1, m2 := d.mmap(t, 0, size), d.mmap(t, 0, size)
-	_ = m1[0] + m2[0] // map before the kernel writes: no msync, no refault
-	for p := 0; p < int(d.info.NrPages); p++ {
-		d.kernelWrite(t, int64(p*ps), pattern(4, p, ps))
-	}
-	for p := 0; p < int(d.info.NrPages); p++ {
-		want := pattern(4, p, ps)
-		for i, m := range [][]byte{m1, m2} {
-			if got := m[p*ps : (p+1)*ps]; !bytes.Equal(got, want) {
-				t.Errorf("kernel write() to page %d: mapping %d reads %q, want %q", p, i+1, got[:24], want[:24])
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
+		sink += m1[0] + m2[0] // mapped before the kernel writes: no msync, no refault
+		d.fillPages(t, 500)
+		last := d.npages() - 1
+		viaWrite := pattern(999, d.ps())
+		if n, err := unix.Pwrite(d.fd, viaWrite, int64(last*d.ps())); err != nil || n != d.ps() {
+			t.Fatalf("pwrite: %d, %v", n, err)
+		}
+		for p := 0; p < d.npages(); p++ {
+			want := pattern(500+uint64(p), d.ps())
+			if p == last {
+				want = viaWrite
+			}
+			for i, m := range [][]byte{m1, m2} {
+				if got := m[p*d.ps() : (p+1)*d.ps()]; !bytes.Equal(got, want) {
+					t.Errorf("kernel write to page %d: mapping %d reads % x..., want % x...", p, i+1, got[:8], want[:8])
+				}
 			}
 		}
-	}
+	})
 }
 
-// TestOffsetMapping maps a window that starts inside the buffer.
+// TestOffsetMapping maps windows that start inside the buffer.
 func TestOffsetMapping(t *testing.T) {
-	d := openDev(t)
-	ps, n := d.pagesize(), int(d.info.NrPages)
-	for p := 0; p < n; p++ {
-		d.kernelWrite(t, int64(p*ps), pattern(5, p, ps))
-	}
-	for first := 1; first < n; first++ {
-		m := d.mmap(t, int64(first*ps), (n-first)*ps)
-		for p := first; p < n; p++ {
-			if got, want := m[(p-first)*ps:(p-first+1)*ps], pattern(5, p, ps); !bytes.Equal(got, want) {
-				t.Errorf("mapping at page %d: buffer page %d reads %q, want %q", first, p, got[:24], want[:24])
-			}
-			if pfn := pagemapPFN(t, m, (p-first)*ps); pfn != d.pfns[p] {
-				t.Errorf("mapping at page %d: buffer page %d has PFN %#x, kernel PFN %#x", first, p, pfn, d.pfns[p])
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		d.fillPages(t, 600)
+		for first := 1; first < d.npages(); first++ {
+			m := d.mmap(t, int64(first*d.ps()), (d.npages()-first)*d.ps())
+			for p := first; p < d.npages(); p++ {
+				rel := (p - first) * d.ps()
+				if got, want := m[rel:rel+d.ps()], pattern(600+uint64(p), d.ps()); !bytes.Equal(got, want) {
+					t.Errorf("mapping at page %d: buffer page %d reads % x..., want % x...", first, p, got[:8], want[:8])
+				}
+				if d.info.Backing != BackingPFN {
+					if pfn := pagemapPFN(t, m, rel); pfn != d.pfns[p] {
+						t.Errorf("mapping at page %d: buffer page %d has PFN %#x, kernel PFN %#x", first, p, pfn, d.pfns[p])
+					}
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestMunmapThenClose(t *testing.T) {
-	d := openDev(t)
-	b, err := unix.Mmap(d.fd, 0, int(d.info.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[0] = 1
-	if err := unix.Munmap(b); err != nil {
-		t.Errorf("munmap: %v", err)
-	}
-	if err := unix.Close(d.fd); err != nil {
-		t.Errorf("close: %v", err)
-	}
-	d.fd = -1
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		b, err := unix.Mmap(d.fd, 0, d.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[0] = 1
+		if err := unix.Munmap(b); err != nil {
+			t.Errorf("munmap: %v", err)
+		}
+		d.close(t)
+	})
 }
 
 // TestCloseThenMunmap: the mapping keeps the buffer alive after close().
 func TestCloseThenMunmap(t *testing.T) {
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		d.fillPages(t, 700)
+		b, err := unix.Mmap(d.fd, 0, d.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.close(t)
+		for p := 0; p < d.npages(); p++ { // touched for the first time after close
+			if got, want := b[p*d.ps():(p+1)*d.ps()], pattern(700+uint64(p), d.ps()); !bytes.Equal(got, want) {
+				t.Errorf("after close, page %d reads % x..., want % x...", p, got[:8], want[:8])
+			}
+		}
+		copy(b, pattern(1, d.ps()))
+		if err := unix.Munmap(b); err != nil {
+			t.Errorf("munmap: %v", err)
+		}
+	})
+}
+
+// TestUnloadRefusedWhileMapped: a mapping whose file is closed still holds
+// the module.
+func TestUnloadRefusedWhileMapped(t *testing.T) {
 	d := openDev(t)
-	ps := d.pagesize()
-	want := pattern(6, 0, ps)
-	d.kernelWrite(t, 0, want)
-	b, err := unix.Mmap(d.fd, 0, int(d.info.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
+	b := d.mmap(t, 0, d.size())
+	d.close(t)
+	err := unix.DeleteModule("kmmap", unix.O_NONBLOCK)
+	if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EBUSY) {
+		t.Fatalf("delete_module(kmmap) while mapped: %v, want EWOULDBLOCK or EBUSY", err)
 	}
-	if err := unix.Close(d.fd); err != nil {
-		t.Errorf("close: %v", err)
-	}
-	d.fd = -1
-	if !bytes.Equal(b[:ps], want) {
-		t.Errorf("after close, mapping reads %q, want %q", b[:24], want[:24])
-	}
-	copy(b[ps:], pattern(6, 1, ps)) // faults a page in after close
-	if err := unix.Munmap(b); err != nil {
-		t.Errorf("munmap: %v", err)
-	}
+	b[0] = 1
 }
 
 func TestBadMmap(t *testing.T) {
-	d := openDev(t)
-	ps, size := d.pagesize(), int(d.info.Size)
-	rw := unix.PROT_READ | unix.PROT_WRITE
-	for _, c := range []struct {
-		name   string
-		off    int64
-		length int
-		prot   int
-		want   error
-	}{
-		{"longer than buffer", 0, size + ps, rw, unix.EINVAL},
-		{"offset at end", int64(size), ps, rw, unix.EINVAL},
-		{"offset past end", int64(size + 8*ps), ps, rw, unix.EINVAL},
-		{"offset plus length past end", int64(size - ps), 2 * ps, rw, unix.EINVAL},
-		{"unaligned offset", 1, ps, rw, unix.EINVAL},
-		{"zero length", 0, 0, rw, unix.EINVAL},
-		{"executable", 0, ps, rw | unix.PROT_EXEC, unix.EPERM},
-	} {
-		b, err := unix.Mmap(d.fd, c.off, c.length, c.prot, unix.MAP_SHARED)
-		if err == nil {
-			_ = unix.Munmap(b)
+	forEachBacking(t, 4, func(t *testing.T, d *dev) {
+		ps, size := d.ps(), d.size()
+		rw := unix.PROT_READ | unix.PROT_WRITE
+		for _, c := range []struct {
+			name   string
+			off    int64
+			length int
+			prot   int
+			flags  int
+			want   error
+		}{
+			{"longer than buffer", 0, size + ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"offset at end", int64(size), ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"offset past end", int64(size + 8*ps), ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"offset plus length past end", int64(size - ps), 2 * ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"huge offset", int64(1) << 50, ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"unaligned offset", 1, ps, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"zero length", 0, 0, rw, unix.MAP_SHARED, unix.EINVAL},
+			{"executable", 0, ps, rw | unix.PROT_EXEC, unix.MAP_SHARED, unix.EPERM},
+			{"private", 0, ps, rw, unix.MAP_PRIVATE, unix.EINVAL},
+		} {
+			b, err := unix.Mmap(d.fd, c.off, c.length, c.prot, c.flags)
+			if err == nil {
+				_ = unix.Munmap(b)
+			}
+			if !errors.Is(err, c.want) {
+				t.Errorf("mmap %s (off=%d, len=%d, prot=%#x, flags=%#x): err = %v, want %v", c.name, c.off, c.length, c.prot, c.flags, err, c.want)
+			}
 		}
-		if !errors.Is(err, c.want) {
-			t.Errorf("mmap %s (off=%d, len=%d, prot=%#x): err = %v, want %v", c.name, c.off, c.length, c.prot, err, c.want)
+		m := d.mmap(t, 0, ps)
+		if _, err := unix.Mremap(m, 2*ps, unix.MREMAP_MAYMOVE); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("mremap growth: err = %v, want EFAULT (VM_DONTEXPAND)", err)
+		}
+		if err := unix.Mprotect(m, unix.PROT_READ|unix.PROT_EXEC); !errors.Is(err, unix.EACCES) {
+			t.Errorf("mprotect(PROT_EXEC): err = %v, want EACCES (VM_MAYEXEC cleared)", err)
+		}
+	})
+}
+
+func TestSetup(t *testing.T) {
+	d := openDev(t)
+	for _, c := range []struct {
+		name           string
+		backing, pages uint32
+		want           error
+	}{
+		{"unknown backing", 7, 4, unix.EINVAL},
+		{"zero pages", BackingFault, 0, unix.EINVAL},
+		{"too many pages", BackingFault, MaxPages + 1, unix.EINVAL},
+		{"ring of one page", BackingRing, 1, unix.EINVAL},
+	} {
+		s := Setup{Backing: c.backing, Pages: c.pages}
+		if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, c.want) {
+			t.Errorf("setup %s: err = %v, want %v", c.name, err, c.want)
 		}
 	}
+	d.setup(t, BackingPFN, 16)
+	m := d.mmap(t, 0, d.ps())
+	s := Setup{Backing: BackingFault, Pages: 4}
+	if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, unix.EBUSY) {
+		t.Errorf("setup while mapped: err = %v, want EBUSY", err)
+	}
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	d.setup(t, BackingInsert, MaxPages) // allowed again once unmapped
 }
 
 func TestBadIoctl(t *testing.T) {
 	d := openDev(t)
+	size := uint64(d.size())
 	var info Info
-	if err := ioctl(d.fd, iowr('k', 0x7f, unsafe.Sizeof(info)), unsafe.Pointer(&info)); !errors.Is(err, unix.ENOTTY) {
+	if err := ioctl(d.fd, 0xc0206b7f, unsafe.Pointer(&info)); !errors.Is(err, unix.ENOTTY) {
 		t.Errorf("unknown ioctl: err = %v, want ENOTTY", err)
 	}
-	info.Reserved = 1
-	if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&info)); !errors.Is(err, unix.EINVAL) {
-		t.Errorf("KMMAP_IOC_INFO with reserved != 0: err = %v, want EINVAL", err)
+	for _, req := range []uint{IocInfo, IocSetup, IocFill, IocChecksum, IocPin, IocPinFill} {
+		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("ioctl %#x with a NULL argument: err = %v, want EFAULT", req, err)
+		}
 	}
-	if err := ioctl(d.fd, IocInfo, nil); !errors.Is(err, unix.EFAULT) {
-		t.Errorf("KMMAP_IOC_INFO with NULL argument: err = %v, want EFAULT", err)
+	for _, r := range []Range{
+		{Offset: size + 1},
+		{Offset: 0, Length: size + 1},
+		{Offset: size, Length: 1},
+		{Offset: 1, Length: ^uint64(0)}, // offset + length overflows
+		{Offset: ^uint64(0), Length: 2},
+	} {
+		for _, req := range []uint{IocFill, IocChecksum} {
+			if err := ioctl(d.fd, req, unsafe.Pointer(&r)); !errors.Is(err, unix.EINVAL) {
+				t.Errorf("ioctl %#x range off=%#x len=%#x: err = %v, want EINVAL", req, r.Offset, r.Length, err)
+			}
+		}
+	}
+	var rc RingCtl
+	for _, req := range []uint{IocRingEmit, IocRingTimer} {
+		if err := ioctl(d.fd, req, unsafe.Pointer(&rc)); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("ring ioctl %#x on a fault buffer: err = %v, want EINVAL", req, err)
+		}
+	}
+	seed := uint64(1)
+	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&seed)); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("PIN_FILL with nothing pinned: err = %v, want EINVAL", err)
+	}
+	if err := ioctl(d.fd, IocUnpin, nil); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("UNPIN with nothing pinned: err = %v, want EINVAL", err)
 	}
 }
 
 func TestReadWriteBounds(t *testing.T) {
 	d := openDev(t)
-	size := int64(d.info.Size)
+	size := int64(d.size())
 	b := make([]byte, 16)
 	if n, err := unix.Pread(d.fd, b, size); n != 0 || err != nil {
 		t.Errorf("pread at end: %d, %v; want 0, nil", n, err)

@@ -2,10 +2,13 @@
 /*
  * kmmap: the contract between the kmmap kernel module and userland.
  *
- * Each open of /dev/kmmap gets its own zeroed buffer of
- * KMMAP_DEFAULT_PAGES pages (module parameter nr_pages).  It is shared
- * with userland through mmap() and copied through read()/write() at the
- * file position (pread/pwrite work).
+ * Each open of /dev/kmmap owns one buffer, KMMAP_DEFAULT_PAGES pages of the
+ * "fault" backing unless KMMAP_IOC_SETUP chooses another backing or size
+ * before the buffer is first mapped.  The buffer is shared with userland
+ * through mmap() (MAP_SHARED only; offset and length in whole pages inside
+ * the buffer; never executable) and copied through read()/write() at the
+ * file position.  A user buffer can also be lent to the kernel
+ * (KMMAP_IOC_PIN), which then writes into it from a worker.
  */
 #ifndef _UAPI_LINUX_KMMAP_H
 #define _UAPI_LINUX_KMMAP_H
@@ -15,6 +18,37 @@
 
 #define KMMAP_DEVICE		"/dev/kmmap"
 #define KMMAP_DEFAULT_PAGES	4
+#define KMMAP_MAX_PAGES		1024
+
+/**
+ * enum kmmap_backing - how the buffer's pages reach userland
+ * @KMMAP_BACKING_FAULT:  vmalloc_user() memory, mapped page by page by a
+ *                        .fault handler on first touch
+ * @KMMAP_BACKING_PFN:    physically contiguous pages mapped whole by
+ *                        remap_pfn_range() (a VM_PFNMAP mapping: pagemap
+ *                        shows no PFN for it)
+ * @KMMAP_BACKING_INSERT: separately allocated pages mapped whole by
+ *                        vm_insert_pages()
+ * @KMMAP_BACKING_RING:   vmalloc_user() memory holding a kernel-to-user
+ *                        event ring: struct kmmap_ring_header in the first
+ *                        page, records in the rest
+ */
+enum kmmap_backing {
+	KMMAP_BACKING_FAULT	= 0,
+	KMMAP_BACKING_PFN	= 1,
+	KMMAP_BACKING_INSERT	= 2,
+	KMMAP_BACKING_RING	= 3,
+};
+
+/**
+ * struct kmmap_setup - choose the backing before the first mmap()
+ * @backing:	enum kmmap_backing
+ * @nr_pages:	buffer size in pages, 1..KMMAP_MAX_PAGES (2.. for the ring)
+ */
+struct kmmap_setup {
+	__u32 backing;
+	__u32 nr_pages;
+};
 
 /**
  * struct kmmap_info - what KMMAP_IOC_INFO reports about the buffer
@@ -25,7 +59,7 @@
  *		page frame number of each buffer page, or 0 (in)
  * @pfns_len:	entries the @pfns array holds; at most @nr_pages are
  *		written (in)
- * @reserved:	must be zero (in)
+ * @backing:	enum kmmap_backing (out)
  */
 struct kmmap_info {
 	__u64 size;
@@ -33,10 +67,114 @@ struct kmmap_info {
 	__u32 nr_pages;
 	__u64 pfns;
 	__u32 pfns_len;
-	__u32 reserved;
+	__u32 backing;
 };
 
-#define KMMAP_IOC_MAGIC	'k'
-#define KMMAP_IOC_INFO	_IOWR(KMMAP_IOC_MAGIC, 0x01, struct kmmap_info)
+/**
+ * struct kmmap_range - a byte range of the buffer, and a pattern or a sum
+ * @offset:	first byte; @offset + @length must not pass the buffer's end
+ * @length:	bytes
+ * @seed:	KMMAP_IOC_FILL: byte i of the range becomes kmmap_pattern(seed, i)
+ * @sum:	KMMAP_IOC_CHECKSUM: FNV-1a 64 of the range as the kernel sees it (out)
+ */
+struct kmmap_range {
+	__u64 offset;
+	__u64 length;
+	__u64 seed;
+	__u64 sum;
+};
+
+/*
+ * The fill pattern: byte i, counted from the start of the filled range,
+ * a hash of (seed, i), so that no two pages of a buffer look alike and a
+ * page mapped at the wrong offset cannot pass for the right one.
+ */
+static inline __u8 kmmap_pattern(__u64 seed, __u64 i)
+{
+	__u64 x = seed * 0x9e3779b97f4a7c15ULL + i;	/* splitmix64 */
+
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return (__u8)(x ^ (x >> 31));
+}
+
+/**
+ * struct kmmap_pin - lend a user buffer to the kernel (KMMAP_IOC_PIN)
+ * @addr:	start of the user range (any alignment)
+ * @length:	bytes, at most KMMAP_MAX_PAGES pages' worth
+ *
+ * The kernel pins the pages (pin_user_pages) until KMMAP_IOC_UNPIN, close()
+ * or process exit.  KMMAP_IOC_PIN_FILL then asks a kernel worker to write
+ * kmmap_pattern(seed, i) into byte i of the range, asynchronously;
+ * KMMAP_IOC_PIN_WAIT blocks until every requested fill is done.
+ */
+struct kmmap_pin {
+	__u64 addr;
+	__u64 length;
+};
+
+/**
+ * struct kmmap_ring_header - first page of the ring backing
+ * @head:	next record the kernel writes; only the kernel stores it, with
+ *		release semantics; userland loads it with acquire
+ * @tail:	next record userland reads; only userland stores it, with
+ *		release semantics, after it has read the record
+ * @nr_records:	capacity, a power of two; record n is at
+ *		records[n & (nr_records - 1)]
+ * @record_size: sizeof(struct kmmap_ring_record)
+ * @dropped:	records the kernel could not write because the ring was full
+ * @produced:	records the kernel wrote
+ *
+ * Records start at the second page.  The kernel keeps its own copy of
+ * head, so a userland that scribbles on the header loses records at worst;
+ * it never makes the kernel write outside the ring.
+ */
+struct kmmap_ring_header {
+	__u32 head;
+	__u32 tail;
+	__u32 nr_records;
+	__u32 record_size;
+	__u64 dropped;
+	__u64 produced;
+};
+
+/**
+ * struct kmmap_ring_record - one event
+ * @seq:	0, 1, 2, ... in the order the kernel produced them
+ * @source:	KMMAP_RING_SRC_IOCTL or KMMAP_RING_SRC_TIMER
+ * @len:	bytes of @data in use
+ * @data:	kmmap_pattern(seq, i) for i < len
+ */
+struct kmmap_ring_record {
+	__u64 seq;
+	__u32 source;
+	__u32 len;
+	__u8 data[48];
+};
+
+#define KMMAP_RING_SRC_IOCTL	1
+#define KMMAP_RING_SRC_TIMER	2
+
+/**
+ * struct kmmap_ring_ctl - KMMAP_IOC_RING_EMIT and KMMAP_IOC_RING_TIMER
+ * @count:	EMIT: records to produce now; TIMER: records per tick
+ * @period_ms:	TIMER: tick period, 1..10000, or 0 to stop the timer
+ */
+struct kmmap_ring_ctl {
+	__u32 count;
+	__u32 period_ms;
+};
+
+#define KMMAP_IOC_MAGIC		'k'
+#define KMMAP_IOC_INFO		_IOWR(KMMAP_IOC_MAGIC, 0x01, struct kmmap_info)
+#define KMMAP_IOC_SETUP		_IOW(KMMAP_IOC_MAGIC, 0x02, struct kmmap_setup)
+#define KMMAP_IOC_FILL		_IOW(KMMAP_IOC_MAGIC, 0x03, struct kmmap_range)
+#define KMMAP_IOC_CHECKSUM	_IOWR(KMMAP_IOC_MAGIC, 0x04, struct kmmap_range)
+#define KMMAP_IOC_PIN		_IOW(KMMAP_IOC_MAGIC, 0x05, struct kmmap_pin)
+#define KMMAP_IOC_UNPIN		_IO(KMMAP_IOC_MAGIC, 0x06)
+#define KMMAP_IOC_PIN_FILL	_IOW(KMMAP_IOC_MAGIC, 0x07, __u64)
+#define KMMAP_IOC_PIN_WAIT	_IO(KMMAP_IOC_MAGIC, 0x08)
+#define KMMAP_IOC_RING_EMIT	_IOW(KMMAP_IOC_MAGIC, 0x09, struct kmmap_ring_ctl)
+#define KMMAP_IOC_RING_TIMER	_IOW(KMMAP_IOC_MAGIC, 0x0a, struct kmmap_ring_ctl)
 
 #endif /* _UAPI_LINUX_KMMAP_H */

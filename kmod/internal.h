@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kmmap internals shared by the module's files.
+ */
+#ifndef _KMMAP_INTERNAL_H
+#define _KMMAP_INTERNAL_H
+
+#include <linux/atomic.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include <uapi/kmmap.h>
+
+/* A user range lent to the kernel with KMMAP_IOC_PIN. */
+struct kmmap_pinned {
+	struct page **pages;	/* NULL when nothing is pinned */
+	unsigned long npages;
+	unsigned long offset;	/* of the range in its first page */
+	size_t length;
+	struct work_struct work;
+	spinlock_t lock;	/* guards seed, requested, done */
+	u64 seed;
+	unsigned long requested;	/* fills asked for */
+	unsigned long done;		/* fills the worker finished */
+	wait_queue_head_t wq;
+};
+
+/* The kernel side of the ring backing. */
+struct kmmap_ring {
+	struct kmmap_ring_header *hdr;	/* in the shared pages */
+	struct kmmap_ring_record *rec;	/* in the shared pages */
+	u32 nr;			/* records, a power of two */
+	spinlock_t lock;	/* serialises producers */
+	u32 head;		/* the kernel's own copy: never read back */
+	u64 seq, produced, dropped;
+	struct delayed_work tick;
+	u32 tick_count;		/* records per tick */
+	unsigned int period_ms;	/* 0: timer stopped */
+	wait_queue_head_t wq;
+};
+
+/* Per open file. */
+struct kmmap_file {
+	struct mutex lock;	/* setup, ioctls, read/write */
+	enum kmmap_backing backing;
+	unsigned long npages;
+	size_t size;
+	void *buf;		/* the whole buffer in kernel address space */
+	struct page **pages;	/* insert backing: its pages (buf is their vmap) */
+	atomic_t maps;		/* live VMAs; setup is refused while any */
+	struct kmmap_pinned pin;
+	struct kmmap_ring ring;
+};
+
+int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned long npages);
+void kmmap_buf_free(struct kmmap_file *kf);
+struct page *kmmap_buf_page(struct kmmap_file *kf, unsigned long idx);
+int kmmap_buf_mmap(struct kmmap_file *kf, struct vm_area_struct *vma);
+void kmmap_fill_pattern(u8 *dst, size_t len, u64 seed, u64 start);
+
+void kmmap_pin_init(struct kmmap_pinned *pin);
+int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length);
+int kmmap_unpin(struct kmmap_pinned *pin);
+int kmmap_pin_fill(struct kmmap_pinned *pin, u64 seed);
+int kmmap_pin_wait(struct kmmap_pinned *pin);
+
+void kmmap_ring_init(struct kmmap_ring *ring);
+void kmmap_ring_attach(struct kmmap_ring *ring, void *buf, size_t size);
+void kmmap_ring_stop(struct kmmap_ring *ring);
+int kmmap_ring_emit(struct kmmap_ring *ring, u32 count);
+int kmmap_ring_timer(struct kmmap_ring *ring, u32 count, u32 period_ms);
+bool kmmap_ring_readable(struct kmmap_ring *ring);
+
+#endif /* _KMMAP_INTERNAL_H */

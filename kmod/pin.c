@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The pinned backing: userland lends the kernel a range of its own memory.
+ *
+ * Seed 000 writes through a raw user pointer from write(), which works only
+ * in that process's context, only while the call lasts, and only if the
+ * page happens to be present.  Here the pages are pinned
+ * (pin_user_pages_fast with FOLL_LONGTERM: they cannot move or be reclaimed
+ * while the kernel holds them), and a worker - another thread, outside the
+ * process's context - writes through kmap_local_page(), asynchronously.
+ * The pages are unpinned (and marked dirty) on KMMAP_IOC_UNPIN, on close()
+ * and so on process exit, only after the worker has finished.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/highmem.h>
+#include <linux/slab.h>
+
+#include "compat.h"
+#include "internal.h"
+
+static void kmmap_pin_work(struct work_struct *work)
+{
+	struct kmmap_pinned *pin = container_of(work, struct kmmap_pinned, work);
+	unsigned long i, target;
+	size_t written = 0;
+	u64 seed;
+
+	spin_lock(&pin->lock);
+	seed = pin->seed;
+	target = pin->requested;
+	spin_unlock(&pin->lock);
+
+	for (i = 0; i < pin->npages; i++) {
+		size_t off = i ? 0 : pin->offset;
+		size_t n = min_t(size_t, PAGE_SIZE - off, pin->length - written);
+		u8 *kaddr = kmmap_kmap_local(pin->pages[i]);
+
+		kmmap_fill_pattern(kaddr + off, n, seed, written);
+		kmmap_kunmap_local(kaddr);
+		written += n;
+	}
+
+	spin_lock(&pin->lock);
+	pin->done = target;
+	spin_unlock(&pin->lock);
+	wake_up_all(&pin->wq);
+}
+
+void kmmap_pin_init(struct kmmap_pinned *pin)
+{
+	INIT_WORK(&pin->work, kmmap_pin_work);
+	spin_lock_init(&pin->lock);
+	init_waitqueue_head(&pin->wq);
+}
+
+int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
+{
+	unsigned long start = addr & PAGE_MASK, npages;
+	struct page **pages;
+	int got;
+
+	if (pin->pages)
+		return -EBUSY;
+	if (!length || addr + length < addr)
+		return -EINVAL;
+	if (length > (u64)KMMAP_MAX_PAGES << PAGE_SHIFT)
+		return -EINVAL;
+	npages = DIV_ROUND_UP(offset_in_page(addr) + length, PAGE_SIZE);
+
+	pages = kvcalloc(npages, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		return -ENOMEM;
+	got = pin_user_pages_fast(start, npages, FOLL_WRITE | FOLL_LONGTERM, pages);
+	if (got < 0 || got < npages) {
+		if (got > 0)
+			unpin_user_pages(pages, got);
+		kvfree(pages);
+		return got < 0 ? got : -EFAULT;
+	}
+	pin->pages = pages;
+	pin->npages = npages;
+	pin->offset = offset_in_page(addr);
+	pin->length = length;
+	return 0;
+}
+
+int kmmap_unpin(struct kmmap_pinned *pin)
+{
+	if (!pin->pages)
+		return -EINVAL;
+	flush_work(&pin->work);
+	unpin_user_pages_dirty_lock(pin->pages, pin->npages, true);
+	kvfree(pin->pages);
+	pin->pages = NULL;
+	pin->npages = 0;
+	return 0;
+}
+
+int kmmap_pin_fill(struct kmmap_pinned *pin, u64 seed)
+{
+	if (!pin->pages)
+		return -EINVAL;
+	spin_lock(&pin->lock);
+	pin->seed = seed;
+	pin->requested++;
+	spin_unlock(&pin->lock);
+	queue_work(system_unbound_wq, &pin->work);
+	return 0;
+}
+
+static bool kmmap_pin_idle(struct kmmap_pinned *pin)
+{
+	bool idle;
+
+	spin_lock(&pin->lock);
+	idle = pin->done == pin->requested;
+	spin_unlock(&pin->lock);
+	return idle;
+}
+
+int kmmap_pin_wait(struct kmmap_pinned *pin)
+{
+	return wait_event_interruptible(pin->wq, kmmap_pin_idle(pin));
+}

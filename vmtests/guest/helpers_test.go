@@ -1,0 +1,237 @@
+//go:build kmmap_guest
+
+package guest
+
+import (
+	"bufio"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// wantPageSize is the page size the host expects this kernel to have (from
+// its config); 0 when the host does not say.
+var wantPageSize = flag.Int("kmmap.pagesize", 0, "page size the kernel under test was built with")
+
+// backings are the mmap backings every sharing test runs on.
+var backings = []struct {
+	name string
+	id   uint32
+}{
+	{"fault", BackingFault},
+	{"pfn", BackingPFN},
+	{"insert", BackingInsert},
+	{"ring", BackingRing},
+}
+
+// forEachBacking runs f as a subtest per backing, on a fresh file set up
+// with that backing and n pages.
+func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
+	for _, b := range backings {
+		t.Run(b.name, func(t *testing.T) {
+			d := openDev(t)
+			d.setup(t, b.id, n)
+			f(t, d)
+		})
+	}
+}
+
+// mark writes the test's start and end to the kernel log, so the host can
+// attribute any kernel splat on the console to the test that caused it.
+func mark(t *testing.T) {
+	t.Helper()
+	kmsg := func(what string) {
+		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+			fmt.Fprintf(f, "<4>kmmap-test: %s %s\n", what, t.Name())
+			f.Close()
+		}
+	}
+	kmsg("start")
+	t.Cleanup(func() { kmsg("end") })
+}
+
+type dev struct {
+	fd   int
+	info Info
+	pfns []uint64
+}
+
+func openDev(t *testing.T) *dev {
+	t.Helper()
+	mark(t)
+	fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v (is kmmap.ko loaded?)", Device, err)
+	}
+	d := &dev{fd: fd}
+	t.Cleanup(func() { d.close(t) })
+	d.refreshInfo(t)
+	return d
+}
+
+func (d *dev) refreshInfo(t *testing.T) {
+	t.Helper()
+	pfns := make([]uint64, MaxPages)
+	d.info = Info{Pfns: uint64(uintptr(unsafe.Pointer(&pfns[0]))), Pfns_len: uint32(len(pfns))}
+	if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&d.info)); err != nil {
+		t.Fatalf("KMMAP_IOC_INFO: %v", err)
+	}
+	d.pfns = pfns[:d.info.Nr_pages]
+}
+
+func (d *dev) setup(t *testing.T, backing, pages uint32) {
+	t.Helper()
+	s := Setup{Backing: backing, Pages: pages}
+	if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); err != nil {
+		t.Fatalf("KMMAP_IOC_SETUP(backing %d, %d pages): %v", backing, pages, err)
+	}
+	d.refreshInfo(t)
+	if d.info.Backing != backing || d.info.Nr_pages != pages {
+		t.Fatalf("after setup: backing %d, %d pages; want %d, %d", d.info.Backing, d.info.Nr_pages, backing, pages)
+	}
+}
+
+func (d *dev) close(t *testing.T) {
+	if d.fd >= 0 {
+		if err := unix.Close(d.fd); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		d.fd = -1
+	}
+}
+
+func ioctl(fd int, req uint, arg unsafe.Pointer) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func (d *dev) mmap(t *testing.T, off int64, length int) []byte {
+	t.Helper()
+	b, err := unix.Mmap(d.fd, off, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap(off=%d, len=%d): %v", off, length, err)
+	}
+	t.Cleanup(func() { _ = unix.Munmap(b) })
+	return b
+}
+
+func (d *dev) ps() int     { return int(d.info.Page_size) }
+func (d *dev) size() int   { return int(d.info.Size) }
+func (d *dev) npages() int { return int(d.info.Nr_pages) }
+
+// pattern is what KMMAP_IOC_FILL with seed writes into n bytes.
+func pattern(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = Pattern(seed, uint64(i))
+	}
+	return b
+}
+
+// fill has the kernel write pattern(seed) over [off, off+n).
+func (d *dev) fill(t *testing.T, off, n int, seed uint64) {
+	t.Helper()
+	r := Range{Offset: uint64(off), Length: uint64(n), Seed: seed}
+	if err := ioctl(d.fd, IocFill, unsafe.Pointer(&r)); err != nil {
+		t.Fatalf("KMMAP_IOC_FILL(off=%d, len=%d): %v", off, n, err)
+	}
+}
+
+// fillPages gives every page its own seed, base+page.
+func (d *dev) fillPages(t *testing.T, base uint64) {
+	for p := 0; p < d.npages(); p++ {
+		d.fill(t, p*d.ps(), d.ps(), base+uint64(p))
+	}
+}
+
+// checksum is the kernel's FNV-1a of [off, off+n).
+func (d *dev) checksum(t *testing.T, off, n int) uint64 {
+	t.Helper()
+	r := Range{Offset: uint64(off), Length: uint64(n)}
+	if err := ioctl(d.fd, IocChecksum, unsafe.Pointer(&r)); err != nil {
+		t.Fatalf("KMMAP_IOC_CHECKSUM(off=%d, len=%d): %v", off, n, err)
+	}
+	return r.Sum
+}
+
+// kernelRead reads through the module's read() (copy_to_user).
+func (d *dev) kernelRead(t *testing.T, off int64, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	got, err := unix.Pread(d.fd, b, off)
+	if err != nil || got != n {
+		t.Fatalf("pread(off=%d, %d bytes) = %d, %v", off, n, got, err)
+	}
+	return b
+}
+
+var sink byte
+
+// pagemapEntry returns the /proc/self/pagemap entry of b[off] after
+// touching it.
+func pagemapEntry(t *testing.T, b []byte, off int) uint64 {
+	t.Helper()
+	sink += b[off] // fault it in (a blank read may be compiled away)
+	addr := uintptr(unsafe.Pointer(&b[off]))
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatalf("pagemap: %v", err)
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(addr/uintptr(os.Getpagesize()))*8); err != nil {
+		t.Fatalf("pagemap read: %v", err)
+	}
+	return binary.LittleEndian.Uint64(e[:])
+}
+
+// pagemapPFN returns the PFN backing b[off], failing the test unless the
+// page is present with a non-zero PFN: pagemap reports PFN 0 for pages it
+// will not show, which would make equality trivial.
+func pagemapPFN(t *testing.T, b []byte, off int) uint64 {
+	t.Helper()
+	v := pagemapEntry(t, b, off)
+	if v&(1<<63) == 0 {
+		t.Fatalf("pagemap: page at offset %d not present (entry %#x)", off, v)
+	}
+	pfn := v & (1<<55 - 1)
+	if pfn == 0 {
+		t.Fatalf("pagemap: page at offset %d present but PFN hidden (entry %#x): not running as root?", off, v)
+	}
+	return pfn
+}
+
+// vmstat reads counters from /proc/vmstat, after folding the per-CPU
+// deltas into them (vm.stat_refresh): small changes are otherwise invisible.
+func vmstat(t *testing.T, names ...string) map[string]int64 {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/stat_refresh", []byte("1"), 0); err != nil {
+		t.Fatalf("vm.stat_refresh: %v", err)
+	}
+	f, err := os.Open("/proc/vmstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]int64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		for _, n := range names {
+			if k == n {
+				out[k], _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return out
+}
