@@ -33,28 +33,44 @@ func hostTree(t *testing.T) *kernels.Tree {
 	return nil
 }
 
-// A module that does not compile fails with the compiler's own output.
-func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
-	tree := hostTree(t)
+// brokenModule returns a copy of kmod/ with code appended to main.c.
+func brokenModule(t *testing.T, code string) string {
+	t.Helper()
 	root, _ := loadLock(t)
 	src := t.TempDir()
 	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(src, "kmmap.c"), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(src, "main.c"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("\nstatic int kmmap_broken(void) { return undeclared_symbol; }\n")
-	f.Close()
-	_, err = buildModule(context.Background(), tree, src, t.TempDir(), nil)
-	if err == nil {
-		t.Fatal("a module with an undeclared identifier built")
+	defer f.Close()
+	if _, err := f.WriteString("\n" + code + "\n"); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{tree.Kernel.ID, "kmmap.c", "undeclared_symbol", "error"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("build error does not mention %q:\n%v", want, err)
-		}
+	return src
+}
+
+// A module that does not compile, or compiles with a warning, fails with
+// the compiler's own output.
+func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
+	tree := hostTree(t)
+	for _, c := range []struct{ name, code, want string }{
+		{"error", "int kmmap_broken(void) { return undeclared_symbol; }", "undeclared_symbol"},
+		{"warning", "int kmmap_broken(void); int kmmap_broken(void) { int unused_local; return 0; }", "unused_local"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := buildModule(context.Background(), tree, brokenModule(t, c.code), t.TempDir(), nil)
+			if err == nil {
+				t.Fatalf("a module with a compiler %s built", c.name)
+			}
+			for _, want := range []string{tree.Kernel.ID, "main.c", c.want, c.name} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("build error does not mention %q:\n%v", want, err)
+				}
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,7 +34,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 			return "", fmt.Errorf("kernel %s was built with %s: %s not found (apt-get install %s)", k.ID, k.Compiler, prefix+k.Compiler, pkg)
 		}
 	}
-	key, err := hashTree(src, tree.Dir, prefix, where)
+	key, err := hashTree(src, tree.Dir, prefix, where, "warnings-are-errors")
 	if err != nil {
 		return "", err
 	}
@@ -53,8 +54,13 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
 		}
-		if b, err := cmd.CombinedOutput(); err != nil {
+		b, err := cmd.CombinedOutput()
+		if err != nil {
 			return "", fmt.Errorf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)
+		}
+		// The module must build warning-free on every kernel.
+		if bytes.Contains(b, []byte("warning:")) {
+			return "", fmt.Errorf("kernel %s: the module built with warnings (make %s):\n%s", k.ID, strings.Join(args, " "), b)
 		}
 		built := filepath.Join(tmp, "kmmap.ko")
 		if _, err := os.Stat(built); err != nil {
