@@ -15,6 +15,8 @@ TIMEOUT ?= 60m
 # command -> Debian package that provides it
 TOOLS := \
 	make:make \
+	perl:perl \
+	sparse:sparse \
 	gcc-12:gcc-12 \
 	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
 	qemu-system-x86_64:qemu-system-x86 \

@@ -21,45 +21,50 @@ import (
 // targets are rewritten relative to root so the tree stays self-contained
 // wherever it is moved.
 func extractDeb(debPath, root string) error {
-	f, err := os.Open(debPath)
+	return withDebData(debPath, func(tr *tar.Reader) error { return untar(tr, root) })
+}
+
+// withDebData calls f with the (decompressed) data.tar of a .deb.
+func withDebData(debPath string, f func(*tar.Reader) error) error {
+	file, err := os.Open(debPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	name, data, err := debData(bufio.NewReaderSize(f, 1<<20))
+	defer file.Close()
+	name, data, err := debData(bufio.NewReaderSize(file, 1<<20))
 	if err != nil {
 		return fmt.Errorf("%s: %w", debPath, err)
 	}
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(name, ".xz"):
-		xr, err := xz.NewReader(data)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", debPath, name, err)
-		}
-		r = xr
-	case strings.HasSuffix(name, ".zst"):
-		zr, err := zstd.NewReader(data)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", debPath, name, err)
-		}
-		defer zr.Close()
-		r = zr
-	case strings.HasSuffix(name, ".gz"):
-		gr, err := gzip.NewReader(data)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", debPath, name, err)
-		}
-		r = gr
-	case name == "data.tar":
-		r = data
-	default:
-		return fmt.Errorf("%s: unsupported data member %q", debPath, name)
+	r, closeR, err := decompress(name, data)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", debPath, name, err)
 	}
-	if err := untar(r, root); err != nil {
+	defer closeR()
+	if err := f(tar.NewReader(r)); err != nil {
 		return fmt.Errorf("%s: %w", debPath, err)
 	}
 	return nil
+}
+
+// decompress opens a stream compressed as its name's ending says.
+func decompress(name string, r io.Reader) (io.Reader, func(), error) {
+	switch {
+	case strings.HasSuffix(name, ".xz"):
+		xr, err := xz.NewReader(r)
+		return xr, func() {}, err
+	case strings.HasSuffix(name, ".zst"):
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return zr, zr.Close, nil
+	case strings.HasSuffix(name, ".gz"):
+		gr, err := gzip.NewReader(r)
+		return gr, func() {}, err
+	case strings.HasSuffix(name, ".tar"):
+		return r, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("unsupported compression in %q", name)
 }
 
 // debData walks the ar archive and returns the data.tar member.
@@ -87,8 +92,7 @@ func debData(r io.Reader) (string, io.Reader, error) {
 	}
 }
 
-func untar(r io.Reader, root string) error {
-	tr := tar.NewReader(r)
+func untar(tr *tar.Reader, root string) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {

@@ -28,6 +28,8 @@ const (
 type Lock struct {
 	Comment string   `json:"comment,omitempty"`
 	Kernels []Kernel `json:"kernels"`
+	// Checkpatch pins the kernel source package checkpatch.pl comes from.
+	Checkpatch *Tool `json:"checkpatch,omitempty"`
 }
 
 // Kernel is one pinned kernel: a cell of the test matrix.
@@ -108,7 +110,22 @@ func (l *Lock) check() error {
 			}
 		}
 	}
+	if t := l.Checkpatch; t != nil && t.Package.Name != "" && len(t.Package.SHA256) != 64 {
+		return fmt.Errorf("checkpatch: package %s needs a 64-digit sha256", t.Package.Name)
+	}
 	return nil
+}
+
+// pinned lists every package the lock pins, kernels' and tools'.
+func (l *Lock) pinned() []Package {
+	var out []Package
+	for _, k := range l.Kernels {
+		out = append(out, k.Packages...)
+	}
+	if l.Checkpatch != nil && l.Checkpatch.Package.Name != "" {
+		out = append(out, l.Checkpatch.Package)
+	}
+	return out
 }
 
 // Kernel returns the kernel with the given ID.

@@ -16,25 +16,23 @@ import (
 // reported in bad. Pins not in the cache yet are listed in missing.
 func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
 	seen := map[string]bool{}
-	for _, k := range l.Kernels {
-		for _, p := range k.Packages {
-			if seen[p.SHA256] {
-				continue
-			}
-			seen[p.SHA256] = true
-			path := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-			got, err := hashFile(path)
-			switch {
-			case os.IsNotExist(err):
-				missing = append(missing, fmt.Sprintf("%s %s %s", k.ID, p.Name, p.Version))
-			case err != nil:
+	for _, p := range l.pinned() {
+		if seen[p.SHA256] {
+			continue
+		}
+		seen[p.SHA256] = true
+		path := filepath.Join(f.cache, "debs", p.SHA256+".deb")
+		got, err := hashFile(path)
+		switch {
+		case os.IsNotExist(err):
+			missing = append(missing, fmt.Sprintf("%s %s", p.Name, p.Version))
+		case err != nil:
+			return bad, missing, err
+		case got != p.SHA256:
+			if err := os.Remove(path); err != nil {
 				return bad, missing, err
-			case got != p.SHA256:
-				if err := os.Remove(path); err != nil {
-					return bad, missing, err
-				}
-				bad = append(bad, fmt.Sprintf("%s %s %s: SHA-256 %s, pinned %s (removed; `kmmap kernels fetch` downloads it again)", k.ID, p.Name, p.Version, got, p.SHA256))
 			}
+			bad = append(bad, fmt.Sprintf("%s %s: SHA-256 %s, pinned %s (removed; the next fetch downloads it again)", p.Name, p.Version, got, p.SHA256))
 		}
 	}
 	return bad, missing, nil
@@ -59,10 +57,10 @@ func hashFile(path string) (string, error) {
 // It returns what it removed.
 func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	keepDebs, keepTrees := map[string]bool{}, map[string]bool{}
+	for _, p := range l.pinned() {
+		keepDebs[p.SHA256+".deb"] = true
+	}
 	for _, k := range l.Kernels {
-		for _, p := range k.Packages {
-			keepDebs[p.SHA256+".deb"] = true
-		}
 		if pkgs, err := k.packagesFor(f.hostArch); err == nil {
 			keepTrees[k.ID+"-"+treeKey(pkgs)] = true
 		}
@@ -115,6 +113,7 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		{"kmod", old},
 		{"initramfs", old},
 		{"toolchains", leftover},
+		{"tools", leftover},
 	} {
 		if err := sweep(filepath.Join(f.cache, s.dir), s.stale); err != nil {
 			return removed, err

@@ -249,5 +249,38 @@ func (r *Resolver) Update(ctx context.Context, l *Lock) ([]Change, error) {
 		}
 		l.Kernels[i] = nk
 	}
+	if t := l.Checkpatch; t != nil {
+		p, err := r.resolveSource(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if p != t.Package {
+			changes = append(changes, Change{ID: "checkpatch", From: t.Package.Version, To: p.Version})
+			t.Package = p
+		}
+	}
 	return changes, nil
+}
+
+// resolveSource pins the newest linux-source-<series> of the tool's suite.
+func (r *Resolver) resolveSource(ctx context.Context, t *Tool) (Package, error) {
+	arch := "amd64"
+	if len(r.HostArches) > 0 {
+		arch = r.HostArches[0]
+	}
+	idx, err := r.index(ctx, t.Suite, arch)
+	if err != nil {
+		return Package{}, fmt.Errorf("checkpatch: %w", err)
+	}
+	name := "linux-source-" + t.Series
+	var best stanza
+	for _, s := range idx[name] {
+		if best == nil || abiLess(best["Version"], s["Version"]) {
+			best = s
+		}
+	}
+	if best == nil {
+		return Package{}, fmt.Errorf("checkpatch: suite %s does not serve %s", t.Suite, name)
+	}
+	return best.pkg("checkpatch")
 }

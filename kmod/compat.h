@@ -9,6 +9,12 @@
 
 #include <linux/highmem.h>
 #include <linux/mm.h>
+#include <linux/slab.h>
+
+/* The typed allocators arrived in 7.x; before, the sizeof() they hide. */
+#ifndef kzalloc_obj
+#define kzalloc_obj(P, GFP)	kzalloc(sizeof(P), GFP)
+#endif
 
 /* vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3. */
 #ifdef KMMAP_HAVE_VM_FLAGS_SET

@@ -23,6 +23,7 @@
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
+#include "compat.h"
 #include "internal.h"
 
 static unsigned int nr_pages = KMMAP_DEFAULT_PAGES;
@@ -34,7 +35,7 @@ static int kmmap_open(struct inode *inode, struct file *file)
 	struct kmmap_file *kf;
 	int ret;
 
-	kf = kzalloc(sizeof(*kf), GFP_KERNEL);
+	kf = kzalloc_obj(*kf, GFP_KERNEL);
 	if (!kf)
 		return -ENOMEM;
 	mutex_init(&kf->lock);

@@ -1,0 +1,107 @@
+package kernels
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Tool is a pinned Debian package a check needs: linux-source-<series>,
+// which holds the kernel's scripts/checkpatch.pl.
+type Tool struct {
+	Suite   string  `json:"suite"`
+	Series  string  `json:"series"`
+	Package Package `json:"package"`
+}
+
+// checkpatchFiles are what checkpatch.pl reads beside itself.
+var checkpatchFiles = []string{"checkpatch.pl", "spelling.txt", "const_structs.checkpatch"}
+
+// Checkpatch returns a directory holding checkpatch.pl and the files it
+// reads, taken from the pinned linux-source package (verified like every
+// other download) and cached.
+func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
+	if t == nil {
+		return "", errors.New(`the lock pins no checkpatch source ("checkpatch" in kernels.lock)`)
+	}
+	k := Kernel{ID: "checkpatch"}
+	deb, err := f.deb(ctx, k, t.Package)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(f.cache, "tools", "checkpatch-"+t.Package.SHA256[:16])
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	return Build(dst, func(tmp string) (string, error) {
+		f.logf("checkpatch: extracting it from %s %s", t.Package.Name, t.Package.Version)
+		out := filepath.Join(tmp, "scripts")
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return "", err
+		}
+		err := withDebData(deb, func(tr *tar.Reader) error { return extractCheckpatch(tr, out) })
+		return out, err
+	})
+}
+
+// extractCheckpatch finds usr/src/linux-source-*.tar.* in the package's
+// data and copies checkpatchFiles out of its scripts/ directory.
+func extractCheckpatch(tr *tar.Reader, out string) error {
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return errors.New("no usr/src/linux-source-*.tar.* in the package")
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Base(h.Name)
+		if !strings.HasPrefix(path.Clean(h.Name), "usr/src/") && !strings.HasPrefix(path.Clean(h.Name), "./usr/src/") || !strings.HasPrefix(name, "linux-source-") || !strings.Contains(name, ".tar") {
+			continue
+		}
+		r, closeR, err := decompress(name, tr)
+		if err != nil {
+			return err
+		}
+		defer closeR()
+		return copyScripts(tar.NewReader(r), out)
+	}
+}
+
+func copyScripts(src *tar.Reader, out string) error {
+	want := map[string]bool{}
+	for _, f := range checkpatchFiles {
+		want[f] = true
+	}
+	for len(want) > 0 {
+		h, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		dir, name := path.Split(h.Name)
+		if !want[name] || path.Base(dir) != "scripts" {
+			continue
+		}
+		b, err := io.ReadAll(src)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, name), b, 0o755); err != nil {
+			return err
+		}
+		delete(want, name)
+	}
+	if len(want) > 0 {
+		return fmt.Errorf("the kernel source lacks scripts/%v", want)
+	}
+	return nil
+}

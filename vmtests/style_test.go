@@ -1,0 +1,82 @@
+package vmtests
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// moduleFiles lists kmod's sources, relative to kmod/.
+func moduleFiles(t *testing.T, kmod string) []string {
+	t.Helper()
+	files, err := sources(kmod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		if strings.HasSuffix(f, ".c") || strings.HasSuffix(f, ".h") || filepath.Base(f) == "Kbuild" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestCheckpatch: the module is clean under checkpatch.pl --strict, taken
+// from the kernel source package the lock pins.
+func TestCheckpatch(t *testing.T) {
+	if _, err := exec.LookPath("perl"); err != nil {
+		t.Fatal("perl not found (apt-get install perl): checkpatch.pl needs it")
+	}
+	root, lock := loadLock(t)
+	f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := f.Checkpatch(context.Background(), lock.Checkpatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kmod := filepath.Join(root, "kmod")
+	args := append([]string{filepath.Join(dir, "checkpatch.pl"), "--strict", "--no-tree", "--no-summary", "--terse", "--color=never", "-f"}, moduleFiles(t, kmod)...)
+	cmd := exec.Command("perl", args...)
+	cmd.Dir = kmod
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("checkpatch.pl --strict (%s) is not clean: %v\n%s", lock.Checkpatch.Package.Name, err, out)
+	}
+}
+
+var sparseWarning = regexp.MustCompile(`(?m)^.*: (warning|error): .*$`)
+
+// TestSparse: sparse (make C=2 W=1) finds nothing in the module, built
+// against the first kernel this host builds with its own toolchain.
+func TestSparse(t *testing.T) {
+	if _, err := exec.LookPath("sparse"); err != nil {
+		t.Fatal("sparse not found (apt-get install sparse)")
+	}
+	tree := hostTree(t)
+	root, _ := loadLock(t)
+	tmp := t.TempDir()
+	if err := copySources(tmp, filepath.Join(root, "kmod")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-C", tree.KDir, "M="+tmp, "C=2", "W=1", "modules")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make C=2 W=1 against %s: %v\n%s", tree.Kernel.ID, err, out)
+	}
+	if w := sparseWarning.FindAllString(string(out), -1); len(w) > 0 {
+		t.Errorf("sparse and W=1 against %s are not clean:\n%s", tree.Kernel.ID, strings.Join(w, "\n"))
+	}
+	if !strings.Contains(string(out), "CHECK") {
+		t.Errorf("make C=2 ran no sparse CHECK step:\n%s", out)
+	}
+	_ = os.RemoveAll(tmp)
+}
