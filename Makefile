@@ -19,6 +19,8 @@ TOOLS := \
 	sparse:sparse \
 	gcc-12:gcc-12 \
 	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
+	gcc:gcc \
+	aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm
 # files -> package: firmware QEMU loads for x86, and what creates the
@@ -27,7 +29,9 @@ TOOLS := \
 FILES := \
 	/usr/share/seabios/bios-256k.bin:seabios \
 	/usr/sbin/debootstrap:debootstrap \
-	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
+	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring \
+	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
+	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross
 
 .PHONY: all deps vmtests test vet kernels toolchains
 

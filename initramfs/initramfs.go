@@ -32,12 +32,27 @@ const agentPkg = "github.com/kmmap/kmmap/initramfs/agent"
 // GuestTestPath is where the guest test binary lives in the guest.
 const GuestTestPath = "/kmmap/guest.test"
 
-// Base returns a cached u-root initramfs for arch holding the agent and the
-// guest test binary guestTest. srcRoot is the module root (go.mod); the
-// cache key covers go.mod, go.sum, the agent's sources, the Go version and
-// the test binary, so any change to them rebuilds it.
-func Base(arch, srcRoot, guestTest string, logf func(string, ...any)) (string, error) {
-	key, err := baseKey(arch, srcRoot, guestTest)
+// Base returns a cached u-root initramfs for arch holding the agent and
+// files (guest path -> host path; GuestTestPath must be one). srcRoot is
+// the module root (go.mod); the cache key covers go.mod, go.sum, the
+// agent's sources, the Go version and every file, so any change to them
+// rebuilds it.
+func Base(arch, srcRoot string, files map[string]string, logf func(string, ...any)) (string, error) {
+	if files[GuestTestPath] == "" {
+		return "", fmt.Errorf("initramfs %s: no guest test binary for %s", arch, GuestTestPath)
+	}
+	guestPaths := make([]string, 0, len(files))
+	for g := range files {
+		guestPaths = append(guestPaths, g)
+	}
+	sort.Strings(guestPaths)
+	var withFiles []string
+	var hostFiles []string
+	for _, g := range guestPaths {
+		withFiles = append(withFiles, files[g]+":"+strings.TrimPrefix(g, "/"))
+		hostFiles = append(hostFiles, files[g])
+	}
+	key, err := baseKey(arch, srcRoot, hostFiles)
 	if err != nil {
 		return "", err
 	}
@@ -62,7 +77,7 @@ func Base(arch, srcRoot, guestTest string, logf func(string, ...any)) (string, e
 			uimage.WithBinaryCommands("cmd/test2json"),
 			uimage.WithInit("init"),
 			uimage.WithUinit("agent"),
-			uimage.WithFiles(guestTest+":"+strings.TrimPrefix(GuestTestPath, "/")),
+			uimage.WithFiles(withFiles...),
 			uimage.WithCPIOOutput(out),
 			uimage.WithTempDir(tmpDir),
 		)
@@ -73,10 +88,15 @@ func Base(arch, srcRoot, guestTest string, logf func(string, ...any)) (string, e
 	})
 }
 
-func baseKey(arch, srcRoot, guestTest string) (string, error) {
+func baseKey(arch, srcRoot string, extra []string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "initramfs-v1\n%s\n%s\n", arch, runtime.Version())
-	files := []string{filepath.Join(srcRoot, "go.mod"), filepath.Join(srcRoot, "go.sum"), guestTest}
+	files := []string{filepath.Join(srcRoot, "go.mod"), filepath.Join(srcRoot, "go.sum")}
+	for _, e := range extra {
+		fmt.Fprintf(h, "file %s\n", e)
+	}
+	files = append(files, extra...)
+	fixed := len(files)
 	err := filepath.WalkDir(filepath.Join(srcRoot, "initramfs"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") {
 			files = append(files, p)
@@ -86,7 +106,7 @@ func baseKey(arch, srcRoot, guestTest string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sort.Strings(files[3:])
+	sort.Strings(files[fixed:])
 	for _, f := range files {
 		r, err := os.Open(f)
 		if err != nil {

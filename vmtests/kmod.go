@@ -143,3 +143,20 @@ func hashTree(src string, extra ...string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
+
+// buildDemo compiles kmod/examples/demo.c, the C user of every backing,
+// as a static binary for arch into dir.
+func buildDemo(root, arch, dir string) (string, error) {
+	prefix, _ := toolchain.Cross(arch, "gcc")
+	out := filepath.Join(dir, "kmmap-demo")
+	cmd := exec.Command(prefix+"gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror",
+		"-I", filepath.Join(root, "kmod", "include"), "-o", out, filepath.Join(root, "kmod", "examples", "demo.c"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		pkg := "gcc libc6-dev"
+		if prefix != "" {
+			pkg = "gcc-" + strings.TrimSuffix(prefix, "-") + " libc6-dev-" + arch + "-cross"
+		}
+		return "", fmt.Errorf("building the C demo for %s (%s): %v\n%s(apt-get install %s)", arch, strings.Join(cmd.Args, " "), err, b, pkg)
+	}
+	return out, nil
+}

@@ -37,7 +37,11 @@ func guestImage(t *testing.T, root, arch string) string {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
 		}
-		return initramfs.Base(arch, root, bin, t.Logf)
+		demo, err := buildDemo(root, arch, dir)
+		if err != nil {
+			return "", err
+		}
+		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo}, t.Logf)
 	}))
 	path, err := f.(func() (string, error))()
 	if err != nil {

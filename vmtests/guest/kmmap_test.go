@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"testing"
 	"unsafe"
 
@@ -338,5 +339,21 @@ func TestReadWriteBounds(t *testing.T) {
 	}
 	if n, err := unix.Pread(d.fd, make([]byte, 64), size-16); n != 16 || err != nil {
 		t.Errorf("pread across end: %d, %v; want 16 (short), nil", n, err)
+	}
+}
+
+// TestCDemo runs kmod/examples/demo.c: a C program written against the UAPI
+// header alone uses every backing, the pinned buffer and the ring.
+func TestCDemo(t *testing.T) {
+	mark(t)
+	out, err := exec.Command("/kmmap/kmmap-demo").CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("kmmap-demo: %v", err)
+	}
+	for _, want := range []string{"fault ok", "pfn ok", "insert ok", "ring ok", "pinned ok"} {
+		if !bytes.Contains(out, []byte("demo: "+want)) {
+			t.Errorf("kmmap-demo did not report %q", want)
+		}
 	}
 }
