@@ -69,8 +69,9 @@ vet:
 
 # The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>.
 vmtests: deps
-	$(GO) test $(GOFLAGS) -timeout $(TIMEOUT) -v -run 'TestGuest' ./vmtests
+	$(GO) test $(GOFLAGS) -count=1 -timeout $(TIMEOUT) -v -run 'TestGuest' ./vmtests
 
-# Everything CI runs: vet, the harness's own tests, and the vmtests.
+# Everything CI runs: vet, the harness's own tests, and the vmtests; never
+# a cached result (-count=1): the point is to boot the kernels.
 test: deps vet
-	$(GO) test $(GOFLAGS) -timeout $(TIMEOUT) -v ./...
+	$(GO) test $(GOFLAGS) -count=1 -timeout $(TIMEOUT) -v ./...

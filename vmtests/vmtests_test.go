@@ -37,6 +37,7 @@ func guestImage(t *testing.T, root, arch string) string {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
 		}
+		defer os.RemoveAll(dir)
 		demo, err := buildDemo(root, arch, dir)
 		if err != nil {
 			return "", err
@@ -61,6 +62,24 @@ func vmTimeout(t *testing.T) time.Duration {
 	return d
 }
 
+// readGuestSources reads what the guest side is built from in a subprocess
+// (the guest suite, the C demo), so that go test's cache, which tracks the
+// files a test opens, reruns the VMs when they change.
+func readGuestSources(t *testing.T, root string) {
+	t.Helper()
+	for _, dir := range []string{"vmtests/guest", "kmod/examples", "kmod/include/uapi"} {
+		ents, err := os.ReadDir(filepath.Join(root, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if _, err := os.ReadFile(filepath.Join(root, dir, e.Name())); err != nil && !e.IsDir() {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // loadLock returns the repository root and its kernel lock.
 func loadLock(t *testing.T) (string, *kernels.Lock) {
 	t.Helper()
@@ -81,6 +100,7 @@ func loadLock(t *testing.T) (string, *kernels.Lock) {
 // when KMMAP_CELLS names them).
 func TestGuest(t *testing.T) {
 	root, lock := loadLock(t)
+	readGuestSources(t, root)
 	fetcher, err := kernels.NewFetcher()
 	if err != nil {
 		t.Fatal(err)

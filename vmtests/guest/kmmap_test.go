@@ -5,8 +5,11 @@ package guest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -356,4 +359,47 @@ func TestCDemo(t *testing.T) {
 			t.Errorf("kmmap-demo did not report %q", want)
 		}
 	}
+}
+
+// vmFlags returns the VmFlags of the mapping that starts at b, from
+// /proc/self/smaps.
+func vmFlags(t *testing.T, b []byte) []string {
+	t.Helper()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&b[0])))
+	in := false
+	for _, l := range strings.Split(string(smaps), "\n") {
+		if strings.HasPrefix(l, start) {
+			in = true
+		}
+		if f, ok := strings.CutPrefix(l, "VmFlags:"); ok && in {
+			return strings.Fields(f)
+		}
+	}
+	t.Fatalf("no smaps entry for the mapping at %s", start)
+	return nil
+}
+
+// TestVMFlags: every mapping is kept out of core dumps (dd), cannot grow
+// (de) and can never become executable (no ex, no me).
+func TestVMFlags(t *testing.T) {
+	forEachBacking(t, 2, func(t *testing.T, d *dev) {
+		flags := vmFlags(t, d.mmap(t, 0, d.size()))
+		for _, want := range []string{"dd", "de", "sh"} {
+			if !slices.Contains(flags, want) {
+				t.Errorf("VmFlags %v lack %q", flags, want)
+			}
+		}
+		for _, bad := range []string{"ex", "me"} {
+			if slices.Contains(flags, bad) {
+				t.Errorf("VmFlags %v have %q", flags, bad)
+			}
+		}
+		if d.info.Backing == BackingPFN && !slices.Contains(flags, "pf") {
+			t.Errorf("pfn backing: VmFlags %v lack pf (VM_PFNMAP)", flags)
+		}
+	})
 }
