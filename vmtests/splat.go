@@ -72,6 +72,16 @@ func (c *console) add(raw string) {
 	}
 }
 
+// contains reports whether any console line contains s.
+func (c *console) contains(s string) bool {
+	for _, l := range c.lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // tail returns the last n console lines.
 func (c *console) tail(n int) string {
 	if len(c.lines) < n {

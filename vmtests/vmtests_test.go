@@ -11,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/hugelgupf/vmtest/qemu/qevent"
 	"github.com/kmmap/kmmap/initramfs"
-	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -193,31 +190,19 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	cell := prepare(t, root, fetcher, tree)
 	prepared := time.Since(prep)
 
-	con, res, elapsed, werr := boot(cell)
+	r := boot(cell)
+	con, res := r.con, r.res
 	defer func() {
 		if t.Failed() {
 			t.Logf("console of %s (%s):\n%s", cell.ID, tree.Vmlinuz, strings.Join(con.lines, "\n"))
 		}
 	}()
-	t.Logf("%s: prepared in %.1fs, QEMU (%s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, elapsed.Seconds(), len(res.list))
-
-	switch {
-	case elapsed >= cell.Timeout:
-		t.Errorf("guest did not power off within %s (KMMAP_VM_TIMEOUT); last console lines:\n%s", cell.Timeout, con.tail(20))
-	case werr != nil:
-		t.Errorf("QEMU: %v; last console lines:\n%s", werr, con.tail(20))
-	}
-	for _, e := range res.agentErrs {
-		t.Errorf("guest agent: %s", e)
-	}
-	if res.kmodErr != "" {
-		t.Errorf("loading %s in the guest failed: %s", filepath.Base(cell.Kmod), res.kmodErr)
-	}
-	if s := con.splats[""]; len(s) > 0 {
-		t.Errorf("kernel splat outside any test:\n%s", strings.Join(s, "\n"))
+	t.Logf("%s: prepared in %.1fs, QEMU (%s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, r.elapsed.Seconds(), len(res.list))
+	for _, p := range cell.problems(r) {
+		t.Error(p)
 	}
 	if len(res.list) == 0 {
-		t.Fatalf("the guest never listed its tests, so none ran; last console lines:\n%s", con.tail(30))
+		t.FailNow()
 	}
 	failed := false
 	seen := map[string]bool{}
@@ -275,34 +260,4 @@ func replay(t *testing.T, full string, res *results, con *console, seen map[stri
 			t.Errorf("did not run to completion in the guest (crash, hang or earlier failure):\n%s", tr.output.String())
 		}
 	})
-}
-
-// boot runs the cell's VM to the end and returns what it printed and sent.
-func boot(cell *Cell) (*console, *results, time.Duration, error) {
-	var mu sync.Mutex
-	con, res := newConsole(), newResults()
-	vm, err := qemu.Start(cell.Machine.QEMUArch,
-		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
-		qemu.WithKernel(cell.Tree.Vmlinuz),
-		qemu.WithInitramfs(cell.Initramfs),
-		qemu.WithAppendKernel(cell.KernelArgs...),
-		qemu.ArbitraryArgs("-no-reboot", "-accel", cell.Accel),
-		qemu.WithVMTimeout(cell.Timeout),
-		qemu.LogSerialByLine(func(l string) {
-			mu.Lock()
-			defer mu.Unlock()
-			con.add(l)
-		}),
-		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
-			mu.Lock()
-			defer mu.Unlock()
-			res.handle(e)
-		}),
-	)
-	if err != nil {
-		return con, res, 0, fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)
-	}
-	start := time.Now()
-	err = vm.Wait()
-	return con, res, time.Since(start), err
 }
