@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -285,5 +286,101 @@ func TestVerifyAndPrune(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tree.Dir, "tree.json")); err != nil {
 		t.Errorf("prune removed the pinned kernel: %v", err)
+	}
+}
+
+func TestFetchUnreachableMirror(t *testing.T) {
+	k, _ := testKernel(t)
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close() // nothing listens there any more
+	cache := t.TempDir()
+	f, _ := NewFetcher(WithCacheDir(cache), WithMirror(url), WithHostArch("amd64"))
+	_, err := f.Fetch(context.Background(), k)
+	if err == nil || !strings.Contains(err.Error(), "is the mirror reachable") || !strings.Contains(err.Error(), MirrorEnv) {
+		t.Fatalf("err = %v, want one saying the mirror is unreachable and naming %s", err, MirrorEnv)
+	}
+	assertNoPartial(t, cache, k.Packages[0].SHA256)
+}
+
+// An interrupted download leaves nothing behind, and the next fetch starts
+// it again and succeeds.
+func TestFetchInterruptedThenRestarted(t *testing.T) {
+	k, files := testKernel(t)
+	var mu sync.Mutex
+	cut := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := files[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		drop := cut
+		cut = false
+		mu.Unlock()
+		if drop { // promise the whole file, send half, hang up
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.Write(b[:len(b)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		w.Write(b)
+	}))
+	defer srv.Close()
+	cache := t.TempDir()
+	f, _ := NewFetcher(WithCacheDir(cache), WithMirror(srv.URL), WithHostArch("amd64"))
+	_, err := f.Fetch(context.Background(), k)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("err = %v, want an interrupted download", err)
+	}
+	assertNoPartial(t, cache, k.Packages[0].SHA256)
+	if _, err := f.Fetch(context.Background(), k); err != nil {
+		t.Fatalf("fetch after the interruption: %v", err)
+	}
+}
+
+// Concurrent fetchers on one cache (each with its own file locks, as two
+// processes would have) download every file once and agree on the tree.
+func TestConcurrentFetchesDownloadOnce(t *testing.T) {
+	k, files := testKernel(t)
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		w.Write(files[strings.TrimPrefix(r.URL.Path, "/")])
+	}))
+	defer srv.Close()
+	cache := t.TempDir()
+	var wg sync.WaitGroup
+	dirs := make([]string, 4)
+	for i := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, _ := NewFetcher(WithCacheDir(cache), WithMirror(srv.URL), WithHostArch("amd64"))
+			tree, err := f.Fetch(context.Background(), k)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			dirs[i] = tree.Dir
+		}()
+	}
+	wg.Wait()
+	for path, n := range hits {
+		if n != 1 {
+			t.Errorf("%s downloaded %d times", path, n)
+		}
+	}
+	if len(hits) != len(files) {
+		t.Errorf("%d downloads for %d files", len(hits), len(files))
+	}
+	for _, d := range dirs[1:] {
+		if d != dirs[0] {
+			t.Errorf("fetchers disagree on the tree: %v", dirs)
+		}
 	}
 }
