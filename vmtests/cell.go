@@ -81,6 +81,30 @@ func kernelArgs(m Machine) []string {
 	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "printk.time=1"}
 }
 
+// memoryDebugArgs turn on the memory debugging a distribution kernel
+// supports at run time, so that a use-after-free or an overflow in the
+// module surfaces as a splat: sampled KFENCE guards, SLUB red zones,
+// poisoning and sanity checks, and freed pages poisoned and zeroed.
+// Each only where the kernel's config has it.
+func memoryDebugArgs(config string) ([]string, error) {
+	b, err := os.ReadFile(config)
+	if err != nil {
+		return nil, err
+	}
+	has := func(opt string) bool { return strings.Contains("\n"+string(b), "\n"+opt+"=y\n") }
+	args := []string{"init_on_free=1"}
+	if has("CONFIG_KFENCE") {
+		args = append(args, "kfence.sample_interval=10")
+	}
+	if has("CONFIG_SLUB_DEBUG") {
+		args = append(args, "slub_debug=FZPU")
+	}
+	if has("CONFIG_PAGE_POISONING") {
+		args = append(args, "page_poison=1")
+	}
+	return args, nil
+}
+
 // repoRoot finds the directory holding go.mod.
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()

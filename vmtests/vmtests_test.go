@@ -172,8 +172,12 @@ func prepare(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	if err != nil {
 		t.Fatal(err)
 	}
+	debug, err := memoryDebugArgs(tree.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods,
-		KernelArgs: kernelArgs(m), Timeout: vmTimeout(t)}
+		KernelArgs: append(kernelArgs(m), debug...), Timeout: vmTimeout(t)}
 	var why string
 	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
 	t.Logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
