@@ -75,6 +75,7 @@ int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned 
 	kf->backing = backing;
 	kf->npages = npages;
 	kf->size = size;
+	atomic_long_inc(&kmmap_live_buffers);
 	if (backing == KMMAP_BACKING_RING)
 		kmmap_ring_attach(&kf->ring, kf->buf, size);
 	return 0;
@@ -112,6 +113,7 @@ void kmmap_buf_free(struct kmmap_file *kf)
 	kf->buf = NULL;
 	kf->size = 0;
 	kf->npages = 0;
+	atomic_long_dec(&kmmap_live_buffers);
 }
 
 struct page *kmmap_buf_page(struct kmmap_file *kf, unsigned long idx)

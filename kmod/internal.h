@@ -55,6 +55,10 @@ struct kmmap_file {
 	struct kmmap_ring ring;
 };
 
+/* The module's own allocation counters, read-only module parameters. */
+extern atomic_long_t kmmap_live_buffers;
+extern atomic_long_t kmmap_pinned_pages;
+
 int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned long npages);
 void kmmap_buf_free(struct kmmap_file *kf);
 struct page *kmmap_buf_page(struct kmmap_file *kf, unsigned long idx);

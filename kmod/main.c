@@ -30,6 +30,24 @@ static unsigned int nr_pages = KMMAP_DEFAULT_PAGES;
 module_param(nr_pages, uint, 0444);
 MODULE_PARM_DESC(nr_pages, "pages in each new file's buffer (1-1024, default 4)");
 
+atomic_long_t kmmap_live_buffers = ATOMIC_LONG_INIT(0);
+atomic_long_t kmmap_pinned_pages = ATOMIC_LONG_INIT(0);
+
+static int kmmap_counter_get(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%ld\n", atomic_long_read(kp->arg));
+}
+
+static const struct kernel_param_ops kmmap_counter_ops = {
+	.get = kmmap_counter_get,
+};
+
+/* Leak detectors for tests: both are 0 whenever no file is open. */
+module_param_cb(live_buffers, &kmmap_counter_ops, &kmmap_live_buffers, 0444);
+MODULE_PARM_DESC(live_buffers, "buffers allocated and not yet freed");
+module_param_cb(pinned_pages, &kmmap_counter_ops, &kmmap_pinned_pages, 0444);
+MODULE_PARM_DESC(pinned_pages, "user pages pinned and not yet released");
+
 static int kmmap_open(struct inode *inode, struct file *file)
 {
 	struct kmmap_file *kf;

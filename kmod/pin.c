@@ -80,6 +80,7 @@ int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
 	}
 	pin->pages = pages;
 	pin->npages = npages;
+	atomic_long_add(npages, &kmmap_pinned_pages);
 	pin->offset = offset_in_page(addr);
 	pin->length = length;
 	return 0;
@@ -91,6 +92,7 @@ int kmmap_unpin(struct kmmap_pinned *pin)
 		return -EINVAL;
 	flush_work(&pin->work);
 	unpin_user_pages_dirty_lock(pin->pages, pin->npages, true);
+	atomic_long_sub(pin->npages, &kmmap_pinned_pages);
 	kvfree(pin->pages);
 	pin->pages = NULL;
 	pin->npages = 0;

@@ -44,7 +44,10 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 }
 
 // mark writes the test's start and end to the kernel log, so the host can
-// attribute any kernel splat on the console to the test that caused it.
+// attribute any kernel splat on the console to the test that caused it,
+// and checks at the end, after everything the test opened is closed, that
+// the module holds as many buffers and pinned pages as before it (none
+// leaked) and that every page pin taken system-wide was released.
 func mark(t *testing.T) {
 	t.Helper()
 	kmsg := func(what string) {
@@ -53,8 +56,38 @@ func mark(t *testing.T) {
 			f.Close()
 		}
 	}
+	pins := pinBalance(t)
+	counters := []string{"live_buffers", "pinned_pages"}
+	before := map[string]int64{}
+	for _, c := range counters {
+		before[c] = moduleCounter(t, c)
+	}
 	kmsg("start")
-	t.Cleanup(func() { kmsg("end") })
+	t.Cleanup(func() {
+		defer kmsg("end")
+		for _, c := range counters {
+			if n := moduleCounter(t, c); n != before[c] {
+				t.Errorf("after the test, the module's %s = %d, was %d before it (leak)", c, n, before[c])
+			}
+		}
+		if d := pinBalance(t) - pins; d != 0 {
+			t.Errorf("after the test, %d page pins are still held (nr_foll_pin_acquired - released)", d)
+		}
+	})
+}
+
+// moduleCounter reads one of kmmap's counters from sysfs.
+func moduleCounter(t *testing.T, name string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/sys/module/kmmap/parameters/" + name)
+	if err != nil {
+		t.Fatalf("module counter %s: %v", name, err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("module counter %s: %q", name, b)
+	}
+	return n
 }
 
 type dev struct {

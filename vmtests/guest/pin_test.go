@@ -41,11 +41,9 @@ func userBuffer(t *testing.T, n int) []byte {
 	return b
 }
 
-var pinCounters = []string{"nr_foll_pin_acquired", "nr_foll_pin_released"}
-
-// pinBalance returns acquired - released pins, system wide.
+// pinBalance returns acquired - released page pins, system wide.
 func pinBalance(t *testing.T) int64 {
-	v := vmstat(t, pinCounters...)
+	v := vmstat(t, "nr_foll_pin_acquired", "nr_foll_pin_released")
 	return v["nr_foll_pin_acquired"] - v["nr_foll_pin_released"]
 }
 
