@@ -48,6 +48,7 @@ func boot(cell *Cell) run {
 	}
 	start := time.Now()
 	err = vm.Wait()
+	con.finish()
 	return run{con: con, res: res, elapsed: time.Since(start), err: err}
 }
 

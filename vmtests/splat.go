@@ -41,13 +41,31 @@ func isSplat(line string) bool {
 
 var markRe = regexp.MustCompile(`kmmap-test: (start|end) (\S+)`)
 
-// console collects the guest's serial console and attributes kernel splats
-// to the guest test that was running, using the markers the guest suite
-// writes to /dev/kmsg.
+// maxReport bounds how many lines of one kernel report are kept.
+const maxReport = 80
+
+// console collects the guest's serial console and attributes kernel
+// reports (splats) to the guest test that was running, using the markers
+// the guest suite writes to /dev/kmsg.
 type console struct {
 	lines  []string
 	stack  []string            // tests whose start marker was seen, innermost last
-	splats map[string][]string // full test name ("" outside every test) -> lines
+	splats map[string][]string // full test name ("" outside every test) -> reports
+	open   *report             // the report being read, if any
+}
+
+// report is one kernel report: its first line and those that follow, up
+// to its end-of-trace line.
+type report struct {
+	key   string
+	lines []string
+}
+
+func (c *console) closeReport() {
+	if c.open != nil {
+		c.splats[c.open.key] = append(c.splats[c.open.key], strings.Join(c.open.lines, "\n"))
+		c.open = nil
+	}
 }
 
 func newConsole() *console { return &console{splats: map[string][]string{}} }
@@ -56,6 +74,7 @@ func (c *console) add(raw string) {
 	line := cleanLine(raw)
 	c.lines = append(c.lines, line)
 	if m := markRe.FindStringSubmatch(line); m != nil {
+		c.closeReport()
 		if m[1] == "start" {
 			c.stack = append(c.stack, m[2])
 		} else if i := slices.Index(c.stack, m[2]); i >= 0 {
@@ -63,12 +82,18 @@ func (c *console) add(raw string) {
 		}
 		return
 	}
-	if isSplat(line) {
+	if c.open == nil && isSplat(line) {
 		cur := ""
 		if len(c.stack) > 0 {
 			cur = c.stack[len(c.stack)-1]
 		}
-		c.splats[cur] = append(c.splats[cur], line)
+		c.open = &report{key: cur}
+	}
+	if c.open != nil {
+		c.open.lines = append(c.open.lines, line)
+		if strings.Contains(line, "---[ end ") || len(c.open.lines) >= maxReport {
+			c.closeReport()
+		}
 	}
 }
 
@@ -81,6 +106,9 @@ func (c *console) contains(s string) bool {
 	}
 	return false
 }
+
+// finish closes a report the console ended in the middle of.
+func (c *console) finish() { c.closeReport() }
 
 // tail returns the last n console lines.
 func (c *console) tail(n int) string {

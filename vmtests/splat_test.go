@@ -13,6 +13,11 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"\x1b[0m[    1.0] kmmap: module verification failed: signature and/or required key missing - tainting kernel\r",
 		"[    1.1] kmmap-test: start TestA",
 		"[    1.2] WARNING: CPU: 0 PID: 1 at kmmap.c:10 kmmap_fault+0x1/0x2 [kmmap]",
+		"[    1.2] Modules linked in: kmmap(OE)",
+		"[    1.2] Call Trace:",
+		"[    1.2]  kmmap_fault+0x1/0x2 [kmmap]",
+		"[    1.2] ---[ end trace 0000000000000000 ]---",
+		"[    1.25] kmmap: an ordinary pr_info line after the report",
 		"[    1.3] kmmap-test: end TestA",
 		"[    1.35] kmmap-test: start TestB",
 		"[    1.4] kmmap-test: start TestB/sub",
@@ -27,8 +32,10 @@ func TestConsoleAttributesSplats(t *testing.T) {
 	} {
 		c.add(l)
 	}
-	if got := c.splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") {
-		t.Errorf("TestA splats = %q", got)
+	c.finish()
+	if got := c.splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") ||
+		!strings.Contains(got[0], "kmmap_fault+0x1/0x2") || !strings.HasSuffix(got[0], "]---") {
+		t.Errorf("TestA splats = %q, want the whole report, from WARNING to its end-of-trace line", got)
 	}
 	if got := c.splats["TestB/sub"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
 		t.Errorf("TestB/sub splats = %q", got)
