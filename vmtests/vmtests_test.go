@@ -183,6 +183,9 @@ func prepare(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	t.Logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
 	cell.Initramfs = filepath.Join(t.TempDir(), "initramfs.cpio")
 	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	if seed := os.Getenv("KMMAP_RANDOM_SEED"); seed != "" {
+		spec.TestArgs = append(spec.TestArgs, "-kmmap.seed="+seed)
+	}
 	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), spec); err != nil {
 		t.Fatal(err)
 	}
