@@ -61,9 +61,6 @@ func Base(arch, srcRoot string, files map[string]string, logf func(string, ...an
 		return "", err
 	}
 	dst := filepath.Join(cache, "initramfs", arch+"-"+key+".cpio")
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return "", err
-	}
 	return kernels.Build(dst, func(tmpDir string) (string, error) {
 		out := filepath.Join(tmpDir, "initramfs.cpio")
 		logf("initramfs %s: building u-root image", arch)

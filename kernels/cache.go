@@ -72,8 +72,8 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// Build returns dst, making it first if it does not exist yet. make writes
-// into tmp, a fresh directory beside dst, and returns the file it made
+// Build returns dst, making it first if it does not exist yet (its
+// directory too). make writes into tmp, a fresh directory beside dst, and returns the file it made
 // there; that file is renamed to dst. Concurrent callers, in this process or
 // others, wait for one another, so dst is made once and is never seen
 // half-written.

@@ -9,7 +9,7 @@ import (
 )
 
 func TestBuildOnceAndAtomically(t *testing.T) {
-	dst := filepath.Join(t.TempDir(), "thing")
+	dst := filepath.Join(t.TempDir(), "not", "yet", "there", "thing")
 	var mu sync.Mutex
 	calls := 0
 	var wg sync.WaitGroup

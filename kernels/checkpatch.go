@@ -36,9 +36,6 @@ func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
 		return "", err
 	}
 	dst := filepath.Join(f.cache, "tools", "checkpatch-"+t.Package.SHA256[:16])
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return "", err
-	}
 	return Build(dst, func(tmp string) (string, error) {
 		f.logf("checkpatch: extracting it from %s %s", t.Package.Name, t.Package.Version)
 		out := filepath.Join(tmp, "scripts")

@@ -106,15 +106,17 @@ func untar(tr *tar.Reader, root string) error {
 			continue
 		}
 		dst := filepath.Join(root, rel)
+		if h.Typeflag != tar.TypeDir {
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(dst, 0o755); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return err
-			}
 			out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode).Perm()|0o600)
 			if err != nil {
 				return err
@@ -135,17 +137,11 @@ func untar(tr *tar.Reader, root string) error {
 				}
 				target = t
 			}
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return err
-			}
 			_ = os.Remove(dst)
 			if err := os.Symlink(target, dst); err != nil {
 				return err
 			}
 		case tar.TypeLink:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return err
-			}
 			_ = os.Remove(dst)
 			if err := os.Link(filepath.Join(root, filepath.Clean(strings.TrimPrefix(h.Linkname, "./"))), dst); err != nil {
 				return err

@@ -247,9 +247,6 @@ var ErrNotServed = errors.New("pinned package is no longer served by the mirror"
 // only when its SHA-256 matches the lock.
 func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) {
 	dst := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return "", err
-	}
 	return Build(dst, func(tmp string) (string, error) {
 		return f.download(ctx, k, p, filepath.Join(tmp, p.Name+".deb"))
 	})

@@ -39,9 +39,6 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 		return "", err
 	}
 	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+key+".ko")
-	if err := os.MkdirAll(filepath.Dir(ko), 0o755); err != nil {
-		return "", err
-	}
 	return kernels.Build(ko, func(tmp string) (string, error) {
 		if err := copySources(tmp, src); err != nil {
 			return "", err
