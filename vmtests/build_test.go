@@ -16,10 +16,7 @@ import (
 func hostTree(t *testing.T) *kernels.Tree {
 	t.Helper()
 	_, lock := loadLock(t)
-	f, err := kernels.NewFetcher()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := cellFetcher(t)
 	for _, k := range lock.Kernels {
 		if k.Arch == "amd64" && selected(k.ID) && !toolchain.NeedsRoot(k) {
 			tree, err := f.Fetch(context.Background(), k)

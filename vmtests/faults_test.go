@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmmap/kmmap/kernels"
 	"github.com/u-root/mkuimage/cpio"
 )
 
@@ -27,10 +26,7 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := kernels.NewFetcher()
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := cellFetcher(t)
 		tree, err := f.Fetch(context.Background(), k)
 		if err != nil {
 			t.Fatal(err)

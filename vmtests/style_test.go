@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmmap/kmmap/kernels"
 )
 
 // moduleFiles lists the module's kernel sources, relative to kmod/
@@ -39,10 +38,7 @@ func TestCheckpatch(t *testing.T) {
 		t.Fatal("perl not found (apt-get install perl): checkpatch.pl needs it")
 	}
 	root, lock := loadLock(t)
-	f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := cellFetcher(t)
 	dir, err := f.Checkpatch(context.Background(), lock.Checkpatch)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ func guestImage(t *testing.T, root, arch string) string {
 		if err != nil {
 			return "", err
 		}
+		defer os.RemoveAll(dir) // Base copies what it needs into the image
 		bin := filepath.Join(dir, "guest.test")
 		cmd := exec.Command("go", "test", "-c", "-tags", "kmmap_guest", "-trimpath", "-ldflags=-s -w", "-o", bin, "./vmtests/guest")
 		cmd.Dir = root
@@ -34,7 +35,6 @@ func guestImage(t *testing.T, root, arch string) string {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
 		}
-		defer os.RemoveAll(dir)
 		demo, err := buildDemo(root, arch, dir)
 		if err != nil {
 			return "", err
@@ -70,7 +70,10 @@ func readGuestSources(t *testing.T, root string) {
 			t.Fatal(err)
 		}
 		for _, e := range ents {
-			if _, err := os.ReadFile(filepath.Join(root, dir, e.Name())); err != nil && !e.IsDir() {
+			if e.IsDir() {
+				continue
+			}
+			if _, err := os.ReadFile(filepath.Join(root, dir, e.Name())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -91,6 +94,16 @@ func loadLock(t *testing.T) (string, *kernels.Lock) {
 	return root, lock
 }
 
+// cellFetcher is a fetcher whose progress lines go to the cell's test log.
+func cellFetcher(t *testing.T) *kernels.Fetcher {
+	t.Helper()
+	f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestGuest boots every selected cell and replays its guest tests as
 // subtests TestGuest/<cell>/<test>. With KMMAP_KERNEL and KMMAP_KDIR set,
 // the kernel they name runs as cell "custom" (and the lock's cells only
@@ -98,10 +111,6 @@ func loadLock(t *testing.T) (string, *kernels.Lock) {
 func TestGuest(t *testing.T) {
 	root, lock := loadLock(t)
 	readGuestSources(t, root)
-	fetcher, err := kernels.NewFetcher()
-	if err != nil {
-		t.Fatal(err)
-	}
 	custom, haveCustom, err := customTree()
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +120,7 @@ func TestGuest(t *testing.T) {
 		ran++
 		t.Run(CustomID, func(t *testing.T) {
 			t.Parallel()
-			runCell(t, root, fetcher, custom)
+			runCell(t, root, cellFetcher(t), custom)
 		})
 	}
 	for _, k := range lock.Kernels {
@@ -121,15 +130,12 @@ func TestGuest(t *testing.T) {
 		ran++
 		t.Run(k.ID, func(t *testing.T) {
 			t.Parallel()
-			f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := cellFetcher(t)
 			tree, err := f.Fetch(context.Background(), k)
 			if err != nil {
 				t.Fatal(err)
 			}
-			runCell(t, root, fetcher, tree)
+			runCell(t, root, f, tree)
 		})
 	}
 	if ran == 0 {
@@ -247,7 +253,7 @@ func replay(t *testing.T, full string, res *results, con *console, seen map[stri
 		}
 		if testing.Verbose() {
 			for _, l := range strings.Split(tr.output.String(), "\n") {
-				if strings.HasPrefix(strings.TrimLeft(l, " "), "kmmap_test.go") || strings.Contains(l, "_test.go:") {
+				if strings.Contains(l, "_test.go:") {
 					t.Log(strings.TrimSpace(l)) // the guest test's own t.Log lines
 				}
 			}
