@@ -47,9 +47,26 @@ func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
 	})
 }
 
-// extractCheckpatch finds usr/src/linux-source-*.tar.* in the package's
-// data and copies checkpatchFiles out of its scripts/ directory.
+// extractCheckpatch copies checkpatchFiles out of the source tarball's
+// scripts/ directory.
 func extractCheckpatch(tr *tar.Reader, out string) error {
+	return sourceTarball(tr, func(name string, r io.Reader) error {
+		rd, closeR, err := decompress(name, r)
+		if err != nil {
+			return err
+		}
+		defer closeR()
+		return copyScripts(tar.NewReader(rd), out)
+	})
+}
+
+// SourceTarball calls fn with the compressed usr/src/linux-source-*.tar.*
+// a linux-source .deb holds, and its name.
+func SourceTarball(deb string, fn func(name string, r io.Reader) error) error {
+	return withDebData(deb, func(tr *tar.Reader) error { return sourceTarball(tr, fn) })
+}
+
+func sourceTarball(tr *tar.Reader, fn func(name string, r io.Reader) error) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -59,15 +76,11 @@ func extractCheckpatch(tr *tar.Reader, out string) error {
 			return err
 		}
 		name := path.Base(h.Name)
-		if !strings.HasPrefix(path.Clean(h.Name), "usr/src/") && !strings.HasPrefix(path.Clean(h.Name), "./usr/src/") || !strings.HasPrefix(name, "linux-source-") || !strings.Contains(name, ".tar") {
+		clean := strings.TrimPrefix(path.Clean(h.Name), "./")
+		if !strings.HasPrefix(clean, "usr/src/") || !strings.HasPrefix(name, "linux-source-") || !strings.Contains(name, ".tar") {
 			continue
 		}
-		r, closeR, err := decompress(name, tr)
-		if err != nil {
-			return err
-		}
-		defer closeR()
-		return copyScripts(tar.NewReader(r), out)
+		return fn(name, tr)
 	}
 }
 

@@ -45,6 +45,7 @@ type Fetcher struct {
 	hostArch string
 	logf     func(format string, args ...any)
 	progress io.Writer // where download progress goes, nil for none
+	builder  SourceBuilder
 }
 
 // Option configures a Fetcher.
@@ -72,6 +73,10 @@ func WithProgress(w io.Writer) Option { return func(f *Fetcher) { f.progress = w
 
 // WithHostArch sets the build host's architecture (default: HostArch()).
 func WithHostArch(arch string) Option { return func(f *Fetcher) { f.hostArch = arch } }
+
+// WithSourceBuilder sets what builds the kernels the lock pins as source
+// (Kernel.FromSource); without one, fetching such a kernel fails.
+func WithSourceBuilder(b SourceBuilder) Option { return func(f *Fetcher) { f.builder = b } }
 
 // NewFetcher returns a Fetcher.
 func NewFetcher(opts ...Option) (*Fetcher, error) {
@@ -127,6 +132,9 @@ func treeKey(pkgs []Package) string {
 // Fetch returns the unpacked tree of k, downloading and verifying what the
 // cache lacks. Concurrent callers, in this process or others, share the work.
 func (f *Fetcher) Fetch(ctx context.Context, k Kernel) (*Tree, error) {
+	if k.FromSource() {
+		return f.fetchBuilt(ctx, k)
+	}
 	pkgs, err := k.packagesFor(f.hostArch)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ const (
 	RoleImage   = "image"   // the kernel image, its config and its modules
 	RoleHeaders = "headers" // linux-headers-<abi>-<flavour> and -common
 	RoleKbuild  = "kbuild"  // linux-kbuild-<series>, one per host architecture
+	RoleSource  = "source"  // linux-source-<series>, for a kernel built here
 )
 
 // Lock is the parsed kernels.lock file.
@@ -52,8 +53,29 @@ type Kernel struct {
 	// GuestModules are the kernel's own modules the guest needs loaded
 	// before the harness can talk to it; dependencies are resolved from
 	// each module's .modinfo.
-	GuestModules []string  `json:"guest_modules"`
-	Packages     []Package `json:"packages"`
+	GuestModules []string `json:"guest_modules"`
+	// Config lists the config fragments (paths relative to the lock's
+	// directory) a kernel built from its linux-source package is
+	// configured with, on top of allnoconfig. Empty for Debian's own
+	// kernels.
+	Config   []string  `json:"config,omitempty"`
+	Packages []Package `json:"packages"`
+
+	// dir is the lock file's directory, where Config is read from.
+	dir string
+}
+
+// FromSource reports whether k is built here from a pinned source package
+// (a debug cell) rather than unpacked from Debian's binary packages.
+func (k Kernel) FromSource() bool { return len(k.Config) > 0 }
+
+// ConfigFragments returns the paths of k's config fragments.
+func (k Kernel) ConfigFragments() []string {
+	out := make([]string, len(k.Config))
+	for i, c := range k.Config {
+		out[i] = filepath.Join(k.dir, c)
+	}
+	return out
 }
 
 // Package is one pinned .deb.
@@ -82,6 +104,13 @@ func LoadLock(path string) (*Lock, error) {
 	if err := l.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	for i := range l.Kernels {
+		l.Kernels[i].dir = abs
+	}
 	return &l, nil
 }
 
@@ -108,6 +137,12 @@ func (l *Lock) check() error {
 			if len(p.SHA256) != 64 || p.Filename == "" || p.Version == "" {
 				return fmt.Errorf("kernel %s: package %s: needs version, filename and a 64-digit sha256", k.ID, p.Name)
 			}
+			if (p.Role == RoleSource) != k.FromSource() {
+				return fmt.Errorf("kernel %s: package %s: a kernel built from source (with \"config\" fragments) has exactly one %q package and nothing else", k.ID, p.Name, RoleSource)
+			}
+		}
+		if k.FromSource() && len(k.Packages) > 1 {
+			return fmt.Errorf("kernel %s: a kernel built from source pins one %q package, not %d packages", k.ID, RoleSource, len(k.Packages))
 		}
 	}
 	if t := l.Checkpatch; t != nil && t.Package.Name != "" && len(t.Package.SHA256) != 64 {
@@ -154,6 +189,12 @@ func (l *Lock) IDs() []string {
 // packagesFor returns the packages to fetch for a build host of hostArch:
 // every image and headers package, and the kbuild package for that host.
 func (k Kernel) packagesFor(hostArch string) ([]Package, error) {
+	if k.FromSource() {
+		if len(k.Packages) != 1 {
+			return nil, fmt.Errorf("kernel %s: the lock pins no %s package: run `go run ./cmd/kmmap kernels update`", k.ID, RoleSource)
+		}
+		return k.Packages, nil
+	}
 	var out []Package
 	haveKbuild := false
 	for _, p := range k.Packages {

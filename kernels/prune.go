@@ -65,6 +65,9 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 			keepTrees[k.ID+"-"+treeKey(pkgs)] = true
 		}
 	}
+	for _, name := range f.newestBuilt(l) {
+		keepTrees[name] = true
+	}
 	var removed []string
 	remove := func(p string) error {
 		if err := os.RemoveAll(p); err != nil {
@@ -120,4 +123,26 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		}
 	}
 	return removed, nil
+}
+
+// newestBuilt names, for each kernel of l built from source, its most
+// recently built complete cache entry: its key depends on the toolchain,
+// which only the builder knows, and a cold build takes many minutes, so
+// prune keeps the newest instead of guessing.
+func (f *Fetcher) newestBuilt(l *Lock) map[string]string {
+	out := map[string]string{}
+	for _, k := range l.Kernels {
+		if !k.FromSource() {
+			continue
+		}
+		matches, _ := filepath.Glob(filepath.Join(f.cache, "kernels", k.ID+"-????????????????", "tree.json"))
+		var newest time.Time
+		for _, m := range matches {
+			fi, err := os.Stat(m)
+			if err == nil && fi.ModTime().After(newest) {
+				newest, out[k.ID] = fi.ModTime(), filepath.Base(filepath.Dir(m))
+			}
+		}
+	}
+	return out
 }

@@ -156,6 +156,9 @@ func (r *Resolver) index(ctx context.Context, suite, arch string) (index, error)
 // Resolve returns k pinned to the newest ABI of its series and flavour that
 // its suite serves, with every package's version, filename and SHA-256.
 func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
+	if k.FromSource() {
+		return r.resolveBuilt(ctx, k)
+	}
 	idx, err := r.index(ctx, k.Suite, k.Arch)
 	if err != nil {
 		return k, fmt.Errorf("kernel %s: %w", k.ID, err)
@@ -262,17 +265,41 @@ func (r *Resolver) Update(ctx context.Context, l *Lock) ([]Change, error) {
 	return changes, nil
 }
 
+// resolveBuilt pins a kernel built from source to the newest
+// linux-source-<series> of its suite; its release is the upstream version
+// with "-kmmap-<flavour>" as its local version.
+func (r *Resolver) resolveBuilt(ctx context.Context, k Kernel) (Kernel, error) {
+	p, err := r.newestSource(ctx, k.Suite, k.Series, RoleSource)
+	if err != nil {
+		return k, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	upstream, _, _ := strings.Cut(p.Version, "-")
+	out := k
+	out.Packages = []Package{p}
+	out.Release = upstream + "-kmmap-" + k.Flavour
+	return out, nil
+}
+
 // resolveSource pins the newest linux-source-<series> of the tool's suite.
 func (r *Resolver) resolveSource(ctx context.Context, t *Tool) (Package, error) {
+	p, err := r.newestSource(ctx, t.Suite, t.Series, "checkpatch")
+	if err != nil {
+		return Package{}, fmt.Errorf("checkpatch: %w", err)
+	}
+	return p, nil
+}
+
+// newestSource pins the newest linux-source-<series> suite serves.
+func (r *Resolver) newestSource(ctx context.Context, suite, series, role string) (Package, error) {
 	arch := "amd64"
 	if len(r.HostArches) > 0 {
 		arch = r.HostArches[0]
 	}
-	idx, err := r.index(ctx, t.Suite, arch)
+	idx, err := r.index(ctx, suite, arch)
 	if err != nil {
-		return Package{}, fmt.Errorf("checkpatch: %w", err)
+		return Package{}, err
 	}
-	name := "linux-source-" + t.Series
+	name := "linux-source-" + series
 	var best stanza
 	for _, s := range idx[name] {
 		if best == nil || abiLess(best["Version"], s["Version"]) {
@@ -280,7 +307,7 @@ func (r *Resolver) resolveSource(ctx context.Context, t *Tool) (Package, error) 
 		}
 	}
 	if best == nil {
-		return Package{}, fmt.Errorf("checkpatch: suite %s does not serve %s", t.Suite, name)
+		return Package{}, fmt.Errorf("suite %s does not serve %s", suite, name)
 	}
-	return best.pkg("checkpatch")
+	return best.pkg(role)
 }

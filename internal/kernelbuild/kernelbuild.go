@@ -1,0 +1,194 @@
+// Package kernelbuild builds the debug kernels of the matrix from their
+// pinned Debian linux-source package: allnoconfig plus the lock's config
+// fragments, every fragment option checked to have survived, built with
+// the suite's own compiler in its toolchain root, reproducibly (fixed
+// build timestamp, user and host).
+//
+// A Builder is a kernels.SourceBuilder: the fetcher decides when to build
+// and keeps the result in its cache.
+package kernelbuild
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// Reproducible build identity: uname -v and the kernel's banner are the
+// same wherever and whenever a cell is built.
+const (
+	buildTimestamp = "Thu Jan  1 00:00:00 UTC 2026"
+	buildUser      = "kmmap"
+	buildHost      = "kmmap"
+)
+
+// Builder builds kernels from source.
+type Builder struct {
+	jobs int
+}
+
+// Option configures a Builder.
+type Option func(*Builder)
+
+// WithJobs sets make's -j (default: the number of CPUs).
+func WithJobs(n int) Option { return func(b *Builder) { b.jobs = n } }
+
+// New returns a Builder.
+func New(opts ...Option) *Builder {
+	b := &Builder{jobs: runtime.NumCPU()}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// kbuild describes how to invoke Kbuild for an arch.
+type kbuild struct {
+	arch  string // ARCH=
+	image string // the boot image, relative to the tree
+}
+
+var arches = map[string]kbuild{
+	"amd64": {arch: "x86", image: "arch/x86/boot/bzImage"},
+	"arm64": {arch: "arm64", image: "arch/arm64/boot/Image"},
+}
+
+func (b *Builder) root(ctx context.Context, k kernels.Kernel, env kernels.BuildEnv) (*toolchain.Root, error) {
+	if k.Compiler == "" {
+		return nil, fmt.Errorf("the lock names no compiler for %s (\"compiler\", e.g. gcc-14)", k.ID)
+	}
+	return toolchain.Ensure(ctx, env.Cache, k.Suite, k.Compiler, env.Mirror, env.Logf)
+}
+
+// Toolchain implements kernels.SourceBuilder: the toolchain root's name
+// (suite and package set) and the compiler.
+func (b *Builder) Toolchain(ctx context.Context, k kernels.Kernel, env kernels.BuildEnv) (string, error) {
+	r, err := b.root(ctx, k, env)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Base(r.Dir) + "/" + k.Compiler, nil
+}
+
+// Build implements kernels.SourceBuilder.
+func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.BuildEnv, src string, config []byte, dir string) (*kernels.Tree, error) {
+	kb, ok := arches[k.Arch]
+	if !ok {
+		return nil, fmt.Errorf("no kernel build defined for arch %q", k.Arch)
+	}
+	r, err := b.root(ctx, k, env)
+	if err != nil {
+		return nil, err
+	}
+	tree := filepath.Join(dir, "src")
+	start := time.Now()
+	env.Logf("kernel %s: unpacking %s", k.ID, filepath.Base(src))
+	if err := unpack(ctx, src, tree); err != nil {
+		return nil, fmt.Errorf("unpacking the kernel source: %w", err)
+	}
+	fragments := filepath.Join(dir, "fragments.config")
+	if err := os.WriteFile(fragments, config, 0o644); err != nil {
+		return nil, err
+	}
+	log, err := os.Create(filepath.Join(dir, "build.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	prefix, _ := toolchain.Cross(k.Arch, k.Compiler)
+	makeArgs := []string{"make", "-C", tree, "-j" + strconv.Itoa(b.jobs), "ARCH=" + kb.arch,
+		"CC=" + prefix + k.Compiler, "HOSTCC=" + k.Compiler}
+	if prefix != "" {
+		makeArgs = append(makeArgs, "CROSS_COMPILE="+prefix)
+	}
+	run := func(args ...string) ([]byte, error) {
+		cmd := r.Command(ctx, tree, append(append([]string{"env",
+			"KBUILD_BUILD_TIMESTAMP=" + buildTimestamp, "KBUILD_BUILD_USER=" + buildUser, "KBUILD_BUILD_HOST=" + buildHost},
+			makeArgs...), args...)...)
+		var out bytes.Buffer
+		cmd.Stdout = io.MultiWriter(&out, log)
+		cmd.Stderr = cmd.Stdout
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("make %s failed: %v\n%s\n(the whole log: %s; KMMAP_KEEP_FAILED=1 keeps the tree)",
+				strings.Join(args, " "), err, tail(out.String(), 40), log.Name())
+		}
+		return out.Bytes(), nil
+	}
+	kv, err := run("-s", "kernelversion")
+	if err != nil {
+		return nil, err
+	}
+	local, ok := strings.CutPrefix(k.Release, strings.TrimSpace(string(kv)))
+	if !ok || !strings.HasPrefix(local, "-") {
+		return nil, fmt.Errorf("the lock's release %q does not extend the source's version %q: re-pin with `go run ./cmd/kmmap kernels update`", k.Release, strings.TrimSpace(string(kv)))
+	}
+	makeArgs = append(makeArgs, "LOCALVERSION="+local)
+	if _, err := run("KCONFIG_ALLCONFIG="+fragments, "allnoconfig"); err != nil {
+		return nil, err
+	}
+	dotconfig, err := os.ReadFile(filepath.Join(tree, ".config"))
+	if err != nil {
+		return nil, err
+	}
+	if err := kernels.CheckConfig(config, dotconfig); err != nil {
+		return nil, fmt.Errorf("config fragments %s: %w", strings.Join(k.Config, ", "), err)
+	}
+	env.Logf("kernel %s: building %s with %s%s in the %s root, -j%d (a cold build takes minutes; it is cached)", k.ID, k.Release, prefix, k.Compiler, r.Suite, b.jobs)
+	if _, err := run("all"); err != nil {
+		return nil, err
+	}
+	rel, err := run("-s", "kernelrelease")
+	if err != nil {
+		return nil, err
+	}
+	if got := strings.TrimSpace(string(rel)); got != k.Release {
+		return nil, fmt.Errorf("built kernel release is %q, the lock says %q", got, k.Release)
+	}
+	env.Logf("kernel %s: built in %s", k.ID, time.Since(start).Round(time.Second))
+	return &kernels.Tree{
+		Vmlinuz: filepath.Join(tree, kb.image),
+		Config:  filepath.Join(tree, ".config"),
+		KDir:    tree,
+	}, nil
+}
+
+// unpack extracts the source tarball the .deb holds into dir with the
+// host's tar (xz-utils decompresses several times faster than Go's xz).
+func unpack(ctx context.Context, deb, dir string) error {
+	if _, err := exec.LookPath("xz"); err != nil {
+		return fmt.Errorf("xz not found (apt-get install xz-utils): it unpacks the kernel source")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return kernels.SourceTarball(deb, func(name string, r io.Reader) error {
+		cmd := exec.CommandContext(ctx, "tar", "-x", "--strip-components=1", "-C", dir, "-f", "-")
+		if strings.HasSuffix(name, ".xz") {
+			cmd.Args = append(cmd.Args, "-J")
+		}
+		cmd.Stdin = r
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("tar: %v\n%s", err, out)
+		}
+		return nil
+	})
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,99 @@
+package kernels
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// builtFormat changes whenever the layout of a built kernel changes.
+const builtFormat = "built-v1"
+
+// BuildEnv is what a SourceBuilder gets from the fetcher.
+type BuildEnv struct {
+	Cache  string // the cache directory
+	Mirror string // the Debian mirror ("" when none is configured)
+	Logf   func(format string, args ...any)
+}
+
+// SourceBuilder builds a kernel from its pinned linux-source package.
+type SourceBuilder interface {
+	// Toolchain returns what identifies the toolchain k is built with (it
+	// may create it); it is part of the cache key of the built kernel.
+	Toolchain(ctx context.Context, k Kernel, env BuildEnv) (string, error)
+	// Build unpacks src (the verified .deb), configures it with config (the
+	// merged fragments, see Kernel.ConfigText) and builds it under dir, an
+	// empty directory that is the kernel's cache entry. The Tree's paths
+	// are under dir.
+	Build(ctx context.Context, k Kernel, env BuildEnv, src string, config []byte, dir string) (*Tree, error)
+}
+
+// fetchBuilt returns the tree of a kernel built from source, building it
+// if the cache lacks it. The entry is keyed by the source's SHA-256, the
+// config and the toolchain; it is built in place under a file lock and
+// becomes visible when its tree.json is written, last.
+func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
+	if f.builder == nil {
+		return nil, fmt.Errorf("kernel %s is built from source and this fetcher has no builder (kernels.WithSourceBuilder)", k.ID)
+	}
+	pkgs, err := k.packagesFor(f.hostArch)
+	if err != nil {
+		return nil, err
+	}
+	config, err := k.ConfigText()
+	if err != nil {
+		return nil, err
+	}
+	mirror, _ := f.mirrorURL() // needed only for what the cache lacks; errors surface there
+	env := BuildEnv{Cache: f.cache, Mirror: mirror, Logf: f.logf}
+	tc, err := f.builder.Toolchain(ctx, k, env)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", treeFormat, builtFormat, pkgs[0].SHA256, tc, k.Release)
+	h.Write(config)
+	final := filepath.Join(f.cache, "kernels", k.ID+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if t, err := readTree(final); err == nil {
+		return t, nil
+	}
+	lk, err := LockFile(final + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	if t, err := readTree(final); err == nil {
+		return t, nil
+	}
+	if err := os.RemoveAll(final); err != nil { // an earlier build that did not finish
+		return nil, err
+	}
+	deb, err := f.deb(ctx, k, pkgs[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(final, 0o755); err != nil {
+		return nil, err
+	}
+	t, err := f.builder.Build(ctx, k, env, deb, config, final)
+	if err != nil {
+		if !keepFailed() {
+			os.RemoveAll(final)
+		}
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	t.Kernel, t.Dir = k, final
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return t, writeFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
+}
+
+// keepFailed reports whether a failed kernel build is left in the cache to
+// be looked at (KMMAP_KEEP_FAILED=1); it is rebuilt from scratch next time.
+func keepFailed() bool { return os.Getenv("KMMAP_KEEP_FAILED") == "1" }
