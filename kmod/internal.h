@@ -21,6 +21,8 @@ struct kmmap_pinned {
 	unsigned long offset;	/* of the range in its first page */
 	size_t length;
 	struct work_struct work;
+	/* Serialises pin, unpin and fill; held across pin_user_pages(). */
+	struct mutex mutex;
 	spinlock_t lock;	/* guards seed, requested, done */
 	u64 seed;
 	unsigned long requested;	/* fills asked for */
@@ -44,13 +46,20 @@ struct kmmap_ring {
 
 /* Per open file. */
 struct kmmap_file {
-	struct mutex lock;	/* setup, ioctls, read/write */
+	/*
+	 * Guards the buffer's setup.  mmap() takes it with mmap_lock held, so it
+	 * is never held across an access to user memory (a fault takes
+	 * mmap_lock): such accesses hold a reference in users instead, which
+	 * keeps SETUP from replacing the buffer.
+	 */
+	struct mutex lock;
 	enum kmmap_backing backing;
 	unsigned long npages;
 	size_t size;
 	void *buf;		/* the whole buffer in kernel address space */
 	struct page **pages;	/* insert backing: its pages (buf is their vmap) */
 	atomic_t maps;		/* live VMAs; setup is refused while any */
+	atomic_t users;		/* read/write/ioctl copies in flight; likewise */
 	struct kmmap_pinned pin;
 	struct kmmap_ring ring;
 };

@@ -58,6 +58,7 @@ static int kmmap_open(struct inode *inode, struct file *file)
 		return -ENOMEM;
 	mutex_init(&kf->lock);
 	atomic_set(&kf->maps, 0);
+	atomic_set(&kf->users, 0);
 	kmmap_pin_init(&kf->pin);
 	kmmap_ring_init(&kf->ring);
 	ret = kmmap_buf_alloc(kf, KMMAP_BACKING_FAULT, nr_pages);
@@ -77,6 +78,7 @@ static int kmmap_release(struct inode *inode, struct file *file)
 	kmmap_ring_stop(&kf->ring);
 	kmmap_unpin(&kf->pin);
 	kmmap_buf_free(kf);
+	mutex_destroy(&kf->pin.mutex);
 	mutex_destroy(&kf->lock);
 	kfree(kf);
 	return 0;
@@ -93,6 +95,22 @@ static int kmmap_mmap(struct file *file, struct vm_area_struct *vma)
 	return ret;
 }
 
+/*
+ * kmmap_get_buf() takes a reference that keeps the buffer in place while
+ * user memory is accessed without kf->lock; kmmap_put_buf() drops it.
+ */
+static void kmmap_get_buf(struct kmmap_file *kf)
+{
+	mutex_lock(&kf->lock);
+	atomic_inc(&kf->users);
+	mutex_unlock(&kf->lock);
+}
+
+static void kmmap_put_buf(struct kmmap_file *kf)
+{
+	atomic_dec(&kf->users);
+}
+
 /* The copy path: read() and write() at the file position, for comparison. */
 static ssize_t kmmap_read(struct file *file, char __user *ubuf, size_t len, loff_t *ppos)
 {
@@ -100,7 +118,7 @@ static ssize_t kmmap_read(struct file *file, char __user *ubuf, size_t len, loff
 	loff_t pos = *ppos;
 	ssize_t ret;
 
-	mutex_lock(&kf->lock);
+	kmmap_get_buf(kf);
 	if (pos < 0) {
 		ret = -EINVAL;
 	} else if (pos >= kf->size) {
@@ -114,7 +132,7 @@ static ssize_t kmmap_read(struct file *file, char __user *ubuf, size_t len, loff
 			ret = len;
 		}
 	}
-	mutex_unlock(&kf->lock);
+	kmmap_put_buf(kf);
 	return ret;
 }
 
@@ -124,7 +142,7 @@ static ssize_t kmmap_write(struct file *file, const char __user *ubuf, size_t le
 	loff_t pos = *ppos;
 	ssize_t ret;
 
-	mutex_lock(&kf->lock);
+	kmmap_get_buf(kf);
 	if (pos < 0) {
 		ret = -EINVAL;
 	} else if (pos >= kf->size) {
@@ -138,7 +156,7 @@ static ssize_t kmmap_write(struct file *file, const char __user *ubuf, size_t le
 			ret = len;
 		}
 	}
-	mutex_unlock(&kf->lock);
+	kmmap_put_buf(kf);
 	return ret;
 }
 
@@ -176,6 +194,7 @@ static long kmmap_ioctl_info(struct kmmap_file *kf, void __user *uarg)
 static long kmmap_ioctl_setup(struct kmmap_file *kf, void __user *uarg)
 {
 	struct kmmap_setup s;
+	long ret;
 
 	if (copy_from_user(&s, uarg, sizeof(s)))
 		return -EFAULT;
@@ -183,11 +202,16 @@ static long kmmap_ioctl_setup(struct kmmap_file *kf, void __user *uarg)
 		return -EINVAL;
 	if (s.backing == KMMAP_BACKING_RING && s.nr_pages < 2)
 		return -EINVAL;	/* a header page and at least one page of records */
-	if (atomic_read(&kf->maps))
-		return -EBUSY;	/* the old buffer is still mapped */
-	kmmap_ring_stop(&kf->ring);
-	kmmap_buf_free(kf);
-	return kmmap_buf_alloc(kf, s.backing, s.nr_pages);
+	mutex_lock(&kf->lock);
+	if (atomic_read(&kf->maps) || atomic_read(&kf->users)) {
+		ret = -EBUSY;	/* the old buffer is still mapped, or being copied */
+	} else {
+		kmmap_ring_stop(&kf->ring);
+		kmmap_buf_free(kf);
+		ret = kmmap_buf_alloc(kf, s.backing, s.nr_pages);
+	}
+	mutex_unlock(&kf->lock);
+	return ret;
 }
 
 /* FNV-1a, 64 bit: simple enough for any userland to recompute. */
@@ -208,14 +232,19 @@ static long kmmap_ioctl_range(struct kmmap_file *kf, unsigned int cmd, void __us
 
 	if (copy_from_user(&r, uarg, sizeof(r)))
 		return -EFAULT;
+	mutex_lock(&kf->lock);
 	/* Written so that offset + length cannot overflow. */
-	if (r.offset > kf->size || r.length > kf->size - r.offset)
+	if (r.offset > kf->size || r.length > kf->size - r.offset) {
+		mutex_unlock(&kf->lock);
 		return -EINVAL;
-	if (cmd == KMMAP_IOC_FILL) {
-		kmmap_fill_pattern(kf->buf + r.offset, r.length, r.seed, 0);
-		return 0;
 	}
-	r.sum = kmmap_fnv1a(kf->buf + r.offset, r.length);
+	if (cmd == KMMAP_IOC_FILL)
+		kmmap_fill_pattern(kf->buf + r.offset, r.length, r.seed, 0);
+	else
+		r.sum = kmmap_fnv1a(kf->buf + r.offset, r.length);
+	mutex_unlock(&kf->lock);
+	if (cmd == KMMAP_IOC_FILL)
+		return 0;
 	return copy_to_user(uarg, &r, sizeof(r)) ? -EFAULT : 0;
 }
 
@@ -228,14 +257,19 @@ static long kmmap_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	u64 seed;
 	long ret;
 
-	/* Waiting for the pin worker must not hold the lock UNPIN needs. */
-	if (cmd == KMMAP_IOC_PIN_WAIT)
-		return kmmap_pin_wait(&kf->pin);
-
-	mutex_lock(&kf->lock);
+	/*
+	 * Lock order: mmap_lock, then kf->lock (mmap() is called with
+	 * mmap_lock held).  So user memory - which can fault and take
+	 * mmap_lock - is copied before kf->lock is taken or after it is
+	 * dropped, and pinning has its own mutex.
+	 */
 	switch (cmd) {
+	case KMMAP_IOC_PIN_WAIT:	/* must not hold the mutex UNPIN needs */
+		return kmmap_pin_wait(&kf->pin);
 	case KMMAP_IOC_INFO:
+		kmmap_get_buf(kf);
 		ret = kmmap_ioctl_info(kf, uarg);
+		kmmap_put_buf(kf);
 		break;
 	case KMMAP_IOC_SETUP:
 		ret = kmmap_ioctl_setup(kf, uarg);
@@ -258,19 +292,20 @@ static long kmmap_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		break;
 	case KMMAP_IOC_RING_EMIT:
 	case KMMAP_IOC_RING_TIMER:
+		if (copy_from_user(&rc, uarg, sizeof(rc)))
+			return -EFAULT;
+		mutex_lock(&kf->lock);
 		if (kf->backing != KMMAP_BACKING_RING)
 			ret = -EINVAL;
-		else if (copy_from_user(&rc, uarg, sizeof(rc)))
-			ret = -EFAULT;
 		else if (cmd == KMMAP_IOC_RING_EMIT)
 			ret = kmmap_ring_emit(&kf->ring, rc.count);
 		else
 			ret = kmmap_ring_timer(&kf->ring, rc.count, rc.period_ms);
+		mutex_unlock(&kf->lock);
 		break;
 	default:
 		ret = -ENOTTY;
 	}
-	mutex_unlock(&kf->lock);
 	return ret;
 }
 

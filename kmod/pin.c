@@ -50,11 +50,12 @@ static void kmmap_pin_work(struct work_struct *work)
 void kmmap_pin_init(struct kmmap_pinned *pin)
 {
 	INIT_WORK(&pin->work, kmmap_pin_work);
+	mutex_init(&pin->mutex);
 	spin_lock_init(&pin->lock);
 	init_waitqueue_head(&pin->wq);
 }
 
-int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
+static int kmmap_pin_locked(struct kmmap_pinned *pin, u64 addr, u64 length)
 {
 	unsigned long start = addr & PAGE_MASK, npages;
 	struct page **pages;
@@ -86,29 +87,51 @@ int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
 	return 0;
 }
 
+int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
+{
+	int ret;
+
+	mutex_lock(&pin->mutex);
+	ret = kmmap_pin_locked(pin, addr, length);
+	mutex_unlock(&pin->mutex);
+	return ret;
+}
+
 int kmmap_unpin(struct kmmap_pinned *pin)
 {
-	if (!pin->pages)
-		return -EINVAL;
-	flush_work(&pin->work);
-	unpin_user_pages_dirty_lock(pin->pages, pin->npages, true);
-	atomic_long_sub(pin->npages, &kmmap_pinned_pages);
-	kvfree(pin->pages);
-	pin->pages = NULL;
-	pin->npages = 0;
-	return 0;
+	int ret = 0;
+
+	mutex_lock(&pin->mutex);
+	if (pin->pages) {
+		flush_work(&pin->work);
+		unpin_user_pages_dirty_lock(pin->pages, pin->npages, true);
+		atomic_long_sub(pin->npages, &kmmap_pinned_pages);
+		kvfree(pin->pages);
+		pin->pages = NULL;
+		pin->npages = 0;
+	} else {
+		ret = -EINVAL;
+	}
+	mutex_unlock(&pin->mutex);
+	return ret;
 }
 
 int kmmap_pin_fill(struct kmmap_pinned *pin, u64 seed)
 {
-	if (!pin->pages)
-		return -EINVAL;
-	spin_lock(&pin->lock);
-	pin->seed = seed;
-	pin->requested++;
-	spin_unlock(&pin->lock);
-	queue_work(system_unbound_wq, &pin->work);
-	return 0;
+	int ret = 0;
+
+	mutex_lock(&pin->mutex);
+	if (pin->pages) {
+		spin_lock(&pin->lock);
+		pin->seed = seed;
+		pin->requested++;
+		spin_unlock(&pin->lock);
+		queue_work(system_unbound_wq, &pin->work);
+	} else {
+		ret = -EINVAL;
+	}
+	mutex_unlock(&pin->mutex);
+	return ret;
 }
 
 static bool kmmap_pin_idle(struct kmmap_pinned *pin)
