@@ -59,6 +59,11 @@ type Cell struct {
 	KernelArgs []string
 	Accel      string // "tcg" or "kvm"
 	Timeout    time.Duration
+	// Results is the directory the run's console, command lines and
+	// initramfs are kept in.
+	Results string
+	// GDB, when not 0, starts QEMU halted with its gdb stub on this port.
+	GDB int
 }
 
 // machineFor returns the QEMU setup for arch, or an error naming the
@@ -101,6 +106,9 @@ func memoryDebugArgs(config string) ([]string, error) {
 	}
 	if has("CONFIG_PAGE_POISONING") {
 		args = append(args, "page_poison=1")
+	}
+	if has("CONFIG_PAGE_OWNER") {
+		args = append(args, "page_owner=on") // who allocated a page, in every bad-page report
 	}
 	return args, nil
 }

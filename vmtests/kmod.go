@@ -47,6 +47,11 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 		if prefix != "" {
 			args = append(args, "CROSS_COMPILE="+prefix)
 		}
+		if k.FromSource() {
+			// Debian's headers name their compiler (.kernelvariables); a
+			// tree built here was built with these.
+			args = append(args, "CC="+prefix+k.Compiler, "HOSTCC="+k.Compiler)
+		}
 		cmd := exec.CommandContext(ctx, "make", args...)
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
