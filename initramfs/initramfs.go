@@ -67,10 +67,7 @@ func Base(arch, srcRoot string, files map[string]string, logf func(string, ...an
 		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
 		err := uimage.Create(l,
 			uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
-			uimage.WithBusyboxCommands(
-				"github.com/u-root/u-root/cmds/core/init",
-				agentPkg,
-			),
+			uimage.WithBusyboxCommands(append([]string{"github.com/u-root/u-root/cmds/core/init", agentPkg}, shellCommands()...)...),
 			uimage.WithBinaryCommands("cmd/test2json"),
 			uimage.WithInit("init"),
 			uimage.WithUinit("agent"),
@@ -83,6 +80,16 @@ func Base(arch, srcRoot string, files map[string]string, logf func(string, ...an
 		}
 		return out, nil
 	})
+}
+
+// shellCommands are the u-root commands `make shell` offers beside gosh.
+func shellCommands() []string {
+	var out []string
+	for _, c := range []string{"gosh", "cat", "cp", "dmesg", "echo", "grep", "head", "hexdump", "insmod",
+		"ls", "lsmod", "mkdir", "mount", "poweroff", "ps", "rm", "rmmod", "sleep", "tail", "uname"} {
+		out = append(out, "github.com/u-root/u-root/cmds/core/"+c)
+	}
+	return out
 }
 
 func baseKey(arch, srcRoot string, extra []string) (string, error) {
@@ -125,6 +132,7 @@ type CellSpec struct {
 	Kmod       string   // the module under test
 	KmodParams string   // its parameters
 	TestArgs   []string // extra flags for the guest test binary
+	Shell      bool     // give an interactive shell instead of running the tests
 }
 
 // Cell writes dst: the base image followed by a cpio archive with the
@@ -138,7 +146,7 @@ func Cell(dst, base string, spec CellSpec) error {
 		return fmt.Errorf("module under test %s: no module name in .modinfo (%v)", kmod, err)
 	}
 	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: spec.KmodParams,
-		Test: GuestTestPath, TestArgs: spec.TestArgs}
+		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell}
 	var recs []cpio.Record
 	for i, p := range spec.Modules {
 		b, err := kernels.ReadModule(p)

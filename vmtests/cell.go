@@ -53,6 +53,7 @@ type Cell struct {
 	Tree      *kernels.Tree
 	Machine   Machine
 	Kmod      string   // kmmap.ko built for this kernel
+	KmodSrc   string   // the directory it was built from
 	Modules   []string // the kernel's own modules the guest loads first
 	Initramfs string   // base image + this cell's archive
 	// KernelArgs is the guest command line (default: kernelArgs(Machine)).

@@ -19,6 +19,7 @@ type results struct {
 	list      []string               // every test the suite has, from the agent
 	agentErrs []string               // what the agent said went wrong
 	kmodErr   string
+	sections  map[string]string // the module's section addresses in the guest
 	exitErr   string
 	unloadErr string
 	unloaded  bool
@@ -35,6 +36,9 @@ func (r *results) handle(e event.Event) {
 		return
 	case event.AgentKmod:
 		r.kmodErr = e.Error
+		return
+	case event.AgentModule:
+		r.sections = e.Sections
 		return
 	case event.AgentError:
 		r.agentErrs = append(r.agentErrs, e.Error)

@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ type run struct {
 	res     *results
 	elapsed time.Duration
 	err     error
+	// qemuCmdline is QEMU's command line, quoted for a shell.
+	qemuCmdline string
 }
 
 // boot runs the cell's VM to the end and returns what it printed and sent.
@@ -30,7 +33,7 @@ func boot(cell *Cell) run {
 		qemu.WithKernel(cell.Tree.Vmlinuz),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
-		qemu.ArbitraryArgs("-no-reboot", "-accel", cell.Accel),
+		qemu.ArbitraryArgs(cell.qemuArgs()...),
 		qemu.WithVMTimeout(cell.Timeout),
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()
@@ -40,16 +43,22 @@ func boot(cell *Cell) run {
 		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
 			mu.Lock()
 			defer mu.Unlock()
+			if e.Agent == event.AgentModule && cell.GDB != 0 {
+				fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))
+			}
 			res.handle(e)
 		}),
 	)
 	if err != nil {
 		return run{con: con, res: res, err: fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)}
 	}
+	if cell.GDB != 0 {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
+	}
 	start := time.Now()
 	err = vm.Wait()
 	con.finish()
-	return run{con: con, res: res, elapsed: time.Since(start), err: err}
+	return run{con: con, res: res, elapsed: time.Since(start), err: err, qemuCmdline: vm.CmdlineQuoted()}
 }
 
 // problems says what went wrong with a boot as a whole, apart from the
@@ -59,7 +68,7 @@ func (c *Cell) problems(r run) []string {
 	con, res := r.con, r.res
 	panicked := len(con.splats[""]) > 0 && strings.Contains(strings.Join(con.splats[""], "\n"), "Kernel panic")
 	switch {
-	case r.elapsed >= c.Timeout:
+	case c.Timeout > 0 && r.elapsed >= c.Timeout:
 		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", c.Timeout, con.tail(20)))
 	case !panicked && con.contains("reboot: Restarting system"):
 		out = append(out, fmt.Sprintf("the guest rebooted instead of powering off; last console lines:\n%s", con.tail(20)))

@@ -2,62 +2,14 @@ package vmtests
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/kmmap/kmmap/initramfs"
-	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
-
-// guestImages builds the guest test binary and the base initramfs once per
-// arch for the whole test process.
-var guestImages sync.Map // arch -> func() (string, error)
-
-func guestImage(t *testing.T, root, arch string) string {
-	t.Helper()
-	f, _ := guestImages.LoadOrStore(arch, sync.OnceValues(func() (string, error) {
-		dir, err := os.MkdirTemp("", "kmmap-guest-"+arch+"-")
-		if err != nil {
-			return "", err
-		}
-		defer os.RemoveAll(dir) // Base copies what it needs into the image
-		bin := filepath.Join(dir, "guest.test")
-		cmd := exec.Command("go", "test", "-c", "-tags", "kmmap_guest", "-trimpath", "-ldflags=-s -w", "-o", bin, "./vmtests/guest")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
-		}
-		demo, err := buildDemo(root, arch, dir)
-		if err != nil {
-			return "", err
-		}
-		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo}, t.Logf)
-	}))
-	path, err := f.(func() (string, error))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func vmTimeout(t *testing.T) time.Duration {
-	d := 5 * time.Minute // TCG: boot is seconds, but a loaded CI host is slow
-	if s := os.Getenv("KMMAP_VM_TIMEOUT"); s != "" {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			t.Fatalf("KMMAP_VM_TIMEOUT=%q: %v (want a Go duration such as 90s)", s, err)
-		}
-	}
-	return d
-}
 
 // readGuestSources reads what the guest side is built from in a subprocess
 // (the guest suite, the C demo), so that go test's cache, which tracks the
@@ -97,7 +49,7 @@ func loadLock(t *testing.T) (string, *kernels.Lock) {
 // cellFetcher is a fetcher whose progress lines go to the cell's test log.
 func cellFetcher(t *testing.T) *kernels.Fetcher {
 	t.Helper()
-	f, err := kernels.NewFetcher(kernels.WithLogf(t.Logf))
+	f, err := NewFetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,71 +95,23 @@ func TestGuest(t *testing.T) {
 	}
 }
 
-// prepare builds everything a cell needs to boot: its module (with its
-// kernel's compiler), its initramfs, its QEMU setup.
-func prepare(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) *Cell {
-	k := tree.Kernel
-	m, err := machineFor(k.Arch)
-	if err != nil {
-		t.Fatalf("kernel %s: %v", k.ID, err)
-	}
-	mods, err := tree.GuestModules()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tc *toolchain.Root
-	if toolchain.NeedsRoot(k) {
-		mirror, err := fetcher.Mirror()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tc, err = toolchain.Ensure(context.Background(), fetcher.CacheDir(), k.Suite, k.Compiler, mirror, t.Logf); err != nil {
-			t.Fatalf("kernel %s: %v", k.ID, err)
-		}
-	}
-	ko, err := buildModule(context.Background(), tree, filepath.Join(root, "kmod"), fetcher.CacheDir(), tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := checkCompiler(ko, tree.Config)
-	if err != nil {
-		t.Fatalf("kernel %s: %v", k.ID, err)
-	}
-	t.Logf("%s: module built with the kernel's compiler, %s", k.ID, cc)
-	pageSize, err := tree.PageSize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	debug, err := memoryDebugArgs(tree.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, Modules: mods,
-		KernelArgs: append(kernelArgs(m), debug...), Timeout: vmTimeout(t)}
-	var why string
-	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
-	t.Logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
-	cell.Initramfs = filepath.Join(t.TempDir(), "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
-	if seed := os.Getenv("KMMAP_RANDOM_SEED"); seed != "" {
-		spec.TestArgs = append(spec.TestArgs, "-kmmap.seed="+seed)
-	}
-	if err := initramfs.Cell(cell.Initramfs, guestImage(t, root, k.Arch), spec); err != nil {
-		t.Fatal(err)
-	}
-	return cell
-}
-
 func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) {
 	prep := time.Now()
-	cell := prepare(t, root, fetcher, tree)
+	cell, err := Prepare(context.Background(), root, fetcher, tree, Options{Logf: t.Logf, GuestRun: guestRun(), GDB: WantGDB()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	prepared := time.Since(prep)
 
 	r := boot(cell)
 	con, res := r.con, r.res
+	if err := cell.writeResults(r); err != nil {
+		t.Errorf("keeping the results: %v", err)
+	}
 	defer func() {
 		if t.Failed() {
 			t.Logf("console of %s (%s):\n%s", cell.ID, tree.Vmlinuz, strings.Join(con.lines, "\n"))
+			t.Logf("%s", reproducer(cell, ""))
 		}
 	}()
 	t.Logf("%s: prepared in %.1fs, QEMU (%s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, r.elapsed.Seconds(), len(res.list))
@@ -220,7 +124,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	failed := false
 	seen := map[string]bool{}
 	for _, name := range res.list {
-		failed = !replay(t, name, res, con, seen) || failed
+		failed = !replay(t, cell, name, res, con, seen) || failed
 	}
 	for name, lines := range con.splats {
 		if name != "" && !seen[name] {
@@ -240,7 +144,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 // replay reports the guest test full (and its subtests, recursively) as a
 // subtest of t, with any kernel splat seen while it ran. It returns whether
 // the subtest passed.
-func replay(t *testing.T, full string, res *results, con *console, seen map[string]bool) bool {
+func replay(t *testing.T, cell *Cell, full string, res *results, con *console, seen map[string]bool) bool {
 	tr := res.tests[full]
 	if tr == nil {
 		tr = &testResult{}
@@ -248,6 +152,11 @@ func replay(t *testing.T, full string, res *results, con *console, seen map[stri
 	seen[full] = true
 	splats := con.splats[full]
 	return t.Run(full[strings.LastIndex(full, "/")+1:], func(t *testing.T) {
+		defer func() {
+			if t.Failed() {
+				t.Log(reproducer(cell, full))
+			}
+		}()
 		if len(splats) > 0 {
 			t.Errorf("kernel splat during %s:\n%s", full, strings.Join(splats, "\n"))
 		}
@@ -259,7 +168,7 @@ func replay(t *testing.T, full string, res *results, con *console, seen map[stri
 			}
 		}
 		for _, c := range tr.children {
-			replay(t, c, res, con, seen)
+			replay(t, cell, c, res, con, seen)
 		}
 		switch tr.action {
 		case "pass":

@@ -80,10 +80,31 @@ func run() error {
 		return err
 	}
 	emit(event.Event{Agent: event.AgentKmod})
-
-	tests, err := listTests(m.Test)
-	if err != nil {
+	if sec, err := sections(m.KmodName); err != nil {
+		logf("module sections: %v", err)
+	} else {
+		emit(event.Event{Agent: event.AgentModule, Sections: sec})
+	}
+	if m.Shell {
+		shell(m)
+	} else if err := test(m, em, emit); err != nil {
 		return fail(err)
+	}
+
+	name := m.KmodName
+	unload := event.Event{Agent: event.AgentUnload}
+	if err := kmodule.Delete(name, 0); err != nil {
+		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)
+	}
+	emit(unload)
+	return nil
+}
+
+// test lists the suite's tests for the host, then runs them.
+func test(m event.Manifest, em io.Writer, emit func(event.Event)) error {
+	tests, err := listTests(m.Test, listPattern(m.TestArgs))
+	if err != nil {
+		return err
 	}
 	emit(event.Event{Agent: event.AgentList, Tests: tests})
 
@@ -93,14 +114,51 @@ func run() error {
 		exit.Error = runErr.Error()
 	}
 	emit(exit)
-
-	name := m.KmodName
-	unload := event.Event{Agent: event.AgentUnload}
-	if err := kmodule.Delete(name, 0); err != nil {
-		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)
-	}
-	emit(unload)
 	return nil
+}
+
+// listPattern is the top level of a -test.run flag among args: what
+// -test.list must match so that the host expects only the tests that run.
+func listPattern(args []string) string {
+	for _, a := range args {
+		if p, ok := strings.CutPrefix(a, "-test.run="); ok {
+			top, _, _ := strings.Cut(p, "/")
+			return top
+		}
+	}
+	return "."
+}
+
+// sections reads the load addresses of the module's ELF sections, what
+// gdb's add-symbol-file needs.
+func sections(name string) (map[string]string, error) {
+	dir := filepath.Join("/sys/module", name, "sections")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out[e.Name()] = strings.TrimSpace(string(b))
+	}
+	return out, nil
+}
+
+// shell runs an interactive shell on the console; when it exits, the
+// module is unloaded and the guest powers off.
+func shell(m event.Manifest) {
+	fmt.Printf("\nkmmap: %s is loaded (/dev/kmmap). The guest suite: %s -test.v; the C demo: /kmmap/kmmap-demo.\n"+
+		"kmmap: leave the shell (exit or Ctrl-D) to unload the module and power off.\n\n", m.KmodName, m.Test)
+	cmd := exec.Command("/bbin/gosh")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "PATH=/kmmap:/bbin:/bin:/ubin", "HOME=/", "TERM=linux")
+	if err := cmd.Run(); err != nil {
+		logf("shell: %v", err)
+	}
 }
 
 // openChannel waits for the virtio-serial port to appear (udev-less: the
@@ -131,8 +189,8 @@ func insmod(path, params string) error {
 	return nil
 }
 
-func listTests(bin string) ([]string, error) {
-	out, err := exec.Command(bin, "-test.list", ".").Output()
+func listTests(bin, pattern string) ([]string, error) {
+	out, err := exec.Command(bin, "-test.list", pattern).Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s -test.list: %w", bin, err)
 	}

@@ -16,6 +16,7 @@ const (
 	AgentError   = "error"   // the agent could not do its job; Error says why
 	AgentUnload  = "unload"  // the module under test was removed (or Error says why not)
 	AgentExit    = "exit"    // the test binary exited; Error holds a non-zero status
+	AgentModule  = "module"  // Sections holds the loaded module's section addresses
 )
 
 // Event is one line on the event channel. The first group of fields is
@@ -28,9 +29,10 @@ type Event struct {
 	Elapsed float64    `json:",omitempty"`
 	Output  string     `json:",omitempty"`
 
-	Agent string   `json:",omitempty"`
-	Tests []string `json:",omitempty"`
-	Error string   `json:",omitempty"`
+	Agent    string            `json:",omitempty"`
+	Tests    []string          `json:",omitempty"`
+	Error    string            `json:",omitempty"`
+	Sections map[string]string `json:",omitempty"` // /sys/module/<name>/sections: name -> address
 }
 
 // Manifest tells the agent what to do; the host writes it into the
@@ -46,6 +48,9 @@ type Manifest struct {
 	// Test is the guest test binary; TestArgs are added to its flags.
 	Test     string   `json:"test"`
 	TestArgs []string `json:"test_args,omitempty"`
+	// Shell: after loading the module, run an interactive shell on the
+	// console instead of the tests; leaving it powers the guest off.
+	Shell bool `json:"shell,omitempty"`
 }
 
 // ManifestPath is where the agent finds its manifest in the guest.

@@ -1,0 +1,211 @@
+package vmtests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmmap/kmmap/initramfs"
+	"github.com/kmmap/kmmap/internal/kernelbuild"
+	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// ResultsEnv overrides where each cell's results go (default: results/ in
+// the repository).
+const ResultsEnv = "KMMAP_RESULTS"
+
+// Options says how a cell is prepared and run.
+type Options struct {
+	// Logf receives progress lines.
+	Logf func(format string, args ...any)
+	// GuestRun is the guest suite's -test.run pattern ("" runs it all).
+	GuestRun string
+	// Shell boots to an interactive shell with the module loaded instead
+	// of running the suite.
+	Shell bool
+	// GDB starts QEMU halted with its gdb stub on a free port, and no
+	// time limit.
+	GDB bool
+}
+
+// NewFetcher returns the fetcher the harness uses: progress to logf, and
+// kernels built from source by kernelbuild.
+func NewFetcher(logf func(string, ...any), opts ...kernels.Option) (*kernels.Fetcher, error) {
+	return kernels.NewFetcher(append([]kernels.Option{kernels.WithLogf(logf), kernels.WithSourceBuilder(kernelbuild.New())}, opts...)...)
+}
+
+// guestImages builds the guest test binary and the base initramfs once per
+// arch for the whole process.
+var guestImages sync.Map // arch -> func() (string, error)
+
+func guestImage(root, arch string, logf func(string, ...any)) (string, error) {
+	f, _ := guestImages.LoadOrStore(arch, sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "kmmap-guest-"+arch+"-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(dir) // Base copies what it needs into the image
+		bin := filepath.Join(dir, "guest.test")
+		cmd := exec.Command("go", "test", "-c", "-tags", "kmmap_guest", "-trimpath", "-ldflags=-s -w", "-o", bin, "./vmtests/guest")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
+		}
+		demo, err := buildDemo(root, arch, dir)
+		if err != nil {
+			return "", err
+		}
+		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo}, logf)
+	}))
+	return f.(func() (string, error))()
+}
+
+// VMTimeout is how long a guest may run: KMMAP_VM_TIMEOUT, or 5 minutes
+// (TCG boots take seconds, but a loaded CI host is slow).
+func VMTimeout() (time.Duration, error) {
+	d := 5 * time.Minute
+	if s := os.Getenv("KMMAP_VM_TIMEOUT"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("KMMAP_VM_TIMEOUT=%q: %v (want a Go duration such as 90s)", s, err)
+		}
+	}
+	return d, nil
+}
+
+// ResultsDir is where cell id's results go: $KMMAP_RESULTS/<id> or
+// <root>/results/<id>. It is emptied for each run.
+func ResultsDir(root, id string) string {
+	base := os.Getenv(ResultsEnv)
+	if base == "" {
+		base = filepath.Join(root, "results")
+	}
+	return filepath.Join(base, id)
+}
+
+// Prepare builds everything a cell needs to boot: its module (with its
+// kernel's compiler), its initramfs (in the cell's results directory), its
+// QEMU setup.
+func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *kernels.Tree, o Options) (*Cell, error) {
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	k := tree.Kernel
+	m, err := machineFor(k.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
+	}
+	mods, err := tree.GuestModules()
+	if err != nil {
+		return nil, err
+	}
+	var tc *toolchain.Root
+	if toolchain.NeedsRoot(k) {
+		mirror, err := fetcher.Mirror()
+		if err != nil {
+			return nil, err
+		}
+		if tc, err = toolchain.Ensure(ctx, fetcher.CacheDir(), k.Suite, k.Compiler, mirror, logf); err != nil {
+			return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
+		}
+	}
+	ko, err := buildModule(ctx, tree, filepath.Join(root, "kmod"), fetcher.CacheDir(), tc)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := checkCompiler(ko, tree.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
+	}
+	logf("%s: module built with the kernel's compiler, %s", k.ID, cc)
+	pageSize, err := tree.PageSize()
+	if err != nil {
+		return nil, err
+	}
+	debug, err := memoryDebugArgs(tree.Config)
+	if err != nil {
+		return nil, err
+	}
+	timeout, err := VMTimeout()
+	if err != nil {
+		return nil, err
+	}
+	results := ResultsDir(root, k.ID)
+	if err := os.RemoveAll(results); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(results, 0o755); err != nil {
+		return nil, err
+	}
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, KmodSrc: filepath.Join(root, "kmod"), Modules: mods,
+		KernelArgs: append(kernelArgs(m), debug...), Timeout: timeout, Results: results}
+	if o.GDB {
+		if cell.GDB, err = FreePort(); err != nil {
+			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
+		}
+		cell.Timeout = 0
+	}
+	var why string
+	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
+	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
+	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
+	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, Shell: o.Shell, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	if o.GuestRun != "" {
+		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
+	}
+	if seed := os.Getenv("KMMAP_RANDOM_SEED"); seed != "" {
+		spec.TestArgs = append(spec.TestArgs, "-kmmap.seed="+seed)
+	}
+	base, err := guestImage(root, k.Arch, logf)
+	if err != nil {
+		return nil, err
+	}
+	if err := initramfs.Cell(cell.Initramfs, base, spec); err != nil {
+		return nil, err
+	}
+	return cell, nil
+}
+
+// TreeFor returns the kernel tree of cell id: "custom" for the kernel the
+// environment names (see customTree), else the lock's kernel, fetched (or
+// built) into the cache.
+func TreeFor(ctx context.Context, lock *kernels.Lock, fetcher *kernels.Fetcher, id string) (*kernels.Tree, error) {
+	if id == CustomID {
+		t, ok, err := customTree()
+		if !ok && err == nil {
+			err = fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)
+		}
+		return t, err
+	}
+	k, err := lock.Kernel(id)
+	if err != nil {
+		return nil, err
+	}
+	return fetcher.Fetch(ctx, k)
+}
+
+// writeResults keeps what a person needs to look into a run: the whole
+// console, the kernel command line and the QEMU command line, beside the
+// initramfs.
+func (c *Cell) writeResults(r run) error {
+	files := map[string]string{
+		"console.log": strings.Join(r.con.lines, "\n") + "\n",
+		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
+		"qemu":        r.qemuCmdline + "\n",
+		"kernel":      c.Tree.Vmlinuz + "\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(c.Results, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+package vmtests
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// reproducerEnv are the variables that change what a run does; the
+// reproducer line carries those that are set.
+var reproducerEnv = []string{"KMMAP_KERNEL", "KMMAP_KDIR", "KMMAP_ARCH", "KMMAP_KMODS", "KMMAP_RANDOM_SEED", "KMMAP_VM_TIMEOUT", "KMMAP_ACCEL", ResultsEnv}
+
+// reproducer is the line that reruns exactly test (a guest test's full
+// name; "" for the whole cell) on exactly cell c, and where its results are.
+func reproducer(c *Cell, test string) string {
+	parts := []string{"^TestGuest$", "^" + regexp.QuoteMeta(c.ID) + "$"}
+	if test != "" {
+		for _, p := range strings.Split(test, "/") {
+			parts = append(parts, "^"+regexp.QuoteMeta(p)+"$")
+		}
+	}
+	var env []string
+	for _, v := range reproducerEnv {
+		if s, ok := os.LookupEnv(v); ok {
+			env = append(env, v+"="+shellQuote(s))
+		}
+	}
+	if c.ID == CustomID && os.Getenv("KMMAP_CELLS") != "" {
+		env = append(env, "KMMAP_CELLS="+CustomID)
+	}
+	cmd := strings.Join(append(env, "go test ./vmtests -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
+	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, initramfs.cpio)", cmd, c.Results)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!*?[](){}<>|&;#~^") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// guestRun is the part of go test's -run pattern below TestGuest/<cell>:
+// the guest suite runs only the tests it selects, so a rerun of one test
+// boots the cell for that test alone.
+func guestRun() string {
+	f := flag.Lookup("test.run")
+	if f == nil {
+		return ""
+	}
+	parts := splitRun(f.Value.String())
+	if len(parts) <= 2 {
+		return ""
+	}
+	return strings.Join(parts[2:], "/")
+}
+
+// splitRun splits a -run pattern at the slashes that separate levels, as
+// the testing package does (not those inside brackets or parentheses).
+func splitRun(pat string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i < len(pat); i++ {
+		switch pat[i] {
+		case '[', '(':
+			depth++
+		case ']', ')':
+			if depth > 0 {
+				depth--
+			}
+		case '\\':
+			i++
+		case '/':
+			if depth == 0 {
+				out = append(out, pat[start:i])
+				start = i + 1
+			}
+		}
+	}
+	if pat == "" {
+		return nil
+	}
+	return append(out, pat[start:])
+}
