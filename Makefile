@@ -2,11 +2,18 @@
 #
 #   make vmtests     boot every pinned cell and run the guest suite
 #   make test        everything: vet, the harness's own tests and the vmtests
+#   make shell KERNEL=<cell>  boot one cell with the module loaded, shell on
+#                    this terminal (KMMAP_GDB=1: halted, with QEMU's gdb stub)
 #   make kernels     download, verify and unpack the pinned kernels
 #   make toolchains  create the per-suite build roots (as root; once)
 #   make deps        install (as root) or name (otherwise) the packages needed
 #
 # KMMAP_CELLS=6.1-amd64 limits the cells; KMMAP_CACHE moves the cache.
+# Test output is one line per cell and the output of what failed; V=1
+# shows everything.
+
+SHELL       := bash
+.SHELLFLAGS := -o pipefail -c
 
 GO      ?= go
 GOFLAGS ?=
@@ -22,7 +29,8 @@ TOOLS := \
 	gcc:gcc \
 	aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
 	qemu-system-x86_64:qemu-system-x86 \
-	qemu-system-aarch64:qemu-system-arm
+	qemu-system-aarch64:qemu-system-arm \
+	gdb-multiarch:gdb-multiarch
 # files -> package: firmware QEMU loads for x86, and what creates the
 # per-suite toolchain roots (debootstrap lives in /usr/sbin, often not in a
 # user's PATH, so it is checked by file too)
@@ -33,7 +41,10 @@ FILES := \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
 	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross
 
-.PHONY: all deps vmtests test vet kernels toolchains
+.PHONY: all deps vmtests test vet kernels toolchains shell
+
+# go test -json, read by `kmmap report`: a line per cell and per package.
+REPORT = $(GO) run ./cmd/kmmap report $(if $(V),-v)
 
 all: test
 
@@ -69,9 +80,18 @@ vet:
 
 # The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>.
 vmtests: deps
-	$(GO) test $(GOFLAGS) -count=1 -timeout $(TIMEOUT) -v -run 'TestGuest' ./vmtests
+	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
+
+# One cell, interactively: KERNEL=<cell id> (see `go run ./cmd/kmmap kernels
+# list`), or KERNEL=custom with KMMAP_KERNEL and KMMAP_KDIR.
+shell: deps
+	@if [ -z "$(KERNEL)" ]; then \
+		echo "usage: make shell KERNEL=<cell>, one of:"; $(GO) run ./cmd/kmmap kernels list | cut -d' ' -f1 | sed 's/^/    /'; \
+		echo "or KERNEL=custom with KMMAP_KERNEL=<image> KMMAP_KDIR=<kbuild tree>"; exit 2; \
+	fi
+	$(GO) run ./cmd/kmmap shell $(KERNEL)
 
 # Everything CI runs: vet, the harness's own tests, and the vmtests; never
 # a cached result (-count=1): the point is to boot the kernels.
 test: deps vet
-	$(GO) test $(GOFLAGS) -count=1 -timeout $(TIMEOUT) -v ./...
+	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) ./... | $(REPORT)

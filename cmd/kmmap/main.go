@@ -1,4 +1,10 @@
-// Command kmmap manages the pinned kernels of the kmmap test matrix.
+// Command kmmap manages the pinned kernels of the kmmap test matrix and
+// boots one of them by hand.
+//
+//	kmmap shell CELL              boot CELL with the module loaded, shell on this terminal
+//	                              (KMMAP_GDB=1: halted, with QEMU's gdb stub; CELL "custom":
+//	                              the kernel KMMAP_KERNEL and KMMAP_KDIR name)
+//	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
 //
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
@@ -18,6 +24,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/kernelbuild"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 	"golang.org/x/term"
@@ -26,16 +33,25 @@ import (
 func main() {
 	log.SetFlags(0)
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|verify|prune|update|toolchains")
+		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|verify|prune|update|toolchains\n       kmmap shell CELL\n       kmmap report [-v] [-markdown] < go-test.json")
 	}
 	flag.Parse()
 	args := flag.Args()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	switch {
+	case len(args) == 2 && args[0] == "shell":
+		if err := shell(ctx, args[1]); err != nil {
+			log.Fatalf("kmmap shell: %v", err)
+		}
+		return
+	case len(args) >= 1 && args[0] == "report":
+		os.Exit(report(args[1:], os.Stdin, os.Stdout))
+	}
 	if len(args) < 2 || args[0] != "kernels" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	if err := run(ctx, args[1], args[2:]); err != nil {
 		log.Fatalf("kmmap: %v", err)
 	}
@@ -57,7 +73,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "fetch":
-		opts := []kernels.Option{kernels.WithLogf(log.Printf)}
+		opts := []kernels.Option{kernels.WithLogf(log.Printf), kernels.WithSourceBuilder(kernelbuild.New())}
 		if term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("CI") == "" {
 			opts = append(opts, kernels.WithProgress(os.Stderr))
 		}

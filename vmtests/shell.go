@@ -1,0 +1,160 @@
+package vmtests
+
+import (
+	"context"
+	"debug/dwarf"
+	"debug/elf"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/hugelgupf/vmtest/qemu/qevent"
+	"github.com/kmmap/kmmap/initramfs/event"
+	"golang.org/x/term"
+)
+
+// GDBEnv, set to 1, starts guests halted with QEMU's gdb stub listening on
+// a free local port, and prints the gdb commands to attach.
+const GDBEnv = "KMMAP_GDB"
+
+// WantGDB reports whether KMMAP_GDB asks for the gdb stub.
+func WantGDB() bool { return os.Getenv(GDBEnv) == "1" }
+
+// FreePort returns a TCP port on 127.0.0.1 nothing listens on now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// gdbAttach is what to paste into gdb before the guest runs.
+func (c *Cell) gdbAttach() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "QEMU is halted with its gdb stub on 127.0.0.1:%d. In gdb (gdb-multiarch for another arch):\n", c.GDB)
+	vmlinux := filepath.Join(c.Tree.KDir, "vmlinux")
+	if _, err := os.Stat(vmlinux); err == nil {
+		fmt.Fprintf(&b, "    file %s\n", vmlinux)
+	}
+	fmt.Fprintf(&b, "    target remote 127.0.0.1:%d\n    continue\n", c.GDB)
+	b.WriteString("The module's add-symbol-file command follows once the guest has loaded it.")
+	return b.String()
+}
+
+// gdbSymbols is the add-symbol-file command for the module, with the
+// section addresses the guest read from /sys/module/<name>/sections.
+func (c *Cell) gdbSymbols(sections map[string]string) string {
+	var b strings.Builder
+	if dir, err := compDir(c.Kmod); err == nil && c.KmodSrc != "" && dir != c.KmodSrc {
+		// The module was built in a copy of its sources that is gone.
+		fmt.Fprintf(&b, "set substitute-path %s %s\n", dir, c.KmodSrc)
+	}
+	fmt.Fprintf(&b, "add-symbol-file %s", c.Kmod)
+	if text, ok := sections[".text"]; ok {
+		fmt.Fprintf(&b, " %s", text)
+	}
+	names := make([]string, 0, len(sections))
+	for n, addr := range sections {
+		if strings.Trim(strings.TrimPrefix(addr, "0x"), "0") == "" {
+			continue // not loaded (e.g. .exit.text without module unloading)
+		}
+		if n != ".text" && (strings.HasPrefix(n, ".data") || strings.HasPrefix(n, ".rodata") || n == ".bss" || strings.HasPrefix(n, ".init") || strings.HasPrefix(n, ".exit") || strings.HasPrefix(n, ".text.")) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, " -s %s %s", n, sections[n])
+	}
+	return b.String()
+}
+
+// compDir is the directory ko's first compilation unit was compiled in,
+// from its DWARF (DW_AT_name of the unit, or DW_AT_comp_dir).
+func compDir(ko string) (string, error) {
+	f, err := elf.Open(ko)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	d, err := f.DWARF()
+	if err != nil {
+		return "", err
+	}
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			return "", fmt.Errorf("%s: no compilation unit in its DWARF", ko)
+		}
+		if e.Tag != dwarf.TagCompileUnit {
+			continue
+		}
+		if name, ok := e.Val(dwarf.AttrName).(string); ok && filepath.IsAbs(name) {
+			return filepath.Dir(name), nil
+		}
+		if dir, ok := e.Val(dwarf.AttrCompDir).(string); ok {
+			return dir, nil
+		}
+		r.SkipChildren()
+	}
+}
+
+// qemuArgs are the arguments the harness adds to the machine's.
+func (c *Cell) qemuArgs() []string {
+	args := []string{"-no-reboot", "-accel", c.Accel}
+	if c.GDB != 0 {
+		args = append(args, "-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", c.GDB), "-S")
+	}
+	return args
+}
+
+// Shell boots a cell prepared with Options.Shell and connects the guest's
+// console to this terminal; it returns when the guest powers off (leave the
+// shell) or QEMU is stopped (Ctrl-A x).
+func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error {
+	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
+	vm, err := qemu.StartContext(ctx, c.Machine.QEMUArch,
+		qemu.WithQEMUCommand(c.Machine.QEMU+" "+strings.Join(c.Machine.Args, " ")),
+		qemu.WithKernel(c.Tree.Vmlinuz),
+		qemu.WithInitramfs(c.Initramfs),
+		qemu.WithAppendKernel(c.KernelArgs...),
+		qemu.ArbitraryArgs(c.qemuArgs()...),
+		qemu.WithSerialOutput(nopCloser{stdout}),
+		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
+			switch {
+			case e.Agent == event.AgentModule && c.GDB != 0:
+				notes("%s", strings.ReplaceAll(c.gdbSymbols(e.Sections), "\n", "\r\n"))
+			case e.Agent == event.AgentError, e.Agent == event.AgentKmod && e.Error != "":
+				notes("guest agent: %s", e.Error)
+			}
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", c.Machine.QEMU, err)
+	}
+	go io.Copy(io.Discard, vm.Console) // the serial output goes to stdout above
+	if term.IsTerminal(int(stdin.Fd())) {
+		old, err := term.MakeRaw(int(stdin.Fd()))
+		if err != nil {
+			return err
+		}
+		defer term.Restore(int(stdin.Fd()), old)
+	}
+	go io.Copy(vm.Console, stdin)
+	if c.GDB != 0 {
+		notes("%s", strings.ReplaceAll(c.gdbAttach(), "\n", "\r\n"))
+	}
+	return vm.Wait()
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
