@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// testEvent is one line of `go test -json` (cmd/test2json).
+type testEvent struct {
+	Time       time.Time
+	Action     string
+	Package    string
+	ImportPath string
+	Test       string
+	Elapsed    float64
+	Output     string
+}
+
+// cellRow is one cell of the matrix: TestGuest/<cell>.
+type cellRow struct {
+	name                   string
+	result                 string
+	elapsed                float64
+	passed, failed, skiped int
+}
+
+// report reads `go test -json` and prints one line per cell of the
+// matrix (TestGuest/<cell>) with its result and time, a line per package,
+// and the output of what failed (of everything, with -v). With -markdown
+// it also writes the cells as a Markdown table (for a CI job summary) to
+// the file it names. It returns the exit status: 1 if anything failed.
+func report(args []string, in io.Reader, out io.Writer) int {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	verbose := fs.Bool("v", false, "print every test's output, not only the failures'")
+	markdown := fs.String("markdown", "", "also append the cells as a Markdown table to this file (e.g. $GITHUB_STEP_SUMMARY)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	outputs := map[string]*strings.Builder{} // package + test -> output
+	failedKids := map[string]bool{}          // package + test -> a subtest failed
+	var cells []*cellRow
+	byCell := map[string]*cellRow{}
+	status, events := 0, 0
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		var e testEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			fmt.Fprintln(out, sc.Text()) // go's own messages, e.g. a build error
+			continue
+		}
+		events++
+		key := e.Package + "\x00" + e.Test
+		switch e.Action {
+		case "build-output":
+			fmt.Fprint(out, e.Output)
+		case "build-fail":
+			status = 1
+		case "output":
+			if *verbose {
+				fmt.Fprint(out, e.Output)
+			}
+			b := outputs[key]
+			if b == nil {
+				b = &strings.Builder{}
+				outputs[key] = b
+			}
+			b.WriteString(e.Output)
+		case "pass", "fail", "skip":
+			if e.Action == "fail" {
+				status = 1
+				if i := strings.LastIndex(e.Test, "/"); i > 0 {
+					failedKids[e.Package+"\x00"+e.Test[:i]] = true
+				}
+				if !*verbose && !failedKids[key] && outputs[key] != nil {
+					fmt.Fprint(out, outputs[key].String())
+				}
+			}
+			delete(outputs, key)
+			if e.Test == "" {
+				fmt.Fprintf(out, "%-4s %s %.1fs\n", map[string]string{"pass": "ok", "fail": "FAIL", "skip": "ok"}[e.Action], e.Package, e.Elapsed)
+				continue
+			}
+			parts := strings.SplitN(e.Test, "/", 3)
+			if parts[0] != "TestGuest" || len(parts) < 2 {
+				continue
+			}
+			c := byCell[parts[1]]
+			if c == nil {
+				c = &cellRow{name: parts[1]}
+				byCell[parts[1]] = c
+				cells = append(cells, c)
+			}
+			if len(parts) == 2 {
+				c.result, c.elapsed = strings.ToUpper(e.Action), e.Elapsed
+				fmt.Fprintf(out, "%-4s %-18s %6.1fs  %d passed, %d failed, %d skipped\n", c.result, c.name, c.elapsed, c.passed, c.failed, c.skiped)
+				continue
+			}
+			switch e.Action {
+			case "pass":
+				c.passed++
+			case "fail":
+				c.failed++
+			case "skip":
+				c.skiped++
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		fmt.Fprintf(out, "kmmap report: reading the test stream: %v\n", err)
+		return 2
+	}
+	if events == 0 {
+		fmt.Fprintln(out, "kmmap report: no test events on stdin (pipe `go test -json ./vmtests` into it)")
+		return 2
+	}
+	if *markdown != "" {
+		if err := appendMarkdown(*markdown, cells); err != nil {
+			fmt.Fprintf(out, "kmmap report: %v\n", err)
+			return 2
+		}
+	}
+	return status
+}
+
+// appendMarkdown appends the cells as a Markdown table to path.
+func appendMarkdown(path string, cells []*cellRow) error {
+	sort.Slice(cells, func(i, j int) bool { return cells[i].name < cells[j].name })
+	var b strings.Builder
+	b.WriteString("| cell | result | time | passed | failed | skipped |\n|---|---|---:|---:|---:|---:|\n")
+	for _, c := range cells {
+		mark := map[string]string{"PASS": "✅ pass", "FAIL": "❌ fail", "SKIP": "⏭ skip", "": "❓ did not finish"}[c.result]
+		fmt.Fprintf(&b, "| %s | %s | %.1fs | %d | %d | %d |\n", c.name, mark, c.elapsed, c.passed, c.failed, c.skiped)
+	}
+	return appendFile(path, b.String())
+}
+
+func appendFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(s); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

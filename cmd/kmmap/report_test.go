@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const stream = `{"Action":"start","Package":"p"}
+{"Action":"run","Package":"p","Test":"TestGuest"}
+{"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Output":"all fine\n"}
+{"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Elapsed":0.1}
+{"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64","Elapsed":4.5}
+{"Action":"output","Package":"p","Test":"TestGuest/5.10-arm64/TestB/fault","Output":"    kernel splat during TestB/fault\n"}
+{"Action":"output","Package":"p","Test":"TestGuest/5.10-arm64/TestB/fault","Output":"    rerun: go test ./vmtests -count=1 -v -run '^TestGuest$/^5\\.10-arm64$/^TestB$/^fault$'\n"}
+{"Action":"fail","Package":"p","Test":"TestGuest/5.10-arm64/TestB/fault","Elapsed":0.2}
+{"Action":"output","Package":"p","Test":"TestGuest/5.10-arm64/TestB","Output":"--- FAIL: TestB\n"}
+{"Action":"fail","Package":"p","Test":"TestGuest/5.10-arm64/TestB","Elapsed":0.2}
+{"Action":"skip","Package":"p","Test":"TestGuest/5.10-arm64/TestC","Elapsed":0}
+{"Action":"fail","Package":"p","Test":"TestGuest/5.10-arm64","Elapsed":7.25}
+{"Action":"fail","Package":"p","Test":"TestGuest","Elapsed":8}
+{"Action":"fail","Package":"p","Elapsed":9}
+`
+
+func TestReport(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "summary.md")
+	var out bytes.Buffer
+	if st := report([]string{"-markdown", md}, strings.NewReader(stream), &out); st != 1 {
+		t.Errorf("status %d, want 1 (a test failed)", st)
+	}
+	got := out.String()
+	for _, want := range []string{
+		"PASS 6.1-amd64             4.5s  1 passed, 0 failed, 0 skipped",
+		"FAIL 5.10-arm64            7.2s  0 passed, 2 failed, 1 skipped",
+		"rerun: go test ./vmtests", // the failing leaf's output, with its reproducer
+		"FAIL p 9.0s",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "all fine") || strings.Contains(got, "--- FAIL: TestB") {
+		t.Errorf("output shows what passed, or a parent whose subtest already said why:\n%s", got)
+	}
+	b, _ := os.ReadFile(md)
+	if !strings.Contains(string(b), "| 5.10-arm64 | ❌ fail | 7.2s | 0 | 2 | 1 |") || !strings.Contains(string(b), "| 6.1-amd64 | ✅ pass | 4.5s | 1 | 0 | 0 |") {
+		t.Errorf("markdown table:\n%s", b)
+	}
+	// -v shows everything.
+	out.Reset()
+	report([]string{"-v"}, strings.NewReader(stream), &out)
+	if !strings.Contains(out.String(), "all fine") {
+		t.Errorf("-v hides passing output:\n%s", out.String())
+	}
+}
+
+func TestReportNoEvents(t *testing.T) {
+	var out bytes.Buffer
+	if st := report(nil, strings.NewReader("FAIL\tgithub.com/x [setup failed]\n"), &out); st != 2 || !strings.Contains(out.String(), "no test events") {
+		t.Errorf("status %d, output %q", st, out.String())
+	}
+}
