@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
 )
 
 // moduleFiles lists the module's kernel sources, relative to kmod/
