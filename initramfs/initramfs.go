@@ -52,7 +52,7 @@ func Base(arch, srcRoot string, files map[string]string, logf func(string, ...an
 		withFiles = append(withFiles, files[g]+":"+strings.TrimPrefix(g, "/"))
 		hostFiles = append(hostFiles, files[g])
 	}
-	key, err := baseKey(arch, srcRoot, hostFiles)
+	key, err := baseKey(arch, srcRoot, guestPaths, hostFiles)
 	if err != nil {
 		return "", err
 	}
@@ -92,12 +92,15 @@ func shellCommands() []string {
 	return out
 }
 
-func baseKey(arch, srcRoot string, extra []string) (string, error) {
+// baseKey hashes what goes into the base image: the extra files by their
+// guest path and content (their host paths are temporary), go.mod, go.sum
+// and the agent's sources.
+func baseKey(arch, srcRoot string, guestPaths, extra []string) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "initramfs-v1\n%s\n%s\n", arch, runtime.Version())
+	fmt.Fprintf(h, "initramfs-v2\n%s\n%s\n", arch, runtime.Version())
 	files := []string{filepath.Join(srcRoot, "go.mod"), filepath.Join(srcRoot, "go.sum")}
-	for _, e := range extra {
-		fmt.Fprintf(h, "file %s\n", e)
+	for _, g := range guestPaths {
+		fmt.Fprintf(h, "file %s\n", g)
 	}
 	files = append(files, extra...)
 	fixed := len(files)
