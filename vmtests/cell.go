@@ -82,9 +82,11 @@ func machineFor(arch string) (Machine, error) {
 
 // kernelArgs is the guest command line: the console, no chatter below
 // warnings (WARNING: splats stay visible), and a panic ends QEMU at once
-// (with -no-reboot) instead of waiting for the timeout.
+// (with -no-reboot) instead of waiting for the timeout. An Oops panics
+// too: it kills only the thread in the module, and the Go test binary's
+// other threads would wait for it until the timeout.
 func kernelArgs(m Machine) []string {
-	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "printk.time=1"}
+	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "oops=panic", "printk.time=1"}
 }
 
 // memoryDebugArgs turn on the memory debugging a distribution kernel

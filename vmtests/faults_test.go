@@ -67,7 +67,7 @@ func TestPanicEndsRunAtOnce(t *testing.T) {
 		t.Errorf("a panicking guest took %s to stop", r.elapsed)
 	}
 	p := c.problems(r)
-	wantProblem(t, p, "kernel splat outside any test", "Kernel panic")
+	wantProblem(t, p, "kernel splat (panic) outside any test", "Kernel panic")
 	wantProblem(t, p, "never listed its tests", "VFS") // with the console's last lines
 }
 

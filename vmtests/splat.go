@@ -8,8 +8,43 @@ import (
 
 // splatRe matches the first line of a kernel report that must fail a test.
 var splatRe = regexp.MustCompile(`(WARNING:|BUG:|Oops|Kernel panic|general protection fault|KFENCE:|KASAN:|UBSAN:|` +
-	`possible circular locking|inconsistent lock state|soft lockup|hung_task|blocked for more than|` +
-	`rcu_sched detected stall|rcu: INFO: .* detected stalls|Call Trace:)`)
+	`possible circular locking|inconsistent lock state|possible recursive locking|soft lockup|hung_task|blocked for more than|` +
+	`rcu_sched detected stall|rcu: INFO: .* detected stalls?|detected stall on CPU|Call Trace:|` +
+	`Unable to handle kernel|Internal error:|kernel BUG at|page dumped because|list_add corruption|list_del corruption)`)
+
+// kinds classify a report by its lines, most specific first: the first
+// kind one of whose patterns matches any line of the report wins.
+var kinds = []struct {
+	kind string
+	re   *regexp.Regexp
+}{
+	{"KASAN", regexp.MustCompile(`BUG: KASAN: `)},
+	{"KFENCE", regexp.MustCompile(`BUG: KFENCE: `)},
+	{"UBSAN", regexp.MustCompile(`UBSAN: `)},
+	{"lockdep", regexp.MustCompile(`possible circular locking dependency|inconsistent lock state|possible recursive locking|bad unlock balance|held lock freed|lock held when returning to user space`)},
+	{"DEBUG_VM", regexp.MustCompile(`page dumped because|VM_BUG_ON|BUG: Bad page (state|map)|BUG: Bad rss-counter`)},
+	{"DEBUG_LIST", regexp.MustCompile(`list_(add|del) corruption`)},
+	{"soft lockup", regexp.MustCompile(`soft lockup - CPU#\d+ stuck`)},
+	{"hung task", regexp.MustCompile(`INFO: task .* blocked for more than \d+ seconds`)},
+	{"RCU stall", regexp.MustCompile(`rcu: INFO: .*detected stalls?|self-detected stall on CPU|detected stall on CPU`)},
+	{"general protection fault", regexp.MustCompile(`general protection fault`)},
+	{"BUG", regexp.MustCompile(`kernel BUG at `)},
+	{"Oops", regexp.MustCompile(`BUG: kernel NULL pointer dereference|BUG: unable to handle page fault|Unable to handle kernel |Internal error: Oops|Oops: `)},
+	{"panic", regexp.MustCompile(`Kernel panic - not syncing`)},
+	{"WARN", regexp.MustCompile(`WARNING: `)},
+	{"BUG", regexp.MustCompile(`BUG: `)},
+}
+
+// kindOf names the kind of a kernel report (see kinds), "kernel report"
+// when none matches.
+func kindOf(report string) string {
+	for _, k := range kinds {
+		if k.re.MatchString(report) {
+			return k.kind
+		}
+	}
+	return "kernel report"
+}
 
 // allowRe are lines that look alarming but are expected; each with why.
 var allowRe = []*regexp.Regexp{
@@ -116,4 +151,15 @@ func (c *console) tail(n int) string {
 		n = len(c.lines)
 	}
 	return strings.Join(c.lines[len(c.lines)-n:], "\n")
+}
+
+// kindsOf lists the kinds of reports, in order, without repeats.
+func kindsOf(reports []string) string {
+	var out []string
+	for _, r := range reports {
+		if k := kindOf(r); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return strings.Join(out, ", ")
 }

@@ -1,6 +1,9 @@
 package vmtests
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -87,4 +90,93 @@ func TestResultsReplay(t *testing.T) {
 	if !r.exited || r.exitErr == "" || r.unloaded {
 		t.Errorf("agent notes: %+v", r)
 	}
+}
+
+// TestSplatFixtures classifies the real reports in testdata/splats (taken
+// from the injected bugs on both arches, see TestInjectedBugs) and checks
+// that each, printed between a test's markers among ordinary module lines,
+// is attributed to that test and to nothing else.
+func TestSplatFixtures(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(fixtureDir, "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatalf("no fixtures in %s: regenerate them with %s=1 go test -run TestInjectedBugs ./vmtests", fixtureDir, CaptureEnv)
+	}
+	kindsSeen := map[string]map[string]bool{} // kind -> arches
+	for _, f := range files {
+		base := filepath.Base(f)
+		wantSlug, rest, _ := strings.Cut(base, "--")
+		arch := "amd64"
+		if strings.Contains(rest, "arm64") {
+			arch = "arm64"
+		}
+		t.Run(strings.TrimSuffix(base, ".log"), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			report := strings.TrimRight(string(b), "\n")
+			got := kindOf(report)
+			if slug(got) != wantSlug {
+				t.Errorf("classified as %q, the fixture is a %s report", got, wantSlug)
+			}
+			if kindsSeen[wantSlug] == nil {
+				kindsSeen[wantSlug] = map[string]bool{}
+			}
+			kindsSeen[wantSlug][arch] = true
+			c := newConsole()
+			for _, l := range benignLines {
+				c.add(l)
+			}
+			c.add("[   10.000000] kmmap-test: start TestX")
+			c.add("[   10.000001] kmmap: ordinary pr_info from the module")
+			for _, l := range strings.Split(report, "\n") {
+				c.add(l)
+			}
+			c.add("[   12.000000] kmmap-test: end TestX")
+			for _, l := range benignLines {
+				c.add(l)
+			}
+			c.finish()
+			if len(c.splats["TestX"]) == 0 || kindOf(c.splats["TestX"][0]) != got {
+				t.Errorf("not attributed to the test it happened in: %v", c.splats)
+			}
+			for name, s := range c.splats {
+				if name != "TestX" {
+					t.Errorf("report attributed to %q too: %q", name, s)
+				}
+			}
+		})
+	}
+	// Every kind the issue names, from both arches.
+	for _, kind := range []string{"WARN", "BUG", "Oops", "general protection fault", "KFENCE", "KASAN", "UBSAN", "lockdep", "soft lockup", "hung task", "RCU stall", "panic", "DEBUG_VM"} {
+		arches := kindsSeen[slug(kind)]
+		for _, a := range []string{"amd64", "arm64"} {
+			if kind == "general protection fault" && a == "arm64" {
+				continue // arm64 has no GPF: the same bug is an Oops there
+			}
+			if !arches[a] {
+				t.Errorf("no %s fixture from %s in %s", kind, a, fixtureDir)
+			}
+		}
+	}
+}
+
+func slug(kind string) string { return regexp.MustCompile(`\W+`).ReplaceAllString(kind, "_") }
+
+// benignLines are real console lines of passing runs, module pr_info
+// included: none may be read as a report.
+var benignLines = []string{
+	"[    5.072358] kmmap: loading out-of-tree module taints kernel.",
+	"[    1.234567] kmmap: module verification failed: signature and/or required key missing - tainting kernel",
+	"[    0.864763] **   NOTICE NOTICE NOTICE NOTICE NOTICE NOTICE NOTICE   **",
+	"[    0.864770] ** This system shows unhashed kernel memory addresses   **",
+	"[    5.100000] kmmap: nr_pages=0 out of range 1..1024",
+	"[    9.819465] kmmap-test: start TestPartialMunmap/ring",
+	"[    9.842545] kmmap-test: end TestPartialMunmap/ring",
+	"[   13.616856] reboot: Power down",
+	"init: 2026/11/23 00:01:00 Setting console log level to 5...",
+	"kmmap-agent: loaded kmmap.ko",
 }

@@ -128,7 +128,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	}
 	for name, lines := range con.splats {
 		if name != "" && !seen[name] {
-			t.Errorf("kernel splat during %s (no result from the guest for it):\n%s", name, strings.Join(lines, "\n"))
+			t.Errorf("kernel splat (%s) during %s (no result from the guest for it):\n%s", kindsOf(lines), name, strings.Join(lines, "\n"))
 		}
 	}
 	if res.exitErr != "" && !failed {
@@ -158,7 +158,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 			}
 		}()
 		if len(splats) > 0 {
-			t.Errorf("kernel splat during %s:\n%s", full, strings.Join(splats, "\n"))
+			t.Errorf("kernel splat (%s) during %s:\n%s", kindsOf(splats), full, strings.Join(splats, "\n"))
 		}
 		if testing.Verbose() {
 			for _, l := range strings.Split(tr.output.String(), "\n") {

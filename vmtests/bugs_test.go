@@ -1,0 +1,186 @@
+package vmtests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// edit is one textual change to a file of kmod/.
+type edit struct{ file, old, new string }
+
+// bug is a deliberate bug injected into a copy of the module: the harness
+// must fail the guest test that triggers it with a report of the right
+// kind, on the cells that can see it.
+type bug struct {
+	name  string
+	edits []edit
+	test  string            // the guest test (top level) that triggers it
+	args  []string          // kernel command line additions that make it show quickly
+	kind  map[string]string // arch -> the kind of report expected
+	debug bool              // needs a debug cell (KASAN, lockdep, DEBUG_VM, UBSAN)
+	live  bool              // run by every `go test`, not only when capturing fixtures
+}
+
+// inInfo injects code at the start of KMMAP_IOC_INFO, which TestInfo calls.
+func inInfo(code string) []edit {
+	return []edit{
+		{"main.c", "#include <linux/fs.h>\n", "#include <linux/delay.h>\n#include <linux/fs.h>\n#include <linux/kfence.h>\n#include <linux/sched.h>\n"},
+		{"main.c", "\tunsigned long i, n;\n\n\tif (copy_from_user(&info, uarg, sizeof(info)))", "\tunsigned long i, n;\n\n" + code + "\n\tif (copy_from_user(&info, uarg, sizeof(info)))"},
+	}
+}
+
+func both(kind string) map[string]string { return map[string]string{"amd64": kind, "arm64": kind} }
+
+var bugs = []bug{
+	{
+		name: "use-after-free-on-close", live: true, debug: true, test: "TestInfo", kind: both("KASAN"),
+		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->size, 0);\t/* injected: use after free */\n"}},
+	},
+	{
+		name: "lock-order-inversion", live: true, debug: true, test: "TestReadWriteBounds", kind: both("lockdep"),
+		edits: []edit{
+			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = 0;",
+				"\tssize_t ret;\n\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_lock(&kf->lock);\n\tmutex_unlock(&kf->lock);\n\tmutex_unlock(&kf->pin.mutex);\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = 0;"},
+			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = len ? -ENOSPC : 0;",
+				"\tssize_t ret;\n\n\tmutex_lock(&kf->lock);\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_unlock(&kf->pin.mutex);\n\tmutex_unlock(&kf->lock);\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = len ? -ENOSPC : 0;"},
+		},
+	},
+	{
+		name: "missing-page-reference", debug: true, test: "TestTwoMappingsReadKernelContents", kind: both("DEBUG_VM"),
+		edits: []edit{{"buffer.c", "\tget_page(page);\t/* the core mm drops it when the page is unmapped */\n", ""}},
+	},
+	{
+		name: "array-out-of-bounds", debug: true, test: "TestInfo", kind: both("UBSAN"),
+		edits: inInfo("\t{\n\t\tstatic const u8 tbl[2];\n\n\t\tinfo.backing = tbl[kf->npages];\t/* injected: npages >= 2 */\n\t}"),
+	},
+	{name: "warn", test: "TestInfo", kind: both("WARN"), edits: inInfo("\tWARN_ON_ONCE(kf->npages);")},
+	{name: "null-dereference", test: "TestInfo", kind: both("Oops"), edits: inInfo("\tWRITE_ONCE(*(int *)(kf->npages >> 60), 1);")},
+	{
+		name: "non-canonical-address", test: "TestInfo", kind: map[string]string{"amd64": "general protection fault", "arm64": "Oops"},
+		edits: inInfo("\tWRITE_ONCE(*(int *)(0xdead000000000000UL + (kf->npages >> 60)), 1);"),
+	},
+	{name: "bug-on", test: "TestInfo", kind: both("BUG"), edits: inInfo("\tBUG_ON(kf->npages);")},
+	{
+		name: "kfence-out-of-bounds", test: "TestInfo", kind: both("KFENCE"),
+		edits: inInfo("\tfor (i = 0; i < 5000; i++) {\n\t\tu8 *p = kmalloc(32, GFP_KERNEL);\n\n\t\tif (p && is_kfence_address(p)) {\n\t\t\tinfo.backing = READ_ONCE(p[32]);\n\t\t\tkfree(p);\n\t\t\tbreak;\n\t\t}\n\t\tkfree(p);\n\t\tmsleep(1);\n\t}"),
+	},
+	{
+		name: "soft-lockup", test: "TestInfo", kind: both("soft lockup"), args: []string{"watchdog_thresh=1"},
+		edits: inInfo("\tpreempt_disable();\n\tmdelay(6000);\n\tpreempt_enable();"),
+	},
+	{
+		name: "hung-task", test: "TestInfo", kind: both("hung task"), args: []string{"sysctl.kernel.hung_task_timeout_secs=2"},
+		edits: inInfo("\tschedule_timeout_uninterruptible(8 * HZ);"),
+	},
+	{
+		name: "rcu-stall", test: "TestInfo", kind: both("RCU stall"), args: []string{"rcupdate.rcu_cpu_stall_timeout=3"},
+		edits: inInfo("\tpreempt_disable();\n\tmdelay(8000);\n\tpreempt_enable();"),
+	},
+	{name: "panic", test: "TestInfo", kind: both("panic"), edits: inInfo("\tif (kf->npages)\n\t\tpanic(\"kmmap: injected panic\");")},
+}
+
+// CaptureEnv, set to 1, runs every injected bug and writes each report to
+// testdata/splats as a fixture of the classifier.
+const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
+
+// TestInjectedBugs builds the module with each deliberate bug and runs the
+// guest test that triggers it: that test, and only it, must get a report
+// of the bug's kind. The use-after-free and the lock-order inversion run
+// on the debug cells in every run; KMMAP_CAPTURE_SPLATS=1 runs them all
+// and refreshes the fixtures.
+func TestInjectedBugs(t *testing.T) {
+	root, lock := loadLock(t)
+	capture := os.Getenv(CaptureEnv) == "1"
+	ran := 0
+	for _, b := range bugs {
+		if !b.live && !capture {
+			continue
+		}
+		for _, k := range lock.Kernels {
+			if !selected(k.ID) || k.FromSource() != b.debug || (!b.debug && k.Series != "6.12") || strings.HasSuffix(k.ID, "-16k") {
+				continue
+			}
+			ran++
+			t.Run(b.name+"/"+k.ID, func(t *testing.T) {
+				t.Parallel()
+				runBug(t, root, k, b, capture)
+			})
+		}
+	}
+	if ran == 0 {
+		t.Skipf("KMMAP_CELLS=%q selects no debug cell to inject bugs into", os.Getenv("KMMAP_CELLS"))
+	}
+}
+
+func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
+	src := filepath.Join(t.TempDir(), "kmod")
+	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range b.edits {
+		p := filepath.Join(src, e.file)
+		body, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(body), e.old) {
+			t.Fatalf("bug %s: kmod/%s no longer has the text it changes:\n%s", b.name, e.file, e.old)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(body), e.old, e.new, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := cellFetcher(t)
+	tree, err := f.Fetch(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src, KernelArgs: b.args,
+		GuestRun: "^" + b.test + "$", ResultsID: k.ID + "-bug-" + b.name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := boot(cell)
+	if err := cell.writeResults(r); err != nil {
+		t.Error(err)
+	}
+	reports := r.con.splats[b.test]
+	for name, s := range r.con.splats {
+		if !strings.HasPrefix(name, b.test) {
+			t.Errorf("a report during %q, not %s:\n%s", name, b.test, strings.Join(s, "\n"))
+		}
+		if strings.HasPrefix(name, b.test+"/") {
+			reports = append(reports, s...)
+		}
+	}
+	if len(reports) == 0 {
+		t.Fatalf("no kernel report during %s; console:\n%s", b.test, r.con.tail(40))
+	}
+	want := b.kind[k.Arch]
+	if got := kindOf(reports[0]); got != want {
+		t.Errorf("the first report during %s is a %q report, want %q:\n%s", b.test, got, want, reports[0])
+	}
+	if capture {
+		writeFixture(t, want, b.name, k.ID, reports[0])
+	}
+}
+
+// fixtureDir holds real kernel reports, one per file named
+// <kind>--<bug>--<cell>.log, from the injected bugs.
+const fixtureDir = "testdata/splats"
+
+func writeFixture(t *testing.T, kind, bug, cell, report string) {
+	name := fmt.Sprintf("%s--%s--%s.log", slug(kind), bug, cell)
+	if err := os.MkdirAll(fixtureDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fixtureDir, name), []byte(report+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
