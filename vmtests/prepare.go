@@ -32,6 +32,15 @@ type Options struct {
 	// GDB starts QEMU halted with its gdb stub on a free port, and no
 	// time limit.
 	GDB bool
+	// KmodDir is the module's source directory (default: kmod/).
+	KmodDir string
+	// KernelArgs are added to the guest's command line.
+	KernelArgs []string
+	// ResultsID names the results directory (default: the cell's ID).
+	ResultsID string
+	// Bench runs the guest benchmarks matching it instead of the tests,
+	// BenchTime (-test.benchtime) each.
+	Bench, BenchTime string
 }
 
 // NewFetcher returns the fetcher the harness uses: progress to logf, and
@@ -117,7 +126,10 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 			return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
 		}
 	}
-	ko, err := buildModule(ctx, tree, filepath.Join(root, "kmod"), fetcher.CacheDir(), tc)
+	if o.KmodDir == "" {
+		o.KmodDir = filepath.Join(root, "kmod")
+	}
+	ko, err := buildModule(ctx, tree, o.KmodDir, fetcher.CacheDir(), tc)
 	if err != nil {
 		return nil, err
 	}
@@ -138,15 +150,18 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	results := ResultsDir(root, k.ID)
+	if o.ResultsID == "" {
+		o.ResultsID = k.ID
+	}
+	results := ResultsDir(root, o.ResultsID)
 	if err := os.RemoveAll(results); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(results, 0o755); err != nil {
 		return nil, err
 	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, KmodSrc: filepath.Join(root, "kmod"), Modules: mods,
-		KernelArgs: append(kernelArgs(m), debug...), Timeout: timeout, Results: results}
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, KmodSrc: o.KmodDir, Modules: mods,
+		KernelArgs: append(append(kernelArgs(m), debug...), o.KernelArgs...), Timeout: timeout, Results: results}
 	if o.GDB {
 		if cell.GDB, err = FreePort(); err != nil {
 			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
@@ -157,7 +172,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, Shell: o.Shell, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
 	}

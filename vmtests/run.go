@@ -22,12 +22,32 @@ type run struct {
 	err     error
 	// qemuCmdline is QEMU's command line, quoted for a shell.
 	qemuCmdline string
+	// times are when, after QEMU was started, the run reached each stage.
+	times Timeline
+	// benchOut is the guest's output in benchmark mode.
+	benchOut strings.Builder
 }
+
+// Timeline splits a boot: QEMU's own start (process, firmware) until the
+// first console line; the kernel's boot until the guest agent's first
+// event (init ran, the virtio modules are loaded); the guest's work until
+// the test binary exited; and power-off until QEMU exited.
+type Timeline struct {
+	FirstConsole, AgentUp, TestsDone, Exited time.Duration
+}
+
+// QEMUStart, KernelBoot, Guest and PowerOff are the stages' durations.
+func (t Timeline) QEMUStart() time.Duration  { return t.FirstConsole }
+func (t Timeline) KernelBoot() time.Duration { return t.AgentUp - t.FirstConsole }
+func (t Timeline) Guest() time.Duration      { return t.TestsDone - t.AgentUp }
+func (t Timeline) PowerOff() time.Duration   { return t.Exited - t.TestsDone }
 
 // boot runs the cell's VM to the end and returns what it printed and sent.
 func boot(cell *Cell) run {
 	var mu sync.Mutex
 	con, res := newConsole(), newResults()
+	r := run{con: con, res: res}
+	start := time.Now()
 	vm, err := qemu.Start(cell.Machine.QEMUArch,
 		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
 		qemu.WithKernel(cell.Tree.Vmlinuz),
@@ -38,11 +58,22 @@ func boot(cell *Cell) run {
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()
 			defer mu.Unlock()
+			if r.times.FirstConsole == 0 {
+				r.times.FirstConsole = time.Since(start)
+			}
 			con.add(l)
 		}),
 		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
 			mu.Lock()
 			defer mu.Unlock()
+			switch {
+			case e.Agent == event.AgentModules && r.times.AgentUp == 0:
+				r.times.AgentUp = time.Since(start)
+			case e.Agent == event.AgentExit:
+				r.times.TestsDone = time.Since(start)
+			case e.Action == "output":
+				r.benchOut.WriteString(e.Output)
+			}
 			if e.Agent == event.AgentModule && cell.GDB != 0 {
 				fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))
 			}
@@ -50,15 +81,18 @@ func boot(cell *Cell) run {
 		}),
 	)
 	if err != nil {
-		return run{con: con, res: res, err: fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)}
+		r.err = fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)
+		return r
 	}
 	if cell.GDB != 0 {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
 	}
-	start := time.Now()
-	err = vm.Wait()
+	r.err = vm.Wait()
 	con.finish()
-	return run{con: con, res: res, elapsed: time.Since(start), err: err, qemuCmdline: vm.CmdlineQuoted()}
+	r.elapsed = time.Since(start)
+	r.times.Exited = r.elapsed
+	r.qemuCmdline = vm.CmdlineQuoted()
+	return r
 }
 
 // problems says what went wrong with a boot as a whole, apart from the
@@ -82,7 +116,7 @@ func (c *Cell) problems(r run) []string {
 		out = append(out, fmt.Sprintf("loading %s in the guest failed: %s", filepath.Base(c.Kmod), res.kmodErr))
 	}
 	if s := con.splats[""]; len(s) > 0 {
-		out = append(out, "kernel splat outside any test:\n"+strings.Join(s, "\n"))
+		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", kindsOf(s), strings.Join(s, "\n")))
 	}
 	if len(res.list) == 0 {
 		out = append(out, "the guest never listed its tests, so none ran; last console lines:\n"+con.tail(30))
