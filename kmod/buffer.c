@@ -52,7 +52,11 @@ int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned 
 		kf->buf = vmalloc_user(size);	/* zeroed */
 		break;
 	case KMMAP_BACKING_PFN:
-		kf->buf = alloc_pages_exact(size, GFP_KERNEL | __GFP_ZERO);
+		/*
+		 * Contiguous: no larger than the buddy allocator's largest block
+		 * (4 MiB with 4K pages); beyond it, ENOMEM without a warning.
+		 */
+		kf->buf = alloc_pages_exact(size, GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
 		break;
 	case KMMAP_BACKING_INSERT:
 		kf->pages = kvcalloc(npages, sizeof(*kf->pages), GFP_KERNEL);

@@ -45,7 +45,7 @@ type RingCtl struct {
 
 const (
 	DefaultPages = 0x4
-	MaxPages     = 0x400
+	MaxPages     = 0x1000
 
 	BackingFault  = 0x0
 	BackingPFN    = 0x1

@@ -18,7 +18,7 @@
 
 #define KMMAP_DEVICE		"/dev/kmmap"
 #define KMMAP_DEFAULT_PAGES	4
-#define KMMAP_MAX_PAGES		1024
+#define KMMAP_MAX_PAGES		4096
 
 /**
  * enum kmmap_backing - how the buffer's pages reach userland
