@@ -4,6 +4,8 @@
 #   make test        everything: vet, the harness's own tests and the vmtests
 #   make shell KERNEL=<cell>  boot one cell with the module loaded, shell on
 #                    this terminal (KMMAP_GDB=1: halted, with QEMU's gdb stub)
+#   make bench       measure boots, the matrix, the edit loop and zero copy
+#                    against copies; writes BENCHMARKS.md (about 20 minutes)
 #   make kernels     download, verify and unpack the pinned kernels
 #   make toolchains  create the per-suite build roots (as root; once)
 #   make deps        install (as root) or name (otherwise) the packages needed
@@ -41,7 +43,7 @@ FILES := \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
 	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross
 
-.PHONY: all deps vmtests test vet kernels toolchains shell
+.PHONY: all deps vmtests test vet kernels toolchains shell bench
 
 # go test -json, read by `kmmap report`: a line per cell and per package.
 REPORT = $(GO) run ./cmd/kmmap report $(if $(V),-v)
@@ -95,3 +97,7 @@ shell: deps
 # a cached result (-count=1): the point is to boot the kernels.
 test: deps vet
 	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) ./... | $(REPORT)
+
+# Benchmarks, not tests: nothing fails because the machine is slow.
+bench: deps
+	$(GO) run ./cmd/kmmap bench

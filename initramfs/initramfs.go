@@ -136,6 +136,8 @@ type CellSpec struct {
 	KmodParams string   // its parameters
 	TestArgs   []string // extra flags for the guest test binary
 	Shell      bool     // give an interactive shell instead of running the tests
+	Bench      string   // run the benchmarks matching this instead of the tests
+	BenchTime  string   // -test.benchtime for each benchmark
 }
 
 // Cell writes dst: the base image followed by a cpio archive with the
@@ -149,7 +151,8 @@ func Cell(dst, base string, spec CellSpec) error {
 		return fmt.Errorf("module under test %s: no module name in .modinfo (%v)", kmod, err)
 	}
 	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: spec.KmodParams,
-		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell}
+		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell,
+		Bench: spec.Bench, BenchTime: spec.BenchTime}
 	var recs []cpio.Record
 	for i, p := range spec.Modules {
 		b, err := kernels.ReadModule(p)

@@ -5,6 +5,7 @@
 //	                              (KMMAP_GDB=1: halted, with QEMU's gdb stub; CELL "custom":
 //	                              the kernel KMMAP_KERNEL and KMMAP_KDIR name)
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
+//	kmmap bench [-runs N]         measure the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
 //
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
@@ -43,6 +44,11 @@ func main() {
 	case len(args) == 2 && args[0] == "shell":
 		if err := shell(ctx, args[1]); err != nil {
 			log.Fatalf("kmmap shell: %v", err)
+		}
+		return
+	case len(args) >= 1 && args[0] == "bench":
+		if err := bench(ctx, args[1:]); err != nil {
+			log.Fatalf("kmmap bench: %v", err)
 		}
 		return
 	case len(args) >= 1 && args[0] == "report":

@@ -85,10 +85,20 @@ func run() error {
 	} else {
 		emit(event.Event{Agent: event.AgentModule, Sections: sec})
 	}
-	if m.Shell {
+	switch {
+	case m.Shell:
 		shell(m)
-	} else if err := test(m, em, emit); err != nil {
-		return fail(err)
+	case m.Bench != "":
+		m.TestArgs = append(m.TestArgs, "-test.run=^$", "-test.bench="+m.Bench, "-test.benchtime="+m.BenchTime)
+		exit := event.Event{Agent: event.AgentExit}
+		if err := runTests(m, em); err != nil {
+			exit.Error = err.Error()
+		}
+		emit(exit)
+	default:
+		if err := test(m, em, emit); err != nil {
+			return fail(err)
+		}
 	}
 
 	name := m.KmodName

@@ -51,6 +51,10 @@ type Manifest struct {
 	// Shell: after loading the module, run an interactive shell on the
 	// console instead of the tests; leaving it powers the guest off.
 	Shell bool `json:"shell,omitempty"`
+	// Bench: run the suite's benchmarks matching this pattern instead of
+	// its tests, for BenchTime each (a -test.benchtime value).
+	Bench     string `json:"bench,omitempty"`
+	BenchTime string `json:"bench_time,omitempty"`
 }
 
 // ManifestPath is where the agent finds its manifest in the guest.

@@ -48,7 +48,7 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 // and checks at the end, after everything the test opened is closed, that
 // the module holds as many buffers and pinned pages as before it (none
 // leaked) and that every page pin taken system-wide was released.
-func mark(t *testing.T) {
+func mark(t testing.TB) {
 	t.Helper()
 	kmsg := func(what string) {
 		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
@@ -77,7 +77,7 @@ func mark(t *testing.T) {
 }
 
 // moduleCounter reads one of kmmap's counters from sysfs.
-func moduleCounter(t *testing.T, name string) int64 {
+func moduleCounter(t testing.TB, name string) int64 {
 	t.Helper()
 	b, err := os.ReadFile("/sys/module/kmmap/parameters/" + name)
 	if err != nil {
@@ -96,7 +96,7 @@ type dev struct {
 	pfns []uint64
 }
 
-func openDev(t *testing.T) *dev {
+func openDev(t testing.TB) *dev {
 	t.Helper()
 	mark(t)
 	fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -109,7 +109,7 @@ func openDev(t *testing.T) *dev {
 	return d
 }
 
-func (d *dev) refreshInfo(t *testing.T) {
+func (d *dev) refreshInfo(t testing.TB) {
 	t.Helper()
 	pfns := make([]uint64, MaxPages)
 	d.info = Info{Pfns: uint64(uintptr(unsafe.Pointer(&pfns[0]))), Pfns_len: uint32(len(pfns))}
@@ -119,7 +119,7 @@ func (d *dev) refreshInfo(t *testing.T) {
 	d.pfns = pfns[:d.info.Nr_pages]
 }
 
-func (d *dev) setup(t *testing.T, backing, pages uint32) {
+func (d *dev) setup(t testing.TB, backing, pages uint32) {
 	t.Helper()
 	s := Setup{Backing: backing, Pages: pages}
 	if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); err != nil {
@@ -131,7 +131,7 @@ func (d *dev) setup(t *testing.T, backing, pages uint32) {
 	}
 }
 
-func (d *dev) close(t *testing.T) {
+func (d *dev) close(t testing.TB) {
 	if d.fd >= 0 {
 		if err := unix.Close(d.fd); err != nil {
 			t.Errorf("close: %v", err)
@@ -148,7 +148,7 @@ func ioctl(fd int, req uint, arg unsafe.Pointer) error {
 	return nil
 }
 
-func (d *dev) mmap(t *testing.T, off int64, length int) []byte {
+func (d *dev) mmap(t testing.TB, off int64, length int) []byte {
 	t.Helper()
 	b, err := unix.Mmap(d.fd, off, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -172,7 +172,7 @@ func pattern(seed uint64, n int) []byte {
 }
 
 // fill has the kernel write pattern(seed) over [off, off+n).
-func (d *dev) fill(t *testing.T, off, n int, seed uint64) {
+func (d *dev) fill(t testing.TB, off, n int, seed uint64) {
 	t.Helper()
 	r := Range{Offset: uint64(off), Length: uint64(n), Seed: seed}
 	if err := ioctl(d.fd, IocFill, unsafe.Pointer(&r)); err != nil {
@@ -181,14 +181,14 @@ func (d *dev) fill(t *testing.T, off, n int, seed uint64) {
 }
 
 // fillPages gives every page its own seed, base+page.
-func (d *dev) fillPages(t *testing.T, base uint64) {
+func (d *dev) fillPages(t testing.TB, base uint64) {
 	for p := 0; p < d.npages(); p++ {
 		d.fill(t, p*d.ps(), d.ps(), base+uint64(p))
 	}
 }
 
 // checksum is the kernel's FNV-1a of [off, off+n).
-func (d *dev) checksum(t *testing.T, off, n int) uint64 {
+func (d *dev) checksum(t testing.TB, off, n int) uint64 {
 	t.Helper()
 	r := Range{Offset: uint64(off), Length: uint64(n)}
 	if err := ioctl(d.fd, IocChecksum, unsafe.Pointer(&r)); err != nil {
@@ -198,7 +198,7 @@ func (d *dev) checksum(t *testing.T, off, n int) uint64 {
 }
 
 // kernelRead reads through the module's read() (copy_to_user).
-func (d *dev) kernelRead(t *testing.T, off int64, n int) []byte {
+func (d *dev) kernelRead(t testing.TB, off int64, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	got, err := unix.Pread(d.fd, b, off)
@@ -212,7 +212,7 @@ var sink byte
 
 // pagemapEntry returns the /proc/self/pagemap entry of b[off] after
 // touching it.
-func pagemapEntry(t *testing.T, b []byte, off int) uint64 {
+func pagemapEntry(t testing.TB, b []byte, off int) uint64 {
 	t.Helper()
 	sink += b[off] // fault it in (a blank read may be compiled away)
 	addr := uintptr(unsafe.Pointer(&b[off]))
@@ -231,7 +231,7 @@ func pagemapEntry(t *testing.T, b []byte, off int) uint64 {
 // pagemapPFN returns the PFN backing b[off], failing the test unless the
 // page is present with a non-zero PFN: pagemap reports PFN 0 for pages it
 // will not show, which would make equality trivial.
-func pagemapPFN(t *testing.T, b []byte, off int) uint64 {
+func pagemapPFN(t testing.TB, b []byte, off int) uint64 {
 	t.Helper()
 	v := pagemapEntry(t, b, off)
 	if v&(1<<63) == 0 {
@@ -246,7 +246,7 @@ func pagemapPFN(t *testing.T, b []byte, off int) uint64 {
 
 // vmstat reads counters from /proc/vmstat, after folding the per-CPU
 // deltas into them (vm.stat_refresh): small changes are otherwise invisible.
-func vmstat(t *testing.T, names ...string) map[string]int64 {
+func vmstat(t testing.TB, names ...string) map[string]int64 {
 	t.Helper()
 	if err := os.WriteFile("/proc/sys/vm/stat_refresh", []byte("1"), 0); err != nil {
 		t.Fatalf("vm.stat_refresh: %v", err)

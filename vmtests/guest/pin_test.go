@@ -16,14 +16,14 @@ func (d *dev) pin(addr uintptr, length int) error {
 	return ioctl(d.fd, IocPin, unsafe.Pointer(&p))
 }
 
-func (d *dev) pinFill(t *testing.T, seed uint64) {
+func (d *dev) pinFill(t testing.TB, seed uint64) {
 	t.Helper()
 	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&seed)); err != nil {
 		t.Fatalf("KMMAP_IOC_PIN_FILL: %v", err)
 	}
 }
 
-func (d *dev) pinWait(t *testing.T) {
+func (d *dev) pinWait(t testing.TB) {
 	t.Helper()
 	if err := ioctl(d.fd, IocPinWait, nil); err != nil {
 		t.Fatalf("KMMAP_IOC_PIN_WAIT: %v", err)
@@ -31,7 +31,7 @@ func (d *dev) pinWait(t *testing.T) {
 }
 
 // userBuffer is anonymous memory of n pages, unmapped at the end.
-func userBuffer(t *testing.T, n int) []byte {
+func userBuffer(t testing.TB, n int) []byte {
 	t.Helper()
 	b, err := unix.Mmap(-1, 0, n*unix.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
@@ -42,7 +42,7 @@ func userBuffer(t *testing.T, n int) []byte {
 }
 
 // pinBalance returns acquired - released page pins, system wide.
-func pinBalance(t *testing.T) int64 {
+func pinBalance(t testing.TB) int64 {
 	v := vmstat(t, "nr_foll_pin_acquired", "nr_foll_pin_released")
 	return v["nr_foll_pin_acquired"] - v["nr_foll_pin_released"]
 }

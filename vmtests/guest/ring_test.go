@@ -18,7 +18,7 @@ type ring struct {
 	hdr *RingHeader
 }
 
-func openRing(t *testing.T, pages uint32) *ring {
+func openRing(t testing.TB, pages uint32) *ring {
 	d := openDev(t)
 	d.setup(t, BackingRing, pages)
 	mem := d.mmap(t, 0, d.size())
@@ -31,7 +31,7 @@ func (r *ring) record(n uint32) *RingRecord {
 }
 
 // drain reads every published record, checks it, and hands the slots back.
-func (r *ring) drain(t *testing.T, next *uint64) int {
+func (r *ring) drain(t testing.TB, next *uint64) int {
 	t.Helper()
 	head := atomic.LoadUint32(&r.hdr.Head) // acquire: pairs with the kernel's release
 	tail := atomic.LoadUint32(&r.hdr.Tail)
@@ -52,7 +52,7 @@ func (r *ring) drain(t *testing.T, next *uint64) int {
 	return n
 }
 
-func (r *ring) emit(t *testing.T, n uint32) {
+func (r *ring) emit(t testing.TB, n uint32) {
 	t.Helper()
 	c := RingCtl{Count: n}
 	if err := ioctl(r.d.fd, IocRingEmit, unsafe.Pointer(&c)); err != nil {
@@ -60,7 +60,7 @@ func (r *ring) emit(t *testing.T, n uint32) {
 	}
 }
 
-func (r *ring) readable(t *testing.T, timeout time.Duration) bool {
+func (r *ring) readable(t testing.TB, timeout time.Duration) bool {
 	t.Helper()
 	fds := []unix.PollFd{{Fd: int32(r.d.fd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, int(timeout.Milliseconds()))

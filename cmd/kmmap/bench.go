@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kmmap/kmmap/kernels"
+	"github.com/kmmap/kmmap/vmtests"
+)
+
+// bench measures the harness and the module and writes the tables to out
+// and to the -o file (BENCHMARKS.md). Nothing here passes or fails on a
+// figure: a slow machine gives slow numbers, not a red build.
+func bench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	runs := fs.Int("runs", 5, "boots per cell (the median is reported)")
+	outPath := fs.String("o", "BENCHMARKS.md", "write the report here too")
+	only := fs.String("cells", "", "comma-separated cells (default: every cell of the lock)")
+	editCell := fs.String("edit-cell", "6.1-amd64", "the cell of the edit-to-verdict loop")
+	parts := fs.String("parts", "matrix,edit,initramfs,cells,guest", "what to measure")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path, err := kernels.DefaultLockPath()
+	if err != nil {
+		return err
+	}
+	lock, err := kernels.LoadLock(path)
+	if err != nil {
+		return err
+	}
+	root := filepath.Dir(filepath.Dir(path))
+	cells := lock.IDs()
+	if *only != "" {
+		cells = strings.Split(*only, ",")
+	}
+	var md bytes.Buffer
+	w := io.MultiWriter(&md, os.Stdout)
+	fmt.Fprintf(w, "# kmmap benchmarks\n\n%s, on %s. Command: `make bench` (`go run ./cmd/kmmap bench -runs %d`).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), *runs)
+	fmt.Fprintln(w, "Figures are from one run of the command on this machine; compare ratios within a run, not absolute numbers across runs.")
+
+	quiet := func(string, ...any) {}
+	f, err := vmtests.NewFetcher(quiet)
+	if err != nil {
+		return err
+	}
+
+	want := func(p string) bool { return slices.Contains(strings.Split(*parts, ","), p) }
+	if want("matrix") {
+		if err := benchMatrix(w, root, lock, f); err != nil {
+			return err
+		}
+	}
+	if want("edit") {
+		if err := benchEdit(w, root, *editCell); err != nil {
+			return err
+		}
+	}
+	if want("initramfs") {
+		if err := benchInitramfs(w, root); err != nil {
+			return err
+		}
+	}
+	if want("cells") {
+		if err := benchCells(ctx, w, root, lock, f, cells, *runs); err != nil {
+			return err
+		}
+	}
+	if want("guest") {
+		// Zero copy against copies, in the guest.
+		for _, id := range []string{"6.12-amd64", "6.12-arm64"} {
+			if !slices.Contains(cells, id) {
+				continue
+			}
+			if err := guestBench(ctx, w, root, lock, f, id); err != nil {
+				return err
+			}
+		}
+	}
+	out := *outPath
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(root, out)
+	}
+	return os.WriteFile(out, md.Bytes(), 0o644)
+}
+
+// benchMatrix: the real command over the whole matrix, warm, then with the
+// module and initramfs caches emptied.
+func benchMatrix(w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher) error {
+	fmt.Fprintf(w, "\n## The whole matrix (`go test -count=1 -run '^TestGuest$' ./vmtests`, %d cells)\n\n| cache | wall |\n|---|---:|\n", len(lock.IDs()))
+	if _, err := goTest(root, "^TestGuest$"); err != nil { // warm every cache first
+		return err
+	}
+	var warm []time.Duration
+	for range 3 {
+		d, err := goTest(root, "^TestGuest$")
+		if err != nil {
+			return err
+		}
+		warm = append(warm, d)
+	}
+	fmt.Fprintf(w, "| warm (median of 3: %s) | **%s** |\n", durs(warm), secs(median(warm)))
+	for _, d := range []string{"kmod", "initramfs"} {
+		if err := os.RemoveAll(filepath.Join(f.CacheDir(), d)); err != nil {
+			return err
+		}
+	}
+	cold, err := goTest(root, "^TestGuest$")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "| cold modules and initramfs (every `.ko` rebuilt with its kernel's compiler, both u-root images rebuilt; kernels, toolchain roots and Go's build cache kept) | %s |\n", secs(cold))
+	return nil
+}
+
+// benchEdit: one line of kmod/*.c changed, one cell to its verdict.
+func benchEdit(w io.Writer, root, cell string) error {
+	fmt.Fprintf(w, "\n## Edit → verdict (one line of `kmod/main.c` changed, `go test -run '^TestGuest$/^%s$' ./vmtests`)\n\n", cell)
+	var edits []time.Duration
+	for i := range 3 {
+		d, err := editLoop(root, cell, i)
+		if err != nil {
+			return err
+		}
+		edits = append(edits, d)
+	}
+	fmt.Fprintf(w, "median of 3: **%s** (%s)\n", secs(median(edits)), durs(edits))
+	return nil
+}
+
+// benchInitramfs: the guest image built in an empty cache, then found in it.
+func benchInitramfs(w io.Writer, root string) error {
+	fmt.Fprintf(w, "\n## Initramfs (guest test binary, C demo, u-root image)\n\n| arch | cold | warm |\n|---|---:|---:|\n")
+	for _, arch := range []string{"amd64", "arm64"} {
+		c, wm, err := initramfsTimes(root, arch)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", arch, secs(c), secs(wm))
+	}
+	return nil
+}
+
+// benchCells: each cell booted runs times, to its verdict, split by stage.
+func benchCells(ctx context.Context, w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher, cells []string, runs int) error {
+	quiet := func(string, ...any) {}
+	fmt.Fprintf(w, "\n## Per cell: boot → verdict, median of %d boots (the whole guest suite each time)\n\n", runs)
+	fmt.Fprintln(w, "| cell | accel | QEMU start | kernel boot | guest tests | power-off | **total** |\n|---|---|---:|---:|---:|---:|---:|")
+	for _, id := range cells {
+		tree, err := vmtests.TreeFor(ctx, lock, f, id)
+		if err != nil {
+			return err
+		}
+		c, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Logf: quiet})
+		if err != nil {
+			return err
+		}
+		var tl []vmtests.Timeline
+		for range runs {
+			t, err := vmtests.Measure(c)
+			if err != nil {
+				return err
+			}
+			tl = append(tl, t)
+		}
+		med := func(f func(vmtests.Timeline) time.Duration) time.Duration {
+			var ds []time.Duration
+			for _, t := range tl {
+				ds = append(ds, f(t))
+			}
+			return median(ds)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | **%s** |\n", id, c.Accel,
+			secs(med(vmtests.Timeline.QEMUStart)), secs(med(vmtests.Timeline.KernelBoot)),
+			secs(med(vmtests.Timeline.Guest)), secs(med(vmtests.Timeline.PowerOff)),
+			secs(med(func(t vmtests.Timeline) time.Duration { return t.Exited })))
+	}
+	return nil
+}
+
+func guestBench(ctx context.Context, w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher, id string) error {
+	tree, err := vmtests.TreeFor(ctx, lock, f, id)
+	if err != nil {
+		return err
+	}
+	c, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Bench: ".", BenchTime: "300ms", ResultsID: id + "-bench"})
+	if err != nil {
+		return err
+	}
+	res, err := vmtests.GuestBench(c)
+	if err != nil {
+		return err
+	}
+	by := map[string]vmtests.BenchResult{}
+	for _, r := range res {
+		by[r.Name] = r
+	}
+	fmt.Fprintf(w, "\n## In the guest: %s (%s, `go test -bench` in the guest, 300 ms each)\n\n", id, c.Accel)
+	fmt.Fprintln(w, "| size | consume: mmap | consume: pread | **ratio** | produce: mmap | produce: pwrite | **ratio** | pinned (kernel worker fills) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, size := range []string{"4KiB", "64KiB", "1MiB", "16MiB"} {
+		mb := func(name string) float64 { return by[name].Metrics["MB/s"] }
+		cm, cr := mb("Consume/"+size+"/mmap"), mb("Consume/"+size+"/read")
+		pm, pw := mb("Produce/"+size+"/mmap"), mb("Produce/"+size+"/write")
+		fmt.Fprintf(w, "| %s | %.0f MB/s | %.0f MB/s | **%.1f×** | %.0f MB/s | %.0f MB/s | **%.1f×** | %.0f MB/s |\n",
+			size, cm, cr, ratio(cm, cr), pm, pw, ratio(pm, pw), mb("Pinned/"+size))
+	}
+	fmt.Fprintf(w, "\nRing: %.0f records/s one record per ioctl, %.0f records/s in batches of 64.\n",
+		by["Ring/batch1"].Metrics["records/s"], by["Ring/batch64"].Metrics["records/s"])
+	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// goTest runs go test on the vmtests with -run pattern and returns its wall time.
+func goTest(root, run string) (time.Duration, error) {
+	cmd := exec.Command("go", "test", "-count=1", "-timeout", "60m", "-run", run, "./vmtests")
+	cmd.Dir = root
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go test -run %s: %v\n%s", run, err, out)
+	}
+	d := time.Since(start)
+	log.Printf("bench: go test -run %s: %s", run, secs(d))
+	return d, nil
+}
+
+// editLoop changes one line of kmod/main.c (a comment), runs one cell and
+// restores the file.
+func editLoop(root, cell string, i int) (time.Duration, error) {
+	p := filepath.Join(root, "kmod", "main.c")
+	orig, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	defer os.WriteFile(p, orig, 0o644)
+	edited := bytes.Replace(orig, []byte("#include \"compat.h\"\n"), []byte(fmt.Sprintf("#include \"compat.h\"\t/* bench edit %d %d */\n", i, time.Now().UnixNano())), 1)
+	if bytes.Equal(edited, orig) {
+		return 0, fmt.Errorf("kmod/main.c has no #include \"compat.h\" line to edit")
+	}
+	if err := os.WriteFile(p, edited, 0o644); err != nil {
+		return 0, err
+	}
+	return goTest(root, "^TestGuest$/^"+strings.ReplaceAll(cell, ".", `\.`)+"$")
+}
+
+// initramfsTimes builds arch's guest image in an empty cache, then again.
+func initramfsTimes(root, arch string) (cold, warm time.Duration, err error) {
+	tmp, err := os.MkdirTemp("", "kmmap-bench-cache-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(tmp)
+	old, had := os.LookupEnv(kernels.CacheEnv)
+	os.Setenv(kernels.CacheEnv, tmp)
+	defer func() {
+		if had {
+			os.Setenv(kernels.CacheEnv, old)
+		} else {
+			os.Unsetenv(kernels.CacheEnv)
+		}
+	}()
+	for _, d := range []*time.Duration{&cold, &warm} {
+		start := time.Now()
+		if _, err := vmtests.BuildGuestImage(root, arch, func(string, ...any) {}); err != nil {
+			return 0, 0, err
+		}
+		*d = time.Since(start)
+	}
+	return cold, warm, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+func durs(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, fmt.Sprintf("%.1f", d.Seconds()))
+	}
+	return strings.Join(s, ", ") + " s"
+}
+
+// machine describes this host: CPUs, model, memory, and whether KVM works.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"), "%d", &kb)
+		mem = fmt.Sprintf(", %d GiB", (kb+512*1024)>>20)
+	}
+	return fmt.Sprintf("%d × %s%s, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}

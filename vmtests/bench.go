@@ -1,0 +1,81 @@
+package vmtests
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Measure boots a prepared cell once and returns how long each stage took;
+// an error if the run was not a clean pass (a benchmark of a failing cell
+// means nothing).
+func Measure(c *Cell) (Timeline, error) {
+	r := boot(c)
+	if p := c.problems(r); len(p) > 0 {
+		return r.times, fmt.Errorf("%s: %s", c.ID, strings.Join(p, "\n"))
+	}
+	for name, s := range r.con.splats {
+		return r.times, fmt.Errorf("%s: kernel report during %s:\n%s", c.ID, name, strings.Join(s, "\n"))
+	}
+	for _, name := range r.res.list {
+		if tr := r.res.tests[name]; tr == nil || (tr.action != "pass" && tr.action != "skip") {
+			return r.times, fmt.Errorf("%s: guest test %s did not pass", c.ID, name)
+		}
+	}
+	return r.times, nil
+}
+
+// BenchResult is one guest benchmark's line.
+type BenchResult struct {
+	Name    string             // e.g. "Consume/1MiB/mmap"
+	N       int                // iterations
+	Metrics map[string]float64 // unit -> value: "ns/op", "MB/s", "records/s"
+}
+
+var benchLineRe = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
+
+// GuestBench boots a cell prepared with Options.Bench and returns its
+// benchmarks' results.
+func GuestBench(c *Cell) ([]BenchResult, error) {
+	r := boot(c)
+	if p := c.problems(r); len(p) > 0 && !(len(r.res.list) == 0 && len(p) == 1) {
+		return nil, fmt.Errorf("%s: %s", c.ID, strings.Join(p, "\n"))
+	}
+	if r.res.exitErr != "" {
+		return nil, fmt.Errorf("%s: guest benchmarks failed: %s\n%s", c.ID, r.res.exitErr, r.benchOut.String())
+	}
+	out := parseBench(r.benchOut.String())
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no benchmark results from the guest:\n%s", c.ID, r.benchOut.String())
+	}
+	return out, nil
+}
+
+// parseBench reads `go test -bench` output lines.
+func parseBench(s string) []BenchResult {
+	var out []BenchResult
+	for _, l := range strings.Split(s, "\n") {
+		m := benchLineRe.FindStringSubmatch(strings.TrimSpace(l))
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		res := BenchResult{Name: m[1], N: n, Metrics: map[string]float64{}}
+		f := strings.Fields(m[3])
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				res.Metrics[f[i+1]] = v
+			}
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// BuildGuestImage builds the guest binaries and the base initramfs for
+// arch (through the disk cache, not the once-per-process memo).
+func BuildGuestImage(root, arch string, logf func(string, ...any)) (string, error) {
+	guestImages.Delete(arch)
+	return guestImage(root, arch, logf)
+}
