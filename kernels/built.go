@@ -58,21 +58,12 @@ func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", treeFormat, builtFormat, pkgs[0].SHA256, tc, k.Release)
 	h.Write(config)
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if t, err := readTree(final); err == nil {
-		return t, nil
-	}
-	lk, err := LockFile(final + ".lock")
-	if err != nil {
-		return nil, err
-	}
-	defer lk.Unlock()
-	if t, err := readTree(final); err == nil {
-		return t, nil
-	}
-	if err := os.RemoveAll(final); err != nil { // an earlier build that did not finish
-		return nil, err
-	}
-	deb, err := f.deb(ctx, k, pkgs[0])
+	return lockedTree(final, func() (*Tree, error) { return f.build(ctx, k, env, pkgs[0], config, final) })
+}
+
+// build makes the tree of k from its source package in final.
+func (f *Fetcher) build(ctx context.Context, k Kernel, env BuildEnv, src Package, config []byte, final string) (*Tree, error) {
+	deb, err := f.deb(ctx, k, src)
 	if err != nil {
 		return nil, err
 	}

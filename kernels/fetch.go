@@ -140,6 +140,14 @@ func (f *Fetcher) Fetch(ctx context.Context, k Kernel) (*Tree, error) {
 		return nil, err
 	}
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+treeKey(pkgs))
+	return lockedTree(final, func() (*Tree, error) { return f.unpack(ctx, k, pkgs, final) })
+}
+
+// lockedTree returns the complete tree cached at final, or makes it with
+// make while holding final's lock: concurrent callers, in this process or
+// others, wait for one maker. An entry without tree.json is incomplete and
+// removed first.
+func lockedTree(final string, make func() (*Tree, error)) (*Tree, error) {
 	if t, err := readTree(final); err == nil {
 		return t, nil
 	}
@@ -151,8 +159,15 @@ func (f *Fetcher) Fetch(ctx context.Context, k Kernel) (*Tree, error) {
 	if t, err := readTree(final); err == nil {
 		return t, nil // another process finished it while we waited
 	}
-	_ = os.RemoveAll(final) // an entry without tree.json is incomplete
+	if err := os.RemoveAll(final); err != nil {
+		return nil, err
+	}
+	return make()
+}
 
+// unpack downloads k's packages and unpacks them into final.
+func (f *Fetcher) unpack(ctx context.Context, k Kernel, pkgs []Package, final string) (*Tree, error) {
+	var err error
 	debs := make([]string, len(pkgs))
 	for i, p := range pkgs {
 		if debs[i], err = f.deb(ctx, k, p); err != nil {

@@ -33,15 +33,10 @@ func bench(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	path, err := kernels.DefaultLockPath()
+	lock, _, root, err := loadLock()
 	if err != nil {
 		return err
 	}
-	lock, err := kernels.LoadLock(path)
-	if err != nil {
-		return err
-	}
-	root := filepath.Dir(filepath.Dir(path))
 	cells := lock.IDs()
 	if *only != "" {
 		cells = strings.Split(*only, ",")

@@ -22,6 +22,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -63,12 +64,20 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, verb string, args []string) error {
-	path, err := kernels.DefaultLockPath()
-	if err != nil {
-		return err
+// loadLock finds and reads kernels/kernels.lock; root is the checkout
+// holding it.
+func loadLock() (lock *kernels.Lock, path, root string, err error) {
+	if path, err = kernels.DefaultLockPath(); err != nil {
+		return nil, "", "", err
 	}
-	lock, err := kernels.LoadLock(path)
+	if lock, err = kernels.LoadLock(path); err != nil {
+		return nil, "", "", err
+	}
+	return lock, path, filepath.Dir(filepath.Dir(path)), nil
+}
+
+func run(ctx context.Context, verb string, args []string) error {
+	lock, path, _, err := loadLock()
 	if err != nil {
 		return err
 	}

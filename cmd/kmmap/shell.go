@@ -4,24 +4,17 @@ import (
 	"context"
 	"log"
 	"os"
-	"path/filepath"
 
-	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
 )
 
 // shell boots cell with the module loaded and an interactive shell on this
 // terminal.
 func shell(ctx context.Context, cell string) error {
-	path, err := kernels.DefaultLockPath()
+	lock, _, root, err := loadLock()
 	if err != nil {
 		return err
 	}
-	lock, err := kernels.LoadLock(path)
-	if err != nil {
-		return err
-	}
-	root := filepath.Dir(filepath.Dir(path))
 	f, err := vmtests.NewFetcher(log.Printf)
 	if err != nil {
 		return err
