@@ -77,5 +77,6 @@ func parseBench(s string) []BenchResult {
 // arch (through the disk cache, not the once-per-process memo).
 func BuildGuestImage(root, arch string, logf func(string, ...any)) (string, error) {
 	guestImages.Delete(arch)
+	defer guestImages.Delete(arch) // its cache may be a temporary one
 	return guestImage(root, arch, logf)
 }
