@@ -38,6 +38,7 @@ TOOLS := \
 # user's PATH, so it is checked by file too)
 FILES := \
 	/usr/share/seabios/bios-256k.bin:seabios \
+	/usr/share/qemu/qboot.rom:qemu-system-data \
 	/usr/sbin/debootstrap:debootstrap \
 	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \

@@ -36,7 +36,9 @@ type Machine struct {
 var machines = map[string]Machine{
 	"amd64": {
 		QEMU: "qemu-system-x86_64", Package: "qemu-system-x86",
-		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-smp", "1", "-nic", "none"},
+		// qboot instead of SeaBIOS: 0.5-1.3 s less of each boot under TCG
+		// (make bench, 6.1-amd64 13.3 -> 10.5 s, 6.12-amd64 7.9 -> 7.2 s).
+		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-smp", "1", "-nic", "none", "-bios", "/usr/share/qemu/qboot.rom"},
 		Console: "ttyS0", QEMUArch: qemu.ArchAMD64,
 	},
 	"arm64": {
@@ -76,6 +78,13 @@ func machineFor(arch string) (Machine, error) {
 	}
 	if _, err := exec.LookPath(m.QEMU); err != nil {
 		return Machine{}, fmt.Errorf("%s not found (apt-get install %s)", m.QEMU, m.Package)
+	}
+	for i, a := range m.Args {
+		if a == "-bios" && i+1 < len(m.Args) {
+			if _, err := os.Stat(m.Args[i+1]); err != nil {
+				return Machine{}, fmt.Errorf("QEMU firmware %s not found (apt-get install qemu-system-data)", m.Args[i+1])
+			}
+		}
 	}
 	return m, nil
 }
