@@ -59,6 +59,13 @@ var bugs = []bug{
 		name: "array-out-of-bounds", debug: true, test: "TestInfo", kind: both("UBSAN"),
 		edits: inInfo("\t{\n\t\tstatic const u8 tbl[2];\n\n\t\tinfo.backing = tbl[kf->npages];\t/* injected: npages >= 2 */\n\t}"),
 	},
+	{
+		// KASAN would report the access first: read through a helper it
+		// does not instrument, so the unmapped page faults.
+		name: "freed-page-read", debug: true, test: "TestInfo", kind: both("Oops"),
+		edits: append(inInfo("\t{\n\t\tunsigned long pg = __get_free_page(GFP_KERNEL);\n\n\t\tfree_page(pg);\n\t\tinfo.backing = kmmap_peek((const u8 *)pg);\t/* injected: DEBUG_PAGEALLOC unmapped it */\n\t}"),
+			edit{"main.c", "static long kmmap_ioctl_info(", "static noinline __no_sanitize_address u8 kmmap_peek(const u8 *p)\n{\n\treturn READ_ONCE(*p);\n}\n\nstatic long kmmap_ioctl_info("}),
+	},
 	{name: "warn", test: "TestInfo", kind: both("WARN"), edits: inInfo("\tWARN_ON_ONCE(kf->npages);")},
 	{name: "null-dereference", test: "TestInfo", kind: both("Oops"), edits: inInfo("\tWRITE_ONCE(*(int *)(kf->npages >> 60), 1);")},
 	{
