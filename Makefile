@@ -25,6 +25,8 @@ TIMEOUT ?= 60m
 TOOLS := \
 	make:make \
 	perl:perl \
+	xz:xz-utils \
+	tar:tar \
 	sparse:sparse \
 	gcc-12:gcc-12 \
 	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
