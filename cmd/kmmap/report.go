@@ -25,10 +25,10 @@ type testEvent struct {
 
 // cellRow is one cell of the matrix: TestGuest/<cell>.
 type cellRow struct {
-	name                   string
-	result                 string
-	elapsed                float64
-	passed, failed, skiped int
+	name                    string
+	result                  string
+	elapsed                 float64
+	passed, failed, skipped int
 }
 
 // report reads `go test -json` and prints one line per cell of the
@@ -100,7 +100,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			}
 			if len(parts) == 2 {
 				c.result, c.elapsed = strings.ToUpper(e.Action), e.Elapsed
-				fmt.Fprintf(out, "%-4s %-18s %6.1fs  %d passed, %d failed, %d skipped\n", c.result, c.name, c.elapsed, c.passed, c.failed, c.skiped)
+				fmt.Fprintf(out, "%-4s %-18s %6.1fs  %d passed, %d failed, %d skipped\n", c.result, c.name, c.elapsed, c.passed, c.failed, c.skipped)
 				continue
 			}
 			switch e.Action {
@@ -109,7 +109,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			case "fail":
 				c.failed++
 			case "skip":
-				c.skiped++
+				c.skipped++
 			}
 		}
 	}
@@ -137,7 +137,7 @@ func appendMarkdown(path string, cells []*cellRow) error {
 	b.WriteString("| cell | result | time | passed | failed | skipped |\n|---|---|---:|---:|---:|---:|\n")
 	for _, c := range cells {
 		mark := map[string]string{"PASS": "✅ pass", "FAIL": "❌ fail", "SKIP": "⏭ skip", "": "❓ did not finish"}[c.result]
-		fmt.Fprintf(&b, "| %s | %s | %.1fs | %d | %d | %d |\n", c.name, mark, c.elapsed, c.passed, c.failed, c.skiped)
+		fmt.Fprintf(&b, "| %s | %s | %.1fs | %d | %d | %d |\n", c.name, mark, c.elapsed, c.passed, c.failed, c.skipped)
 	}
 	return appendFile(path, b.String())
 }

@@ -121,7 +121,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 		cmd.Stderr = cmd.Stdout
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("make %s failed: %v\n%s\n(the whole log: %s; KMMAP_KEEP_FAILED=1 keeps the tree)",
-				strings.Join(args, " "), err, tail(out.String(), 40), log.Name())
+				strings.Join(args, " "), err, toolchain.Tail(out.Bytes(), 40), log.Name())
 		}
 		return out.Bytes(), nil
 	}
@@ -183,12 +183,4 @@ func unpack(ctx context.Context, deb, dir string) error {
 		}
 		return nil
 	})
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -116,7 +116,7 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 	logf("toolchain %s: debootstrap %s (once; about 2 minutes)", suite, strings.Join(pkgs, " "))
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), suite, tmp, mirror)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("toolchain %s: debootstrap failed: %v\n%s", suite, err, tail(out, 30))
+		return nil, fmt.Errorf("toolchain %s: debootstrap failed: %v\n%s", suite, err, Tail(out, 30))
 	}
 	// debootstrap checked the suite's signed Release file; check that what
 	// the builds need is really there before the root is trusted.
@@ -159,7 +159,8 @@ exec chroot "$ROOT" /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"`
 	return cmd
 }
 
-func tail(b []byte, n int) string {
+// Tail is the last n lines of a command's output, for an error message.
+func Tail(b []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
