@@ -53,7 +53,7 @@ func hashFile(path string) (string, error) {
 
 // Prune removes what the cache holds for no pin of l: .debs and unpacked
 // kernels of other pins, built artefacts (modules, initramfs images) not
-// made within maxAge, and temporary files interrupted runs left behind.
+// made or used within maxAge, and temporary files interrupted runs left behind.
 // It returns what it removed.
 func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	keepDebs, keepTrees := map[string]bool{}, map[string]bool{}
@@ -115,6 +115,7 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		{"kernels", either(leftover, func(n string, _ os.FileInfo) bool { return !strings.HasPrefix(n, ".") && !keepTrees[n] })},
 		{"kmod", old},
 		{"initramfs", old},
+		{"pvh", old},
 		{"toolchains", leftover},
 		{"tools", leftover},
 	} {

@@ -51,9 +51,13 @@ var machines = map[string]Machine{
 // Cell is the blueprint of one run: a kernel of the matrix and everything
 // built for it. A VM is started from it; the Cell itself never runs.
 type Cell struct {
-	ID        string
-	Tree      *kernels.Tree
-	Machine   Machine
+	ID      string
+	Tree    *kernels.Tree
+	Machine Machine
+	// Image is what QEMU boots: on x86 the uncompressed vmlinux with the
+	// PVH entry when the kernel has one (kernels.PVHImage), else
+	// Tree.Vmlinuz.
+	Image     string
 	Kmod      string   // kmmap.ko built for this kernel
 	KmodSrc   string   // the directory it was built from
 	Modules   []string // the kernel's own modules the guest loads first
@@ -98,21 +102,33 @@ func kernelArgs(m Machine) []string {
 	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "oops=panic", "printk.time=1"}
 }
 
-// memoryDebugArgs turn on the memory debugging a distribution kernel
-// supports at run time, so that a use-after-free or an overflow in the
-// module surfaces as a splat: sampled KFENCE guards, SLUB red zones,
-// poisoning and sanity checks, and freed pages poisoned and zeroed.
+// MemDebugEnv, set to 1, gives the distribution cells the full run-time
+// memory debugging the debug cells always have (see memoryDebugArgs).
+const MemDebugEnv = "KMMAP_MEMDEBUG"
+
+// memoryDebugArgs turn on the memory debugging a kernel supports at run
+// time, so that a use-after-free or an overflow in the module surfaces as
+// a splat. Every cell gets sampled KFENCE guards, which cost nothing
+// measurable. With full (the debug cells, or KMMAP_MEMDEBUG=1) also SLUB
+// red zones, poisoning and sanity checks, freed pages poisoned and zeroed,
+// and page_owner. Those cost a distribution cell under TCG 1-2 s of each
+// boot (every free page is written at boot) and slow the suite; the debug
+// cells' KASAN catches what they catch, with the offending access.
 // Each only where the kernel's config has it.
-func memoryDebugArgs(config string) ([]string, error) {
+func memoryDebugArgs(config string, full bool) ([]string, error) {
 	b, err := os.ReadFile(config)
 	if err != nil {
 		return nil, err
 	}
 	has := func(opt string) bool { return strings.Contains("\n"+string(b), "\n"+opt+"=y\n") }
-	args := []string{"init_on_free=1"}
+	var args []string
 	if has("CONFIG_KFENCE") {
 		args = append(args, "kfence.sample_interval=10")
 	}
+	if !full {
+		return args, nil
+	}
+	args = append(args, "init_on_free=1")
 	if has("CONFIG_SLUB_DEBUG") {
 		args = append(args, "slub_debug=FZPU")
 	}

@@ -35,7 +35,11 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 		if err := os.WriteFile(path, initrd, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return &Cell{ID: k.ID + "-fault", Tree: tree, Machine: m, Initramfs: path,
+		img, err := bootImage(tree, f.CacheDir(), t.Logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Cell{ID: k.ID + "-fault", Tree: tree, Machine: m, Image: img, Initramfs: path,
 			KernelArgs: kernelArgs(m), Accel: "tcg", Timeout: timeout}
 	}
 	t.Skip("no amd64 cell selected by KMMAP_CELLS: the fault tests boot an amd64 kernel")

@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -142,7 +143,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	debug, err := memoryDebugArgs(tree.Config)
+	debug, err := memoryDebugArgs(tree.Config, k.FromSource() || os.Getenv(MemDebugEnv) == "1")
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +168,9 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
 		}
 		cell.Timeout = 0
+	}
+	if cell.Image, err = bootImage(tree, fetcher.CacheDir(), logf); err != nil {
+		return nil, err
 	}
 	var why string
 	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
@@ -215,7 +219,7 @@ func (c *Cell) writeResults(r run) error {
 		"console.log": strings.Join(r.con.lines, "\n") + "\n",
 		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
 		"qemu":        r.qemuCmdline + "\n",
-		"kernel":      c.Tree.Vmlinuz + "\n",
+		"kernel":      c.Image + "\n",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(c.Results, name), []byte(body), 0o644); err != nil {
@@ -223,4 +227,19 @@ func (c *Cell) writeResults(r run) error {
 		}
 	}
 	return nil
+}
+
+// bootImage is the kernel image QEMU boots for tree: on x86 the vmlinux
+// inside the bzImage, booted through its PVH entry, which under TCG saves
+// the emulated decompression (kernels.PVHImage); else the image itself.
+func bootImage(tree *kernels.Tree, cache string, logf func(string, ...any)) (string, error) {
+	if tree.Kernel.Arch != "amd64" {
+		return tree.Vmlinuz, nil
+	}
+	img, err := kernels.PVHImage(tree.Vmlinuz, filepath.Join(cache, "pvh"))
+	if errors.Is(err, kernels.ErrNoPVH) {
+		logf("%s: booting the bzImage itself: %v", tree.Kernel.ID, err)
+		return tree.Vmlinuz, nil
+	}
+	return img, err
 }

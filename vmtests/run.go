@@ -42,15 +42,20 @@ func (t Timeline) KernelBoot() time.Duration { return t.AgentUp - t.FirstConsole
 func (t Timeline) Guest() time.Duration      { return t.TestsDone - t.AgentUp }
 func (t Timeline) PowerOff() time.Duration   { return t.Exited - t.TestsDone }
 
+// TraceEnv, set to 1, prints each guest agent event and the start of each
+// top-level guest test with its time since QEMU started.
+const TraceEnv = "KMMAP_TRACE"
+
 // boot runs the cell's VM to the end and returns what it printed and sent.
 func boot(cell *Cell) run {
 	var mu sync.Mutex
 	con, res := newConsole(), newResults()
 	r := run{con: con, res: res}
+	trace := os.Getenv(TraceEnv) == "1"
 	start := time.Now()
 	vm, err := qemu.Start(cell.Machine.QEMUArch,
 		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
-		qemu.WithKernel(cell.Tree.Vmlinuz),
+		qemu.WithKernel(cell.Image),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
 		qemu.ArbitraryArgs(cell.qemuArgs()...),
@@ -66,6 +71,9 @@ func boot(cell *Cell) run {
 		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
 			mu.Lock()
 			defer mu.Unlock()
+			if trace && (e.Agent != "" || e.Action == "run" && !strings.Contains(e.Test, "/")) {
+				fmt.Fprintf(os.Stderr, "%s: %6.2fs %s%s\n", cell.ID, time.Since(start).Seconds(), e.Agent, e.Test)
+			}
 			switch {
 			case e.Agent == event.AgentModules && r.times.AgentUp == 0:
 				r.times.AgentUp = time.Since(start)

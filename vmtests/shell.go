@@ -123,7 +123,7 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
 	vm, err := qemu.StartContext(ctx, c.Machine.QEMUArch,
 		qemu.WithQEMUCommand(c.Machine.QEMU+" "+strings.Join(c.Machine.Args, " ")),
-		qemu.WithKernel(c.Tree.Vmlinuz),
+		qemu.WithKernel(c.Image),
 		qemu.WithInitramfs(c.Initramfs),
 		qemu.WithAppendKernel(c.KernelArgs...),
 		qemu.ArbitraryArgs(c.qemuArgs()...),

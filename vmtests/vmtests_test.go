@@ -110,7 +110,7 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	}
 	defer func() {
 		if t.Failed() {
-			t.Logf("console of %s (%s):\n%s", cell.ID, tree.Vmlinuz, strings.Join(con.lines, "\n"))
+			t.Logf("console of %s (%s):\n%s", cell.ID, cell.Image, strings.Join(con.lines, "\n"))
 			t.Logf("%s", reproducer(cell, ""))
 		}
 	}()
