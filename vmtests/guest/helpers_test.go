@@ -3,13 +3,13 @@
 package guest
 
 import (
-	"bufio"
 	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -51,9 +51,8 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 func mark(t testing.TB) {
 	t.Helper()
 	kmsg := func(what string) {
-		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
-			fmt.Fprintf(f, "<4>kmmap-test: %s %s\n", what, t.Name())
-			f.Close()
+		if err := kmsgFile.write([]byte(fmt.Sprintf("<4>kmmap-test: %s %s\n", what, t.Name()))); err != nil {
+			t.Errorf("/dev/kmsg: %v", err)
 		}
 	}
 	pins := pinBalance(t)
@@ -76,10 +75,75 @@ func mark(t testing.TB) {
 	})
 }
 
+// keptFile is a /proc, /sys or /dev file opened once and then read or
+// written at offset 0 with a single system call. The checks around every
+// test read five such files; through os.ReadFile (open, fstat, reads in
+// growing chunks, each of which makes /proc/vmstat compute every counter
+// again, close) that cost 10-30 ms per test under TCG, more than most
+// tests themselves, and 0.2 ms this way.
+type keptFile struct {
+	path string
+	flag int
+	once sync.Once
+	fd   int
+	err  error
+	mu   sync.Mutex // guards buf
+	buf  []byte
+}
+
+func (f *keptFile) open() error {
+	f.once.Do(func() {
+		f.fd, f.err = unix.Open(f.path, f.flag|unix.O_CLOEXEC, 0)
+		f.buf = make([]byte, 64<<10)
+	})
+	return f.err
+}
+
+// read returns the file's whole content (up to 64 KiB).
+func (f *keptFile) read() ([]byte, error) {
+	if err := f.open(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := unix.Pread(f.fd, f.buf, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.path, err)
+	}
+	return append([]byte(nil), f.buf[:n]...), nil
+}
+
+// write writes b in one call: one record for /dev/kmsg, one value for a
+// sysctl.
+func (f *keptFile) write(b []byte) error {
+	if err := f.open(); err != nil {
+		return err
+	}
+	if _, err := unix.Pwrite(f.fd, b, 0); err != nil {
+		return fmt.Errorf("write %s: %w", f.path, err)
+	}
+	return nil
+}
+
+var (
+	kmsgFile        = &keptFile{path: "/dev/kmsg", flag: unix.O_WRONLY}
+	vmstatFile      = &keptFile{path: "/proc/vmstat", flag: unix.O_RDONLY}
+	statRefreshFile = &keptFile{path: "/proc/sys/vm/stat_refresh", flag: unix.O_WRONLY}
+	counterFiles    = map[string]*keptFile{}
+	counterFilesMu  sync.Mutex
+)
+
 // moduleCounter reads one of kmmap's counters from sysfs.
 func moduleCounter(t testing.TB, name string) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/sys/module/kmmap/parameters/" + name)
+	counterFilesMu.Lock()
+	f := counterFiles[name]
+	if f == nil {
+		f = &keptFile{path: "/sys/module/kmmap/parameters/" + name, flag: unix.O_RDONLY}
+		counterFiles[name] = f
+	}
+	counterFilesMu.Unlock()
+	b, err := f.read()
 	if err != nil {
 		t.Fatalf("module counter %s: %v", name, err)
 	}
@@ -248,18 +312,16 @@ func pagemapPFN(t testing.TB, b []byte, off int) uint64 {
 // deltas into them (vm.stat_refresh): small changes are otherwise invisible.
 func vmstat(t testing.TB, names ...string) map[string]int64 {
 	t.Helper()
-	if err := os.WriteFile("/proc/sys/vm/stat_refresh", []byte("1"), 0); err != nil {
+	if err := statRefreshFile.write([]byte("1")); err != nil {
 		t.Fatalf("vm.stat_refresh: %v", err)
 	}
-	f, err := os.Open("/proc/vmstat")
+	b, err := vmstatFile.read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, " ")
 		for _, n := range names {
 			if k == n {
 				out[k], _ = strconv.ParseInt(v, 10, 64)
