@@ -98,8 +98,16 @@ func machineFor(arch string) (Machine, error) {
 // (with -no-reboot) instead of waiting for the timeout. An Oops panics
 // too: it kills only the thread in the module, and the Go test binary's
 // other threads would wait for it until the timeout.
+//
+// printk.devkmsg=on: the guest suite writes its start and end markers
+// through one open /dev/kmsg, which by default lets 10 records through
+// per 5 s and silently drops the rest.
+//
+// cryptomgr.notests skips the self-tests of every crypto algorithm the
+// kernel registers, which nothing here uses: 0.37 s of a Debian 6.1 boot
+// under TCG (initcall_debug: crypto_algapi_init).
 func kernelArgs(m Machine) []string {
-	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "oops=panic", "printk.time=1"}
+	return []string{"console=" + m.Console, "loglevel=5", "panic=-1", "oops=panic", "printk.time=1", "printk.devkmsg=on", "cryptomgr.notests"}
 }
 
 // MemDebugEnv, set to 1, gives the distribution cells the full run-time

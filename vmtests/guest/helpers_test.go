@@ -50,6 +50,15 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 // leaked) and that every page pin taken system-wide was released.
 func mark(t testing.TB) {
 	t.Helper()
+	devkmsgOnce.Do(func() {
+		b, err := os.ReadFile("/proc/sys/kernel/printk_devkmsg")
+		if err != nil || strings.TrimSpace(string(b)) != "on" {
+			devkmsgErr = fmt.Errorf("kernel.printk_devkmsg = %q (%v): /dev/kmsg would drop test markers past 10 per 5 s; boot with printk.devkmsg=on", b, err)
+		}
+	})
+	if devkmsgErr != nil {
+		t.Fatal(devkmsgErr)
+	}
 	kmsg := func(what string) {
 		if err := kmsgFile.write([]byte(fmt.Sprintf("<4>kmmap-test: %s %s\n", what, t.Name()))); err != nil {
 			t.Errorf("/dev/kmsg: %v", err)
@@ -130,6 +139,8 @@ var (
 	vmstatFile      = &keptFile{path: "/proc/vmstat", flag: unix.O_RDONLY}
 	statRefreshFile = &keptFile{path: "/proc/sys/vm/stat_refresh", flag: unix.O_WRONLY}
 	counterFiles    = map[string]*keptFile{}
+	devkmsgOnce     sync.Once
+	devkmsgErr      error
 	counterFilesMu  sync.Mutex
 )
 
