@@ -33,6 +33,10 @@ type Event struct {
 	Tests    []string          `json:",omitempty"`
 	Error    string            `json:",omitempty"`
 	Sections map[string]string `json:",omitempty"` // /sys/module/<name>/sections: name -> address
+	// Uptime, on the AgentModules event, is how long the kernel had been
+	// up when the agent started (/proc/uptime): the host splits the boot
+	// into the kernel's own and the agent's loading of modules with it.
+	Uptime float64 `json:",omitempty"`
 }
 
 // Manifest tells the agent what to do; the host writes it into the
