@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,19 +30,28 @@ type run struct {
 	benchOut strings.Builder
 }
 
-// Timeline splits a boot: QEMU's own start (process, firmware) until the
-// first console line; the kernel's boot until the guest agent's first
-// event (init ran, the virtio modules are loaded); the guest's work until
-// the test binary exited; and power-off until QEMU exited.
+// Timeline splits a boot: QEMU's own start (process, firmware, loading the
+// kernel) until the kernel began, estimated from the first console line's
+// printk timestamp; the kernel's boot until init started the guest agent
+// (from the uptime the agent reports); the agent loading the kernel's
+// virtio modules and opening its channel; its work until the first guest
+// test started (loading the module under test, listing the tests,
+// starting the test binary); the tests until the test binary exited; and
+// power-off until QEMU exited.
 type Timeline struct {
-	FirstConsole, AgentUp, TestsDone, Exited time.Duration
+	KernelStart, AgentStart, AgentUp, TestsStart, TestsDone, Exited time.Duration
 }
 
-// QEMUStart, KernelBoot, Guest and PowerOff are the stages' durations.
-func (t Timeline) QEMUStart() time.Duration  { return t.FirstConsole }
-func (t Timeline) KernelBoot() time.Duration { return t.AgentUp - t.FirstConsole }
-func (t Timeline) Guest() time.Duration      { return t.TestsDone - t.AgentUp }
-func (t Timeline) PowerOff() time.Duration   { return t.Exited - t.TestsDone }
+// The stages' durations.
+func (t Timeline) QEMUStart() time.Duration    { return t.KernelStart }
+func (t Timeline) KernelBoot() time.Duration   { return t.AgentStart - t.KernelStart }
+func (t Timeline) GuestModules() time.Duration { return t.AgentUp - t.AgentStart }
+func (t Timeline) Agent() time.Duration        { return t.TestsStart - t.AgentUp }
+func (t Timeline) Tests() time.Duration        { return t.TestsDone - t.TestsStart }
+func (t Timeline) PowerOff() time.Duration     { return t.Exited - t.TestsDone }
+
+// printkTime matches a console line's printk timestamp (printk.time=1).
+var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 
 // TraceEnv, set to 1, prints each guest agent event and the start of each
 // top-level guest test with its time since QEMU started.
@@ -63,8 +74,9 @@ func boot(cell *Cell) run {
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()
 			defer mu.Unlock()
-			if r.times.FirstConsole == 0 {
-				r.times.FirstConsole = time.Since(start)
+			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 {
+				ts, _ := strconv.ParseFloat(m[1], 64)
+				r.times.KernelStart = max(time.Since(start)-time.Duration(ts*float64(time.Second)), time.Nanosecond)
 			}
 			con.add(l)
 		}),
@@ -77,6 +89,12 @@ func boot(cell *Cell) run {
 			switch {
 			case e.Agent == event.AgentModules && r.times.AgentUp == 0:
 				r.times.AgentUp = time.Since(start)
+				r.times.AgentStart = r.times.AgentUp
+				if e.Uptime > 0 && r.times.KernelStart > 0 {
+					r.times.AgentStart = min(r.times.KernelStart+time.Duration(e.Uptime*float64(time.Second)), r.times.AgentUp)
+				}
+			case e.Action == "run" && r.times.TestsStart == 0:
+				r.times.TestsStart = time.Since(start)
 			case e.Agent == event.AgentExit:
 				r.times.TestsDone = time.Since(start)
 			case e.Action == "output":

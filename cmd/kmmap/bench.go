@@ -153,7 +153,8 @@ func benchInitramfs(w io.Writer, root string) error {
 func benchCells(ctx context.Context, w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher, cells []string, runs int) error {
 	quiet := func(string, ...any) {}
 	fmt.Fprintf(w, "\n## Per cell: boot → verdict, median of %d boots (the whole guest suite each time)\n\n", runs)
-	fmt.Fprintln(w, "| cell | accel | QEMU start | kernel boot | guest tests | power-off | **total** |\n|---|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(w, "QEMU start: until the kernel began (from the first console line's printk timestamp); kernel boot: until init started the guest agent (the uptime the agent reports); virtio: the agent loading the kernel's virtio modules and opening its channel; agent: loading kmmap.ko, listing the tests, starting the test binary; guest tests: the suite.\n\n")
+	fmt.Fprintln(w, "| cell | accel | QEMU start | kernel boot | virtio | agent | guest tests | power-off | **total** |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, id := range cells {
 		tree, err := vmtests.TreeFor(ctx, lock, f, id)
 		if err != nil {
@@ -178,9 +179,9 @@ func benchCells(ctx context.Context, w io.Writer, root string, lock *kernels.Loc
 			}
 			return median(ds)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | **%s** |\n", id, c.Accel,
-			secs(med(vmtests.Timeline.QEMUStart)), secs(med(vmtests.Timeline.KernelBoot)),
-			secs(med(vmtests.Timeline.Guest)), secs(med(vmtests.Timeline.PowerOff)),
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | **%s** |\n", id, c.Accel,
+			secs(med(vmtests.Timeline.QEMUStart)), secs(med(vmtests.Timeline.KernelBoot)), secs(med(vmtests.Timeline.GuestModules)),
+			secs(med(vmtests.Timeline.Agent)), secs(med(vmtests.Timeline.Tests)), secs(med(vmtests.Timeline.PowerOff)),
 			secs(med(func(t vmtests.Timeline) time.Duration { return t.Exited })))
 	}
 	return nil
