@@ -132,8 +132,7 @@ func baseKey(arch, srcRoot string, guestPaths, extra []string) (string, error) {
 // CellSpec is what one cell adds to the base image.
 type CellSpec struct {
 	Modules    []string // the kernel's own modules, loaded in this order
-	Kmod       string   // the module under test
-	KmodParams string   // its parameters
+	KmodParams string   // the module under test's parameters
 	TestArgs   []string // extra flags for the guest test binary
 	Shell      bool     // give an interactive shell instead of running the tests
 	Bench      string   // run the benchmarks matching this instead of the tests
@@ -141,16 +140,12 @@ type CellSpec struct {
 }
 
 // Cell writes dst: the base image followed by a cpio archive with the
-// spec's modules, the module under test and the agent's manifest. The
-// kernel unpacks concatenated archives in order, so one base serves every
-// cell of an arch.
+// spec's modules and the agent's manifest. The kernel unpacks
+// concatenated archives in order, so one base serves every cell of an
+// arch. The module under test is not in it: the host sends it over
+// event.ModulePort once built, while the guest boots.
 func Cell(dst, base string, spec CellSpec) error {
-	kmod := spec.Kmod
-	name, err := kernels.ModInfo(kmod, "name")
-	if err != nil || name == "" {
-		return fmt.Errorf("module under test %s: no module name in .modinfo (%v)", kmod, err)
-	}
-	m := event.Manifest{Kmod: "/kmmap/" + name + ".ko", KmodName: name, KmodParams: spec.KmodParams,
+	m := event.Manifest{Kmod: "/kmmap/module-under-test.ko", KmodParams: spec.KmodParams,
 		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell,
 		Bench: spec.Bench, BenchTime: spec.BenchTime}
 	var recs []cpio.Record
@@ -163,11 +158,6 @@ func Cell(dst, base string, spec CellSpec) error {
 		m.Modules = append(m.Modules, "/"+name)
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
 	}
-	b, err := os.ReadFile(kmod)
-	if err != nil {
-		return fmt.Errorf("module under test: %w", err)
-	}
-	recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: strings.TrimPrefix(m.Kmod, "/"), Mode: cpio.S_IFREG | 0o644}))
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err

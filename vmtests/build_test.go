@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -85,5 +86,28 @@ func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 	os.WriteFile(cfg, []byte(`CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1.0-1) 99.1.0"`+"\n"), 0o644)
 	if _, err := checkCompiler(ko, cfg); err == nil || !strings.Contains(err.Error(), "gcc-99") {
 		t.Errorf("err = %v, want a mismatch naming gcc-99", err)
+	}
+}
+
+// A module that fails to build while its guest boots (BootWhileBuilding,
+// as go test ./vmtests runs every cell) fails the run with the compiler's
+// error, and the guest, told there is no module, powers off at once
+// instead of waiting for the VM timeout.
+func TestBrokenModuleWhileBooting(t *testing.T) {
+	tree := hostTree(t)
+	root, _ := loadLock(t)
+	src := brokenModule(t, "int kmmap_broken(void) { return undeclared_symbol; }")
+	cell, err := Prepare(context.Background(), root, cellFetcher(t), tree, Options{Logf: t.Logf, KmodDir: src,
+		ResultsID: tree.Kernel.ID + "-broken-module", BootWhileBuilding: true})
+	if err != nil {
+		t.Fatalf("Prepare with BootWhileBuilding returned the build's error: %v", err)
+	}
+	r := boot(cell)
+	if r.elapsed > time.Minute {
+		t.Errorf("the guest ran %s: it should give up as soon as the host says there is no module", r.elapsed)
+	}
+	wantProblem(t, cell.problems(r), "was not built", "undeclared_symbol")
+	if r.res.kmodErr == "" || !strings.Contains(r.res.kmodErr, "the host has no module") {
+		t.Errorf("the agent's module error = %q, want it to say the host has no module", r.res.kmodErr)
 	}
 }

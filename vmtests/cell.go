@@ -58,10 +58,10 @@ type Cell struct {
 	// PVH entry when the kernel has one (kernels.PVHImage), else
 	// Tree.Vmlinuz.
 	Image     string
-	Kmod      string   // kmmap.ko built for this kernel
-	KmodSrc   string   // the directory it was built from
-	Modules   []string // the kernel's own modules the guest loads first
-	Initramfs string   // base image + this cell's archive
+	kmod      *moduleBuild // kmmap.ko built for this kernel: Module()
+	KmodSrc   string       // the directory it was built from
+	Modules   []string     // the kernel's own modules the guest loads first
+	Initramfs string       // base image + this cell's archive
 	// KernelArgs is the guest command line (default: kernelArgs(Machine)).
 	KernelArgs []string
 	Accel      string // "tcg" or "kvm"

@@ -80,7 +80,11 @@ func TestGDBStub(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gdb %q: %v\n%s", script, err, out)
 	}
-	want, err := symbolAddr(cell.Kmod, "kmmap_buf_mmap", r.res.sections[".text"])
+	ko, err := cell.Module()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := symbolAddr(ko, "kmmap_buf_mmap", r.res.sections[".text"])
 	if err != nil {
 		t.Fatal(err)
 	}

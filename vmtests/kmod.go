@@ -3,9 +3,11 @@ package vmtests
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -15,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -164,4 +168,105 @@ func buildDemo(root, arch, dir string) (string, error) {
 		return "", fmt.Errorf("building the C demo for %s (%s): %v\n%s(apt-get install %s)", arch, strings.Join(cmd.Args, " "), err, b, pkg)
 	}
 	return out, nil
+}
+
+// moduleBuild is the module under test being built for a cell: with
+// Options.BootWhileBuilding the guest boots meanwhile and the module goes
+// to it over event.ModulePort when ready.
+type moduleBuild struct {
+	done chan struct{}
+	ko   string
+	err  error
+}
+
+// startModuleBuild builds (or finds in the cache) the module in src for
+// tree's kernel in the background, checking the compiler it was built
+// with against the kernel's.
+func startModuleBuild(ctx context.Context, tree *kernels.Tree, src, cacheDir string, tc *toolchain.Root, logf func(string, ...any)) *moduleBuild {
+	b := &moduleBuild{done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		ko, err := buildModule(ctx, tree, src, cacheDir, tc)
+		if err != nil {
+			b.err = err
+			return
+		}
+		cc, err := checkCompiler(ko, tree.Config)
+		if err != nil {
+			b.err = fmt.Errorf("kernel %s: %v", tree.Kernel.ID, err)
+			return
+		}
+		logf("%s: module built with the kernel's compiler, %s", tree.Kernel.ID, cc)
+		b.ko = ko
+	}()
+	return b
+}
+
+// Module waits for the cell's module under test and returns its path.
+func (c *Cell) Module() (string, error) {
+	if c.kmod == nil {
+		return "", errors.New("this cell has no module under test")
+	}
+	<-c.kmod.done
+	return c.kmod.ko, c.kmod.err
+}
+
+// modulePort adds the virtio-serial port the module under test goes to
+// the guest through, and a task that sends it once it is built: the
+// module, or why there is none, in which case the agent gives up at once.
+func (c *Cell) modulePort() (qemu.Fn, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	return func(alloc *qemu.IDAllocator, opts *qemu.Options) error {
+		id := alloc.ID("kmod")
+		fd := opts.AddFile(pr)
+		opts.AppendQEMU(
+			"-device", fmt.Sprintf("virtserialport,chardev=%s,name=%s", id, event.ModulePort),
+			"-chardev", fmt.Sprintf("pipe,id=%s,path=/proc/self/fd/%d", id, fd))
+		opts.Tasks = append(opts.Tasks, func(ctx context.Context, n *qemu.Notifications) error {
+			defer pw.Close()
+			select {
+			case <-n.VMStarted:
+				pr.Close() // QEMU has it: a write fails once QEMU is gone
+			case <-ctx.Done():
+				pr.Close()
+				return nil
+			}
+			sent := make(chan error, 1)
+			go func() { sent <- c.sendModule(pw) }()
+			select {
+			case err := <-sent:
+				return err
+			case <-ctx.Done():
+				return nil
+			}
+		})
+		return nil
+	}, nil
+}
+
+func (c *Cell) sendModule(w io.Writer) error {
+	ko, err := c.Module()
+	if err != nil {
+		return event.WriteModuleError(w, firstLine(err.Error()))
+	}
+	name, err := kernels.ModInfo(ko, "name")
+	if err != nil || name == "" {
+		return event.WriteModuleError(w, fmt.Sprintf("module under test %s: no module name in .modinfo (%v)", ko, err))
+	}
+	b, err := os.ReadFile(ko)
+	if err != nil {
+		return event.WriteModuleError(w, err.Error())
+	}
+	if err := event.WriteModule(w, name, b); err != nil {
+		return fmt.Errorf("sending %s to the guest: %w", filepath.Base(ko), err)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
 }

@@ -42,6 +42,10 @@ type Options struct {
 	// Bench runs the guest benchmarks matching it instead of the tests,
 	// BenchTime (-test.benchtime) each.
 	Bench, BenchTime string
+	// BootWhileBuilding returns the cell before its module is built: the
+	// guest boots meanwhile, and a module that fails to build fails the
+	// run (Cell.Module says why). Otherwise Prepare returns the error.
+	BootWhileBuilding bool
 }
 
 // NewFetcher returns the fetcher the harness uses: progress to logf, and
@@ -130,15 +134,13 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if o.KmodDir == "" {
 		o.KmodDir = filepath.Join(root, "kmod")
 	}
-	ko, err := buildModule(ctx, tree, o.KmodDir, fetcher.CacheDir(), tc)
-	if err != nil {
-		return nil, err
+	kmod := startModuleBuild(ctx, tree, o.KmodDir, fetcher.CacheDir(), tc, logf)
+	if !o.BootWhileBuilding {
+		<-kmod.done
+		if kmod.err != nil {
+			return nil, kmod.err
+		}
 	}
-	cc, err := checkCompiler(ko, tree.Config)
-	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
-	}
-	logf("%s: module built with the kernel's compiler, %s", k.ID, cc)
 	pageSize, err := tree.PageSize()
 	if err != nil {
 		return nil, err
@@ -161,7 +163,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err := os.MkdirAll(results, 0o755); err != nil {
 		return nil, err
 	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, Kmod: ko, KmodSrc: o.KmodDir, Modules: mods,
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, Modules: mods,
 		KernelArgs: append(append(kernelArgs(m), debug...), o.KernelArgs...), Timeout: timeout, Results: results}
 	if o.GDB {
 		if cell.GDB, err = FreePort(); err != nil {
@@ -176,7 +178,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, Kmod: ko, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
 	}

@@ -3,7 +3,6 @@ package vmtests
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,6 +62,11 @@ func boot(cell *Cell) run {
 	con, res := newConsole(), newResults()
 	r := run{con: con, res: res}
 	trace := os.Getenv(TraceEnv) == "1"
+	port, err := cell.modulePort()
+	if err != nil {
+		r.err = err
+		return r
+	}
 	start := time.Now()
 	vm, err := qemu.Start(cell.Machine.QEMUArch,
 		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
@@ -105,6 +109,7 @@ func boot(cell *Cell) run {
 			}
 			res.handle(e)
 		}),
+		port, // after the event channel, which adds the virtio-serial bus
 	)
 	if err != nil {
 		r.err = fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)
@@ -138,8 +143,10 @@ func (c *Cell) problems(r run) []string {
 	for _, e := range res.agentErrs {
 		out = append(out, "guest agent: "+e)
 	}
-	if res.kmodErr != "" {
-		out = append(out, fmt.Sprintf("loading %s in the guest failed: %s", filepath.Base(c.Kmod), res.kmodErr))
+	if _, err := c.Module(); err != nil && c.kmod != nil {
+		out = append(out, fmt.Sprintf("the module under test was not built, so the guest could not load it: %v", err))
+	} else if res.kmodErr != "" {
+		out = append(out, fmt.Sprintf("loading the module under test in the guest failed: %s", res.kmodErr))
 	}
 	if s := con.splats[""]; len(s) > 0 {
 		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", kindsOf(s), strings.Join(s, "\n")))

@@ -52,11 +52,12 @@ func (c *Cell) gdbAttach() string {
 // section addresses the guest read from /sys/module/<name>/sections.
 func (c *Cell) gdbSymbols(sections map[string]string) string {
 	var b strings.Builder
-	if dir, err := compDir(c.Kmod); err == nil && c.KmodSrc != "" && dir != c.KmodSrc {
+	ko, _ := c.Module() // built: the guest has loaded it
+	if dir, err := compDir(ko); err == nil && c.KmodSrc != "" && dir != c.KmodSrc {
 		// The module was built in a copy of its sources that is gone.
 		fmt.Fprintf(&b, "set substitute-path %s %s\n", dir, c.KmodSrc)
 	}
-	fmt.Fprintf(&b, "add-symbol-file %s", c.Kmod)
+	fmt.Fprintf(&b, "add-symbol-file %s", ko)
 	if text, ok := sections[".text"]; ok {
 		fmt.Fprintf(&b, " %s", text)
 	}
@@ -121,6 +122,10 @@ func (c *Cell) qemuArgs() []string {
 // shell) or QEMU is stopped (Ctrl-A x).
 func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error {
 	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
+	port, err := c.modulePort()
+	if err != nil {
+		return err
+	}
 	vm, err := qemu.StartContext(ctx, c.Machine.QEMUArch,
 		qemu.WithQEMUCommand(c.Machine.QEMU+" "+strings.Join(c.Machine.Args, " ")),
 		qemu.WithKernel(c.Image),
@@ -136,6 +141,7 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 				notes("guest agent: %s", e.Error)
 			}
 		}),
+		port,
 	)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", c.Machine.QEMU, err)

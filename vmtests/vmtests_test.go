@@ -97,10 +97,13 @@ func TestGuest(t *testing.T) {
 
 func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) {
 	prep := time.Now()
-	cell, err := Prepare(context.Background(), root, fetcher, tree, Options{Logf: t.Logf, GuestRun: guestRun(), GDB: WantGDB()})
+	// The guest boots while the module builds (an edit's rebuild overlaps
+	// the kernel's boot); a module that fails to build fails the cell.
+	cell, err := Prepare(context.Background(), root, fetcher, tree, Options{Logf: t.Logf, GuestRun: guestRun(), GDB: WantGDB(), BootWhileBuilding: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer cell.Module() // its progress goes to t.Logf: not after t ends
 	prepared := time.Since(prep)
 
 	r := boot(cell)

@@ -77,6 +77,10 @@ func run() error {
 	}
 	emit(event.Event{Agent: event.AgentModules, Uptime: uptime})
 
+	if err := receiveModule(&m); err != nil {
+		emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
+		return err
+	}
 	if err := insmod(m.Kmod, m.KmodParams); err != nil {
 		emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
 		return err
@@ -126,6 +130,30 @@ func test(m event.Manifest, em io.Writer, emit func(event.Event)) error {
 		exit.Error = runErr.Error()
 	}
 	emit(exit)
+	return nil
+}
+
+// receiveModule reads the module under test from the host's module port
+// (the host may still be building it while the guest boots) into m.Kmod,
+// and sets m.KmodName.
+func receiveModule(m *event.Manifest) error {
+	dev, err := guest.VirtioSerialDevice(event.ModulePort)
+	if err != nil {
+		return fmt.Errorf("module port: %w", err)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("module port: %w", err)
+	}
+	defer f.Close()
+	name, ko, err := event.ReadModule(f)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(m.Kmod, ko, 0o644); err != nil {
+		return fmt.Errorf("store the module: %w", err)
+	}
+	m.KmodName = name
 	return nil
 }
 

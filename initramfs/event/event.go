@@ -44,10 +44,11 @@ type Event struct {
 type Manifest struct {
 	// Modules are the kernel's own modules to load first, in order.
 	Modules []string `json:"modules"`
-	// Kmod is the module under test, KmodName its name (for unloading)
+	// Kmod is where the agent stores the module under test it receives
+	// on ModulePort, KmodName its name (from the frame: for unloading)
 	// and KmodParams its parameters.
 	Kmod       string `json:"kmod"`
-	KmodName   string `json:"kmod_name"`
+	KmodName   string `json:"kmod_name,omitempty"`
 	KmodParams string `json:"kmod_params,omitempty"`
 	// Test is the guest test binary; TestArgs are added to its flags.
 	Test     string   `json:"test"`
