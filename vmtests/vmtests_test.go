@@ -1,11 +1,9 @@
 package vmtests
 
 import (
-	"cmp"
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,14 +75,7 @@ func TestGuest(t *testing.T) {
 			runCell(t, root, cellFetcher(t), custom)
 		})
 	}
-	// The debug cells first: they take 3-4 times as long as the others,
-	// and on two cores the matrix ends sooner when its longest jobs start
-	// first instead of running alone at the end.
-	order := slices.Clone(lock.Kernels)
-	slices.SortStableFunc(order, func(a, b kernels.Kernel) int {
-		return cmp.Compare(boolInt(!a.FromSource()), boolInt(!b.FromSource()))
-	})
-	for _, k := range order {
+	for _, k := range lock.Kernels {
 		if !selected(k.ID) || (haveCustom && os.Getenv("KMMAP_CELLS") == "") {
 			continue
 		}
@@ -102,13 +93,6 @@ func TestGuest(t *testing.T) {
 	if ran == 0 {
 		t.Fatalf("KMMAP_CELLS=%q selects none of %s", os.Getenv("KMMAP_CELLS"), strings.Join(lock.IDs(), ", "))
 	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.Tree) {
