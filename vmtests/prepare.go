@@ -214,14 +214,26 @@ func TreeFor(ctx context.Context, lock *kernels.Lock, fetcher *kernels.Fetcher, 
 }
 
 // writeResults keeps what a person needs to look into a run: the whole
-// console, the kernel command line and the QEMU command line, beside the
-// initramfs.
+// console, the kernel command line, the QEMU command line and the module
+// under test, beside the initramfs.
 func (c *Cell) writeResults(r run) error {
 	files := map[string]string{
 		"console.log": strings.Join(r.con.lines, "\n") + "\n",
 		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
 		"qemu":        r.qemuCmdline + "\n",
 		"kernel":      c.Image + "\n",
+	}
+	if ko, err := c.Module(); err == nil {
+		// the module the guest received over its port, not in the initramfs
+		b, err := os.ReadFile(ko)
+		if err != nil {
+			return err
+		}
+		name := filepath.Base(ko)
+		if mod, err := kernels.ModInfo(ko, "name"); err == nil && mod != "" {
+			name = mod + ".ko"
+		}
+		files[name] = string(b)
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(c.Results, name), []byte(body), 0o644); err != nil {

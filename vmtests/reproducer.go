@@ -31,7 +31,7 @@ func reproducer(c *Cell, test string) string {
 		env = append(env, "KMMAP_CELLS="+CustomID)
 	}
 	cmd := strings.Join(append(env, "go test ./vmtests -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
-	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, initramfs.cpio)", cmd, c.Results)
+	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, the module, initramfs.cpio)", cmd, c.Results)
 }
 
 // shellQuote quotes s for a POSIX shell.
