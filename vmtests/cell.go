@@ -38,6 +38,11 @@ var machines = map[string]Machine{
 		QEMU: "qemu-system-x86_64", Package: "qemu-system-x86",
 		// qboot instead of SeaBIOS: 0.5-1.3 s less of each boot under TCG
 		// (make bench, 6.1-amd64 13.3 -> 10.5 s, 6.12-amd64 7.9 -> 7.2 s).
+		// Not microvm: QEMU start to "Run /init" of 6.1's PVH vmlinux,
+		// three boots each, q35 1.83-1.94 s, microvm,pcie=on (qevent's
+		// virtio-serial is PCI) 1.79-1.90 s; microvm without PCI
+		// 1.60-1.74 s but one boot in three hung calibrating the TSC (no
+		// PIT, HPET or PM timer) and it needs virtio-mmio devices.
 		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-smp", "1", "-nic", "none", "-bios", "/usr/share/qemu/qboot.rom"},
 		Console: "ttyS0", QEMUArch: qemu.ArchAMD64,
 	},
