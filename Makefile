@@ -80,6 +80,8 @@ toolchains: deps
 	$(GO) run ./cmd/kmmap kernels toolchains
 
 vet:
+	@unformatted=$$("$$($(GO) env GOROOT)/bin/gofmt" -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-clean (run gofmt -w on them):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags kmmap_guest ./vmtests/guest
 
