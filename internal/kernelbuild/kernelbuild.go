@@ -116,14 +116,16 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 		cmd := r.Command(ctx, tree, append(append([]string{"env",
 			"KBUILD_BUILD_TIMESTAMP=" + buildTimestamp, "KBUILD_BUILD_USER=" + buildUser, "KBUILD_BUILD_HOST=" + buildHost},
 			makeArgs...), args...)...)
-		var out bytes.Buffer
-		cmd.Stdout = io.MultiWriter(&out, log)
-		cmd.Stderr = cmd.Stdout
+		// The result is make's standard output alone: a make warning on
+		// standard error must not become part of a kernelrelease.
+		var all, stdout bytes.Buffer
+		cmd.Stderr = io.MultiWriter(&all, log)
+		cmd.Stdout = io.MultiWriter(&all, &stdout, log)
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("make %s failed: %v\n%s\n(the whole log: %s; KMMAP_KEEP_FAILED=1 keeps the tree)",
-				strings.Join(args, " "), err, toolchain.Tail(out.Bytes(), 40), log.Name())
+				strings.Join(args, " "), err, toolchain.Tail(all.Bytes(), 40), log.Name())
 		}
-		return out.Bytes(), nil
+		return stdout.Bytes(), nil
 	}
 	kv, err := run("-s", "kernelversion")
 	if err != nil {

@@ -140,12 +140,15 @@ func complete(dir string) bool {
 }
 
 // Command returns a command that runs args in the root, in workdir (a path
-// under the cache, valid inside the root too).
+// under the cache, valid inside the root too). Each command has a /tmp of
+// its own: two builds in one root, each make PID 1-ish in its own PID
+// namespace, otherwise collide on make's jobserver fifo /tmp/GMfifo<pid>.
 func (r *Root) Command(ctx context.Context, workdir string, args ...string) *exec.Cmd {
 	script := `set -e
 mkdir -p "$ROOT$CACHE"
 mount --bind "$CACHE" "$ROOT$CACHE"
 mount -t proc proc "$ROOT/proc"
+mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 cd "$ROOT$WORKDIR"
 exec chroot "$ROOT" /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"`
 	unshare := []string{"--mount", "--propagation", "private", "--fork", "--pid"}
