@@ -111,27 +111,18 @@ static void kmmap_put_buf(struct kmmap_file *kf)
 	atomic_dec(&kf->users);
 }
 
-/* The copy path: read() and write() at the file position, for comparison. */
+/*
+ * The copy path: read() and write() at the file position, for comparison.
+ * A copy that faults part way is short, as for a file; one that copies
+ * nothing fails with EFAULT. Writing at or past the end is ENOSPC.
+ */
 static ssize_t kmmap_read(struct file *file, char __user *ubuf, size_t len, loff_t *ppos)
 {
 	struct kmmap_file *kf = file->private_data;
-	loff_t pos = *ppos;
 	ssize_t ret;
 
 	kmmap_get_buf(kf);
-	if (pos < 0) {
-		ret = -EINVAL;
-	} else if (pos >= kf->size) {
-		ret = 0;
-	} else {
-		len = min_t(size_t, len, kf->size - pos);
-		if (copy_to_user(ubuf, kf->buf + pos, len)) {
-			ret = -EFAULT;
-		} else {
-			*ppos = pos + len;
-			ret = len;
-		}
-	}
+	ret = simple_read_from_buffer(ubuf, len, ppos, kf->buf, kf->size);
 	kmmap_put_buf(kf);
 	return ret;
 }
@@ -139,23 +130,13 @@ static ssize_t kmmap_read(struct file *file, char __user *ubuf, size_t len, loff
 static ssize_t kmmap_write(struct file *file, const char __user *ubuf, size_t len, loff_t *ppos)
 {
 	struct kmmap_file *kf = file->private_data;
-	loff_t pos = *ppos;
 	ssize_t ret;
 
 	kmmap_get_buf(kf);
-	if (pos < 0) {
-		ret = -EINVAL;
-	} else if (pos >= kf->size) {
-		ret = len ? -ENOSPC : 0;
-	} else {
-		len = min_t(size_t, len, kf->size - pos);
-		if (copy_from_user(kf->buf + pos, ubuf, len)) {
-			ret = -EFAULT;
-		} else {
-			*ppos = pos + len;
-			ret = len;
-		}
-	}
+	if (len && *ppos >= (loff_t)kf->size)
+		ret = -ENOSPC;
+	else
+		ret = simple_write_to_buffer(kf->buf, kf->size, ppos, ubuf, len);
 	kmmap_put_buf(kf);
 	return ret;
 }

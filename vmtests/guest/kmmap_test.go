@@ -343,6 +343,39 @@ func TestReadWriteBounds(t *testing.T) {
 	if n, err := unix.Pread(d.fd, make([]byte, 64), size-16); n != 16 || err != nil {
 		t.Errorf("pread across end: %d, %v; want 16 (short), nil", n, err)
 	}
+	if n, err := unix.Pwrite(d.fd, make([]byte, 64), size-16); n != 16 || err != nil {
+		t.Errorf("pwrite across end: %d, %v; want 16 (short), nil", n, err)
+	}
+	if n, err := unix.Pwrite(d.fd, nil, size); n != 0 || err != nil {
+		t.Errorf("empty pwrite at end: %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestReadWriteFaults: a copy to or from a user buffer that faults part way
+// is short, as for a file (the kernel may stop a little before the fault,
+// never after it); one that faults at once fails with EFAULT.
+func TestReadWriteFaults(t *testing.T) {
+	d := openDev(t)
+	ps := unix.Getpagesize()
+	if d.size() < 2*ps {
+		t.Fatalf("the default buffer is %d bytes, this test needs two pages", d.size())
+	}
+	buf := userBuffer(t, 2)
+	if err := unix.Mprotect(buf[ps:], unix.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Pread(d.fd, buf, 0); n <= 0 || n > ps || err != nil {
+		t.Errorf("pread into a buffer whose second page faults: %d, %v; want 1..%d, nil", n, err, ps)
+	}
+	if n, err := unix.Pwrite(d.fd, buf, 0); n <= 0 || n > ps || err != nil {
+		t.Errorf("pwrite from a buffer whose second page faults: %d, %v; want 1..%d, nil", n, err, ps)
+	}
+	if n, err := unix.Pread(d.fd, buf[ps:], 0); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("pread into an inaccessible buffer: %d, %v; want EFAULT", n, err)
+	}
+	if n, err := unix.Pwrite(d.fd, buf[ps:], 0); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("pwrite from an inaccessible buffer: %d, %v; want EFAULT", n, err)
+	}
 }
 
 // TestCDemo runs kmod/examples/demo.c: a C program written against the UAPI
