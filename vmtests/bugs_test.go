@@ -45,10 +45,10 @@ var bugs = []bug{
 	{
 		name: "lock-order-inversion", live: true, debug: true, test: "TestReadWriteBounds", kind: both("lockdep"),
 		edits: []edit{
-			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = 0;",
-				"\tssize_t ret;\n\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_lock(&kf->lock);\n\tmutex_unlock(&kf->lock);\n\tmutex_unlock(&kf->pin.mutex);\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = 0;"},
-			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = len ? -ENOSPC : 0;",
-				"\tssize_t ret;\n\n\tmutex_lock(&kf->lock);\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_unlock(&kf->pin.mutex);\n\tmutex_unlock(&kf->lock);\n\tkmmap_get_buf(kf);\n\tif (pos < 0) {\n\t\tret = -EINVAL;\n\t} else if (pos >= kf->size) {\n\t\tret = len ? -ENOSPC : 0;"},
+			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer(",
+				"\tssize_t ret;\n\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_lock(&kf->lock);\n\tmutex_unlock(&kf->lock);\n\tmutex_unlock(&kf->pin.mutex);\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer("},
+			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->size)",
+				"\tssize_t ret;\n\n\tmutex_lock(&kf->lock);\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_unlock(&kf->pin.mutex);\n\tmutex_unlock(&kf->lock);\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->size)"},
 		},
 	},
 	{
