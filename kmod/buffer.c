@@ -41,94 +41,116 @@ void kmmap_fill_pattern(u8 *dst, size_t len, u64 seed, u64 start)
 		dst[i] = kmmap_pattern(seed, start + i);
 }
 
-int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned long npages)
+/* FNV-1a, 64 bit, continued from h: simple enough for any userland. */
+u64 kmmap_fnv1a(u64 h, const u8 *p, size_t len)
+{
+	while (len--) {
+		h ^= *p++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/*
+ * The buffer's memory: charged to the caller's memory cgroup, so a user
+ * opening the device many times cannot escape its limit (see compat.h for
+ * 5.10); zeroed, which Debian's kernels do anyway (init_on_alloc=1) but
+ * others need not; and, since userland chooses the size, failing with
+ * ENOMEM rather than invoking the OOM killer or warning.
+ */
+#define KMMAP_GFP_BUF	(GFP_KERNEL | KMMAP_GFP_USER_ACCOUNT | __GFP_ZERO | \
+			 __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
+
+/* Allocate a zeroed buffer of npages into b. */
+int kmmap_buf_alloc(struct kmmap_buf *b, enum kmmap_backing backing, unsigned long npages)
 {
 	size_t size = npages << PAGE_SHIFT;
 	unsigned long i;
 
+	memset(b, 0, sizeof(*b));
 	switch (backing) {
 	case KMMAP_BACKING_FAULT:
 	case KMMAP_BACKING_RING:
-		kf->buf = vmalloc_user(size);	/* zeroed */
+		/*
+		 * vmalloc_user() without its VM_USERMAP, which only
+		 * remap_vmalloc_range() wants, and with the charge it cannot
+		 * take: the fault handler maps these pages one by one.
+		 */
+		b->vaddr = __vmalloc(size, KMMAP_GFP_BUF);
 		break;
 	case KMMAP_BACKING_PFN:
 		/*
 		 * Contiguous: no larger than the buddy allocator's largest block
-		 * (4 MiB with 4K pages); beyond it, ENOMEM without a warning.
+		 * (4 MiB with 4K pages); beyond it, ENOMEM.
 		 */
-		kf->buf = alloc_pages_exact(size, GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN);
+		b->vaddr = alloc_pages_exact(size, KMMAP_GFP_BUF);
 		break;
 	case KMMAP_BACKING_INSERT:
-		kf->pages = kvcalloc(npages, sizeof(*kf->pages), GFP_KERNEL);
-		if (!kf->pages)
+		b->pages = kvcalloc(npages, sizeof(*b->pages), GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+		if (!b->pages)
 			return -ENOMEM;
 		for (i = 0; i < npages; i++) {
-			kf->pages[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
-			if (!kf->pages[i])
-				goto free_pages;
+			b->pages[i] = alloc_page(KMMAP_GFP_BUF);
+			if (!b->pages[i])
+				goto err_put_pages;
 		}
-		kf->buf = vmap(kf->pages, npages, VM_MAP, PAGE_KERNEL);
-		if (!kf->buf)
-			goto free_pages;
+		b->vaddr = vmap(b->pages, npages, VM_MAP, PAGE_KERNEL);
+		if (!b->vaddr)
+			goto err_put_pages;
 		break;
 	default:
 		return -EINVAL;
 	}
-	if (!kf->buf)
+	if (!b->vaddr)
 		return -ENOMEM;
-	kf->backing = backing;
-	kf->npages = npages;
-	kf->size = size;
+	b->backing = backing;
+	b->npages = npages;
+	b->size = size;
 	atomic_long_inc(&kmmap_live_buffers);
-	if (backing == KMMAP_BACKING_RING)
-		kmmap_ring_attach(&kf->ring, kf->buf, size);
 	return 0;
 
-free_pages:
+err_put_pages:
 	while (i--)
-		__free_page(kf->pages[i]);
-	kvfree(kf->pages);
-	kf->pages = NULL;
+		__free_page(b->pages[i]);
+	kvfree(b->pages);
+	b->pages = NULL;
 	return -ENOMEM;
 }
 
-void kmmap_buf_free(struct kmmap_file *kf)
+void kmmap_buf_free(struct kmmap_buf *b)
 {
 	unsigned long i;
 
-	if (!kf->buf)
+	if (!b->vaddr)
 		return;
-	switch (kf->backing) {
+	switch (b->backing) {
 	case KMMAP_BACKING_FAULT:
 	case KMMAP_BACKING_RING:
-		vfree(kf->buf);
+		vfree(b->vaddr);
 		break;
 	case KMMAP_BACKING_PFN:
-		free_pages_exact(kf->buf, kf->size);
+		free_pages_exact(b->vaddr, b->size);
 		break;
 	case KMMAP_BACKING_INSERT:
-		vunmap(kf->buf);
-		for (i = 0; i < kf->npages; i++)
-			__free_page(kf->pages[i]);
-		kvfree(kf->pages);
-		kf->pages = NULL;
+		vunmap(b->vaddr);
+		for (i = 0; i < b->npages; i++)
+			__free_page(b->pages[i]);
+		kvfree(b->pages);
 		break;
 	}
-	kf->buf = NULL;
-	kf->size = 0;
-	kf->npages = 0;
+	memset(b, 0, sizeof(*b));
 	atomic_long_dec(&kmmap_live_buffers);
 }
 
-struct page *kmmap_buf_page(struct kmmap_file *kf, unsigned long idx)
+struct page *kmmap_buf_page(const struct kmmap_buf *b, unsigned long idx)
 {
-	switch (kf->backing) {
+	switch (b->backing) {
 	case KMMAP_BACKING_PFN:
-		return virt_to_page(kf->buf + (idx << PAGE_SHIFT));
+		return virt_to_page(b->vaddr + (idx << PAGE_SHIFT));
 	case KMMAP_BACKING_INSERT:
-		return kf->pages[idx];
+		return b->pages[idx];
 	default:
-		return vmalloc_to_page(kf->buf + (idx << PAGE_SHIFT));
+		return vmalloc_to_page(b->vaddr + (idx << PAGE_SHIFT));
 	}
 }
 
@@ -152,9 +174,9 @@ static vm_fault_t kmmap_fault(struct vm_fault *vmf)
 	struct page *page;
 
 	/* vmf->pgoff is the file offset in pages: vm_pgoff is already in it. */
-	if (vmf->pgoff >= kf->npages)
+	if (vmf->pgoff >= kf->buf.npages)
 		return VM_FAULT_SIGBUS;
-	page = kmmap_buf_page(kf, vmf->pgoff);
+	page = kmmap_buf_page(&kf->buf, vmf->pgoff);
 	get_page(page);	/* the core mm drops it when the page is unmapped */
 	vmf->page = page;
 	return 0;
@@ -174,23 +196,30 @@ static const struct vm_operations_struct kmmap_mapped_vm_ops = {
 
 int kmmap_buf_mmap(struct kmmap_file *kf, struct vm_area_struct *vma)
 {
+	const struct kmmap_buf *b = &kf->buf;
 	unsigned long pages = vma_pages(vma);
 	unsigned long num = pages;
 	int ret = 0;
 
-	if (!(vma->vm_flags & VM_SHARED))
+	lockdep_assert_held(&kf->lock);
+	/*
+	 * MAP_SHARED, tested by VM_MAYSHARE: on a file opened read-only the
+	 * core mm clears VM_SHARED (and VM_MAYWRITE) from a shared mapping,
+	 * which can then never be written, so it is still the kernel's pages.
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
 	/* Offset and length inside the buffer: the classic remap leak. */
-	if (vma->vm_pgoff >= kf->npages || pages > kf->npages - vma->vm_pgoff)
+	if (vma->vm_pgoff >= b->npages || pages > b->npages - vma->vm_pgoff)
 		return -EINVAL;
 
 	kmmap_vm_flags_clear(vma, VM_MAYEXEC);
 	kmmap_vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_private_data = kf;
 
-	switch (kf->backing) {
+	switch (b->backing) {
 	case KMMAP_BACKING_FAULT:
 	case KMMAP_BACKING_RING:
 		vma->vm_ops = &kmmap_fault_vm_ops;
@@ -198,12 +227,12 @@ int kmmap_buf_mmap(struct kmmap_file *kf, struct vm_area_struct *vma)
 	case KMMAP_BACKING_PFN:
 		vma->vm_ops = &kmmap_mapped_vm_ops;
 		ret = remap_pfn_range(vma, vma->vm_start,
-				      page_to_pfn(virt_to_page(kf->buf)) + vma->vm_pgoff,
+				      page_to_pfn(virt_to_page(b->vaddr)) + vma->vm_pgoff,
 				      vma->vm_end - vma->vm_start, vma->vm_page_prot);
 		break;
 	case KMMAP_BACKING_INSERT:
 		vma->vm_ops = &kmmap_mapped_vm_ops;
-		ret = vm_insert_pages(vma, vma->vm_start, kf->pages + vma->vm_pgoff, &num);
+		ret = vm_insert_pages(vma, vma->vm_start, b->pages + vma->vm_pgoff, &num);
 		break;
 	}
 	if (ret)

@@ -10,10 +10,40 @@
 #include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
+#include <linux/workqueue.h>
 
 /* The typed allocators arrived in 7.x; before, the sizeof() they hide. */
-#ifndef kzalloc_obj
-#define kzalloc_obj(P, GFP)	kzalloc(sizeof(P), GFP)
+#ifdef kzalloc_obj
+#define kmmap_kzalloc_obj(P, GFP)	kzalloc_obj(P, GFP)
+#else
+#define kmmap_kzalloc_obj(P, GFP)	kzalloc(sizeof(P), GFP)
+#endif
+
+/*
+ * The buffer's pages are charged to the caller's memory cgroup
+ * (__GFP_ACCOUNT) from 5.11 on.  Before, a charged page carried the
+ * PageKmemcg page type in the field where the core mm counts a page's
+ * mappings: vm_insert_page() refuses such a page, and mapping one from
+ * .fault would corrupt it.  There (5.10) the pages go uncharged; the
+ * module's own structures are charged everywhere.
+ */
+#ifdef KMMAP_HAVE_KMEMCG_PAGE_TYPE
+#define KMMAP_GFP_USER_ACCOUNT	0
+#else
+#define KMMAP_GFP_USER_ACCOUNT	__GFP_ACCOUNT
+#endif
+
+/*
+ * 7.x renamed the system workqueues by what they are (system_percpu_wq,
+ * system_dfl_wq) and warns, once per work function, when work is queued
+ * on the old names.  Before the rename, the old names are the same queues.
+ */
+#ifdef KMMAP_HAVE_SYSTEM_DFL_WQ
+#define kmmap_percpu_wq		system_percpu_wq
+#define kmmap_unbound_wq	system_dfl_wq
+#else
+#define kmmap_percpu_wq		system_wq
+#define kmmap_unbound_wq	system_unbound_wq
 #endif
 
 /* vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3. */

@@ -12,12 +12,25 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
-#include <uapi/kmmap.h>
+#include <uapi/linux/kmmap.h>
+
+/*
+ * A buffer with its backing.  SETUP builds the new one aside and swaps it
+ * in only once it exists, so a failed SETUP leaves the file as it was.
+ */
+struct kmmap_buf {
+	enum kmmap_backing backing;
+	unsigned long npages;
+	size_t size;
+	void *vaddr;		/* the whole buffer in kernel address space; NULL: none */
+	struct page **pages;	/* insert backing: its pages (vaddr is their vmap) */
+};
 
 /* A user range lent to the kernel with KMMAP_IOC_PIN. */
 struct kmmap_pinned {
 	struct page **pages;	/* NULL when nothing is pinned */
 	unsigned long npages;
+	struct mm_struct *mm;	/* charged npages of pinned_vm; grabbed */
 	unsigned long offset;	/* of the range in its first page */
 	size_t length;
 	struct work_struct work;
@@ -53,13 +66,9 @@ struct kmmap_file {
 	 * keeps SETUP from replacing the buffer.
 	 */
 	struct mutex lock;
-	enum kmmap_backing backing;
-	unsigned long npages;
-	size_t size;
-	void *buf;		/* the whole buffer in kernel address space */
-	struct page **pages;	/* insert backing: its pages (buf is their vmap) */
+	struct kmmap_buf buf;	/* replaced only under lock, with maps and users 0 */
 	atomic_t maps;		/* live VMAs; setup is refused while any */
-	atomic_t users;		/* read/write/ioctl copies in flight; likewise */
+	atomic_t users;		/* read/write/ioctl work in flight; likewise */
 	struct kmmap_pinned pin;
 	struct kmmap_ring ring;
 };
@@ -68,11 +77,15 @@ struct kmmap_file {
 extern atomic_long_t kmmap_live_buffers;
 extern atomic_long_t kmmap_pinned_pages;
 
-int kmmap_buf_alloc(struct kmmap_file *kf, enum kmmap_backing backing, unsigned long npages);
-void kmmap_buf_free(struct kmmap_file *kf);
-struct page *kmmap_buf_page(struct kmmap_file *kf, unsigned long idx);
+int kmmap_buf_alloc(struct kmmap_buf *b, enum kmmap_backing backing, unsigned long npages);
+void kmmap_buf_free(struct kmmap_buf *b);
+struct page *kmmap_buf_page(const struct kmmap_buf *b, unsigned long idx);
 int kmmap_buf_mmap(struct kmmap_file *kf, struct vm_area_struct *vma);
 void kmmap_fill_pattern(u8 *dst, size_t len, u64 seed, u64 start);
+u64 kmmap_fnv1a(u64 h, const u8 *p, size_t len);
+
+/* FNV-1a 64's offset basis: the hash of nothing. */
+#define KMMAP_FNV1A_INIT	0xcbf29ce484222325ULL
 
 void kmmap_pin_init(struct kmmap_pinned *pin);
 int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length);

@@ -10,10 +10,17 @@
  * process's context - writes through kmap_local_page(), asynchronously.
  * The pages are unpinned (and marked dirty) on KMMAP_IOC_UNPIN, on close()
  * and so on process exit, only after the worker has finished.
+ *
+ * A long-term pin is locked memory: it is charged to the pinning process's
+ * mm->pinned_vm against RLIMIT_MEMLOCK, as RDMA's ib_umem and io_uring do,
+ * and uncharged from that same mm whoever unpins.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/capability.h>
 #include <linux/highmem.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 
 #include "compat.h"
@@ -37,8 +44,11 @@ static void kmmap_pin_work(struct work_struct *work)
 		u8 *kaddr = kmmap_kmap_local(pin->pages[i]);
 
 		kmmap_fill_pattern(kaddr + off, n, seed, written);
+		/* As memcpy_to_page(): visible to userland's aliases too. */
+		flush_dcache_page(pin->pages[i]);
 		kmmap_kunmap_local(kaddr);
 		written += n;
+		cond_resched();
 	}
 
 	spin_lock(&pin->lock);
@@ -55,12 +65,36 @@ void kmmap_pin_init(struct kmmap_pinned *pin)
 	init_waitqueue_head(&pin->wq);
 }
 
+/* Charge npages to current's pinned_vm, within RLIMIT_MEMLOCK. */
+static int kmmap_pin_charge(struct kmmap_pinned *pin, unsigned long npages)
+{
+	struct mm_struct *mm = current->mm;
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	s64 pinned = atomic64_add_return(npages, &mm->pinned_vm);
+
+	if (pinned > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(npages, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	mmgrab(mm);
+	pin->mm = mm;
+	return 0;
+}
+
+static void kmmap_pin_uncharge(struct kmmap_pinned *pin, unsigned long npages)
+{
+	atomic64_sub(npages, &pin->mm->pinned_vm);
+	mmdrop(pin->mm);
+	pin->mm = NULL;
+}
+
 static int kmmap_pin_locked(struct kmmap_pinned *pin, u64 addr, u64 length)
 {
 	unsigned long start = addr & PAGE_MASK, npages;
 	struct page **pages;
-	int got;
+	int got, ret;
 
+	lockdep_assert_held(&pin->mutex);
 	if (pin->pages)
 		return -EBUSY;
 	if (!length || addr + length < addr)
@@ -69,15 +103,20 @@ static int kmmap_pin_locked(struct kmmap_pinned *pin, u64 addr, u64 length)
 		return -EINVAL;
 	npages = DIV_ROUND_UP(offset_in_page(addr) + length, PAGE_SIZE);
 
-	pages = kvcalloc(npages, sizeof(*pages), GFP_KERNEL);
+	pages = kvcalloc(npages, sizeof(*pages), GFP_KERNEL_ACCOUNT);
 	if (!pages)
 		return -ENOMEM;
+	ret = kmmap_pin_charge(pin, npages);
+	if (ret)
+		goto err_free;
 	got = pin_user_pages_fast(start, npages, FOLL_WRITE | FOLL_LONGTERM, pages);
 	if (got < 0 || got < npages) {
+		/* All or nothing: a range that faults part way pins no page. */
 		if (got > 0)
 			unpin_user_pages(pages, got);
-		kvfree(pages);
-		return got < 0 ? got : -EFAULT;
+		ret = got < 0 ? got : -EFAULT;
+		kmmap_pin_uncharge(pin, npages);
+		goto err_free;
 	}
 	pin->pages = pages;
 	pin->npages = npages;
@@ -85,6 +124,10 @@ static int kmmap_pin_locked(struct kmmap_pinned *pin, u64 addr, u64 length)
 	pin->offset = offset_in_page(addr);
 	pin->length = length;
 	return 0;
+
+err_free:
+	kvfree(pages);
+	return ret;
 }
 
 int kmmap_pin(struct kmmap_pinned *pin, u64 addr, u64 length)
@@ -105,6 +148,7 @@ int kmmap_unpin(struct kmmap_pinned *pin)
 	if (pin->pages) {
 		flush_work(&pin->work);
 		unpin_user_pages_dirty_lock(pin->pages, pin->npages, true);
+		kmmap_pin_uncharge(pin, pin->npages);
 		atomic_long_sub(pin->npages, &kmmap_pinned_pages);
 		kvfree(pin->pages);
 		pin->pages = NULL;
@@ -126,7 +170,7 @@ int kmmap_pin_fill(struct kmmap_pinned *pin, u64 seed)
 		pin->seed = seed;
 		pin->requested++;
 		spin_unlock(&pin->lock);
-		queue_work(system_unbound_wq, &pin->work);
+		queue_work(kmmap_unbound_wq, &pin->work);
 	} else {
 		ret = -EINVAL;
 	}

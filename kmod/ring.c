@@ -18,13 +18,17 @@
 #include <linux/log2.h>
 #include <linux/workqueue.h>
 
+#include "compat.h"
 #include "internal.h"
 
-static void kmmap_ring_produce(struct kmmap_ring *ring, u32 count, u32 source)
+/* Records produced under one hold of ring->lock: its hold time is bounded. */
+#define KMMAP_RING_BATCH	64
+
+static void kmmap_ring_produce_locked(struct kmmap_ring *ring, u32 count, u32 source)
 {
 	u32 i, tail;
 
-	spin_lock(&ring->lock);
+	lockdep_assert_held(&ring->lock);
 	for (i = 0; i < count; i++) {
 		struct kmmap_ring_record *r;
 
@@ -46,8 +50,29 @@ static void kmmap_ring_produce(struct kmmap_ring *ring, u32 count, u32 source)
 	}
 	WRITE_ONCE(ring->hdr->dropped, ring->dropped);
 	WRITE_ONCE(ring->hdr->produced, ring->produced);
-	spin_unlock(&ring->lock);
-	wake_up_interruptible(&ring->wq);
+}
+
+/*
+ * Produce count records, KMMAP_RING_BATCH at a time, rescheduling between
+ * batches: the caller may sleep.  Stops early if the ring is detached.
+ */
+static void kmmap_ring_produce(struct kmmap_ring *ring, u32 count, u32 source)
+{
+	while (count) {
+		u32 n = min_t(u32, count, KMMAP_RING_BATCH);
+
+		spin_lock(&ring->lock);
+		if (!ring->hdr) {
+			spin_unlock(&ring->lock);
+			break;
+		}
+		kmmap_ring_produce_locked(ring, n, source);
+		spin_unlock(&ring->lock);
+		wake_up_interruptible(&ring->wq);
+		count -= n;
+		if (count)
+			cond_resched();
+	}
 }
 
 static void kmmap_ring_tick(struct work_struct *work)
@@ -58,7 +83,7 @@ static void kmmap_ring_tick(struct work_struct *work)
 	if (!period)
 		return;
 	kmmap_ring_produce(ring, READ_ONCE(ring->tick_count), KMMAP_RING_SRC_TIMER);
-	schedule_delayed_work(&ring->tick, msecs_to_jiffies(period));
+	queue_delayed_work(kmmap_percpu_wq, &ring->tick, msecs_to_jiffies(period));
 }
 
 void kmmap_ring_init(struct kmmap_ring *ring)
@@ -71,24 +96,34 @@ void kmmap_ring_init(struct kmmap_ring *ring)
 /* Lay the ring out in a fresh, zeroed buffer of size bytes. */
 void kmmap_ring_attach(struct kmmap_ring *ring, void *buf, size_t size)
 {
-	ring->hdr = buf;
+	struct kmmap_ring_header *hdr = buf;
+	u32 nr = rounddown_pow_of_two((size - PAGE_SIZE) / sizeof(*ring->rec));
+
+	hdr->nr_records = nr;
+	hdr->record_size = sizeof(*ring->rec);
+	spin_lock(&ring->lock);
 	ring->rec = buf + PAGE_SIZE;
-	ring->nr = rounddown_pow_of_two((size - PAGE_SIZE) / sizeof(*ring->rec));
+	ring->nr = nr;
 	ring->head = 0;
 	ring->seq = 0;
 	ring->produced = 0;
 	ring->dropped = 0;
-	ring->hdr->nr_records = ring->nr;
-	ring->hdr->record_size = sizeof(*ring->rec);
+	ring->hdr = hdr;
+	spin_unlock(&ring->lock);
 }
 
-/* Stop the timer and forget the buffer (before it is freed). */
+/*
+ * Stop the timer and forget the buffer, before it is freed: under
+ * ring->lock, so that poll() either sees no ring or reads it whole.
+ */
 void kmmap_ring_stop(struct kmmap_ring *ring)
 {
 	WRITE_ONCE(ring->period_ms, 0);
 	cancel_delayed_work_sync(&ring->tick);
+	spin_lock(&ring->lock);
 	ring->hdr = NULL;
 	ring->rec = NULL;
+	spin_unlock(&ring->lock);
 }
 
 int kmmap_ring_emit(struct kmmap_ring *ring, u32 count)
@@ -109,7 +144,7 @@ int kmmap_ring_timer(struct kmmap_ring *ring, u32 count, u32 period_ms)
 		cancel_delayed_work_sync(&ring->tick);
 		return 0;
 	}
-	mod_delayed_work(system_wq, &ring->tick, msecs_to_jiffies(period_ms));
+	mod_delayed_work(kmmap_percpu_wq, &ring->tick, msecs_to_jiffies(period_ms));
 	return 0;
 }
 

@@ -4,7 +4,10 @@
  * UAPI header.  Exits 0 when each backing, the pinned buffer and the ring
  * behave; prints what failed otherwise.
  *
- *   cc -static -I kmod/include -o kmmap-demo kmod/examples/demo.c
+ *   cc -static -I kmod/include/uapi -o kmmap-demo kmod/examples/demo.c
+ *
+ * Built 32-bit too (-m32, or an armhf compiler), it goes through the
+ * module's compat_ioctl: the structures have one layout for both.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <uapi/kmmap.h>
+#include <linux/kmmap.h>
 
 static int failures;
 
@@ -95,11 +98,11 @@ static void pinned(void)
 	size_t len = 3 * info.page_size, i;
 	uint8_t *buf = aligned_alloc(info.page_size, len + info.page_size);
 	struct kmmap_pin pin = { .addr = (uintptr_t)buf + 10, .length = len };
-	__u64 seed = 7;
+	struct kmmap_pin_fill fill = { .seed = 7 };
 
 	memset(buf, 0, len + info.page_size);
 	CHECK(!ioctl(fd, KMMAP_IOC_PIN, &pin), "pin: %s", strerror(errno));
-	CHECK(!ioctl(fd, KMMAP_IOC_PIN_FILL, &seed), "pin fill: %s", strerror(errno));
+	CHECK(!ioctl(fd, KMMAP_IOC_PIN_FILL, &fill), "pin fill: %s", strerror(errno));
 	CHECK(!ioctl(fd, KMMAP_IOC_PIN_WAIT), "pin wait: %s", strerror(errno));
 	for (i = 0; i < len; i++) {
 		if (buf[10 + i] != kmmap_pattern(7, i))
@@ -148,6 +151,7 @@ out:
 
 int main(void)
 {
+	printf("demo: a %u-bit program\n", (unsigned int)(8 * sizeof(void *)));
 	share("fault", KMMAP_BACKING_FAULT);
 	share("pfn", KMMAP_BACKING_PFN);
 	share("insert", KMMAP_BACKING_INSERT);
