@@ -32,6 +32,8 @@ TOOLS := \
 	aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
 	gcc:gcc \
 	aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+	i686-linux-gnu-gcc:gcc-i686-linux-gnu \
+	arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm \
 	gdb-multiarch:gdb-multiarch
@@ -44,7 +46,9 @@ FILES := \
 	/usr/sbin/debootstrap:debootstrap \
 	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
-	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross
+	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \
+	/usr/i686-linux-gnu/lib/libc.a:libc6-dev-i386-cross \
+	/usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross
 
 .PHONY: all deps vmtests test vet kernels toolchains shell bench
 

@@ -58,7 +58,7 @@ func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", treeFormat, builtFormat, pkgs[0].SHA256, tc, k.Release)
 	h.Write(config)
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+hex.EncodeToString(h.Sum(nil))[:16])
-	return lockedTree(final, func() (*Tree, error) { return f.build(ctx, k, env, pkgs[0], config, final) })
+	return lockedTree(k, final, func() (*Tree, error) { return f.build(ctx, k, env, pkgs[0], config, final) })
 }
 
 // build makes the tree of k from its source package in final.

@@ -20,8 +20,18 @@ type Tool struct {
 	Package Package `json:"package"`
 }
 
-// checkpatchFiles are what checkpatch.pl reads beside itself.
-var checkpatchFiles = []string{"checkpatch.pl", "spelling.txt", "const_structs.checkpatch"}
+// checkpatchFiles are what checkpatch.pl reads beside itself, and the
+// registry of ioctl codes a module's UAPI must not collide with; each is
+// extracted to the tool's directory under its base name.
+var checkpatchFiles = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch",
+	IoctlNumbers}
+
+// IoctlNumbers is the kernel's registry of ioctl codes in its source.
+const IoctlNumbers = "Documentation/userspace-api/ioctl/ioctl-number.rst"
+
+// checkpatchFormat names what the cached directory holds: a new one is
+// extracted when checkpatchFiles change.
+const checkpatchFormat = "2"
 
 // Checkpatch returns a directory holding checkpatch.pl and the files it
 // reads, taken from the pinned linux-source package (verified like every
@@ -35,7 +45,7 @@ func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dst := filepath.Join(f.cache, "tools", "checkpatch-"+t.Package.SHA256[:16])
+	dst := filepath.Join(f.cache, "tools", "checkpatch"+checkpatchFormat+"-"+t.Package.SHA256[:16])
 	return Build(dst, func(tmp string) (string, error) {
 		f.logf("checkpatch: extracting it from %s %s", t.Package.Name, t.Package.Version)
 		out := filepath.Join(tmp, "scripts")
@@ -97,10 +107,16 @@ func copyScripts(src *tar.Reader, out string) error {
 		if err != nil {
 			return err
 		}
-		dir, name := path.Split(h.Name)
-		if !want[name] || path.Base(dir) != "scripts" {
+		var rel string
+		for f := range want {
+			if strings.HasSuffix(path.Clean(h.Name), "/"+f) {
+				rel = f
+			}
+		}
+		if rel == "" {
 			continue
 		}
+		name := path.Base(rel)
 		b, err := io.ReadAll(src)
 		if err != nil {
 			return err
@@ -108,10 +124,10 @@ func copyScripts(src *tar.Reader, out string) error {
 		if err := os.WriteFile(filepath.Join(out, name), b, 0o755); err != nil {
 			return err
 		}
-		delete(want, name)
+		delete(want, rel)
 	}
 	if len(want) > 0 {
-		return fmt.Errorf("the kernel source lacks scripts/%v", want)
+		return fmt.Errorf("the kernel source lacks %v", want)
 	}
 	return nil
 }

@@ -140,14 +140,27 @@ func (f *Fetcher) Fetch(ctx context.Context, k Kernel) (*Tree, error) {
 		return nil, err
 	}
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+treeKey(pkgs))
-	return lockedTree(final, func() (*Tree, error) { return f.unpack(ctx, k, pkgs, final) })
+	return lockedTree(k, final, func() (*Tree, error) { return f.unpack(ctx, k, pkgs, final) })
 }
 
 // lockedTree returns the complete tree cached at final, or makes it with
 // make while holding final's lock: concurrent callers, in this process or
 // others, wait for one maker. An entry without tree.json is incomplete and
 // removed first.
-func lockedTree(final string, make func() (*Tree, error)) (*Tree, error) {
+//
+// The cache is keyed by what makes a tree: the returned tree's Kernel is
+// k as the lock says now, so that the lock's other fields (the guest's
+// command line, its modules) take effect without a new tree.
+func lockedTree(k Kernel, final string, make func() (*Tree, error)) (*Tree, error) {
+	t, err := lockedTreeOnce(final, make)
+	if err != nil {
+		return nil, err
+	}
+	t.Kernel = k
+	return t, nil
+}
+
+func lockedTreeOnce(final string, make func() (*Tree, error)) (*Tree, error) {
 	if t, err := readTree(final); err == nil {
 		return t, nil
 	}
@@ -341,6 +354,19 @@ func (t *Tree) PageSize() (int, error) {
 		}
 	}
 	return 4096, nil
+}
+
+// ConfigSet reports whether the kernel's config sets each option to y.
+func (t *Tree) ConfigSet(opts ...string) (map[string]bool, error) {
+	b, err := os.ReadFile(t.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", t.Kernel.ID, err)
+	}
+	set := make(map[string]bool, len(opts))
+	for _, o := range opts {
+		set[o] = strings.Contains("\n"+string(b), "\n"+o+"=y\n")
+	}
+	return set, nil
 }
 
 // progressReader prints "<label> 42% (30/70 MB)" on one terminal line.

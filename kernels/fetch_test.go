@@ -7,12 +7,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -382,5 +384,30 @@ func TestConcurrentFetchesDownloadOnce(t *testing.T) {
 		if d != dirs[0] {
 			t.Errorf("fetchers disagree on the tree: %v", dirs)
 		}
+	}
+}
+
+// TestCachedTreeTakesTheLocksKernel: a tree cached before the lock gained
+// a field (here the guest's command line) comes back with the lock's
+// kernel, not the one recorded when it was made.
+func TestCachedTreeTakesTheLocksKernel(t *testing.T) {
+	final := filepath.Join(t.TempDir(), "6.1-amd64-0123456789abcdef")
+	if err := os.MkdirAll(final, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, err := json.Marshal(&Tree{Kernel: Kernel{ID: "6.1-amd64"}, Dir: final})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(final, "tree.json"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := Kernel{ID: "6.1-amd64", Cmdline: []string{"init_on_alloc=0"}}
+	tree, err := lockedTree(k, final, func() (*Tree, error) { return nil, errors.New("must not rebuild a cached tree") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tree.Kernel.Cmdline, k.Cmdline) || tree.Dir != final {
+		t.Errorf("cached tree: kernel %+v, dir %s; want the lock's command line %v, dir %s", tree.Kernel, tree.Dir, k.Cmdline, final)
 	}
 }

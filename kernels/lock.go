@@ -58,7 +58,12 @@ type Kernel struct {
 	// directory) a kernel built from its linux-source package is
 	// configured with, on top of allnoconfig. Empty for Debian's own
 	// kernels.
-	Config   []string  `json:"config,omitempty"`
+	Config []string `json:"config,omitempty"`
+	// Cmdline is what this cell always adds to the guest's kernel
+	// command line, e.g. init_on_alloc=0 on one distribution cell per
+	// arch: Debian's kernels zero every allocation by default, which would
+	// hide a backing that forgets to.
+	Cmdline  []string  `json:"cmdline,omitempty"`
 	Packages []Package `json:"packages"`
 
 	// dir is the lock file's directory, where Config is read from.

@@ -40,15 +40,15 @@ func both(kind string) map[string]string { return map[string]string{"amd64": kin
 var bugs = []bug{
 	{
 		name: "use-after-free-on-close", live: true, debug: true, test: "TestInfo", kind: both("KASAN"),
-		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->size, 0);\t/* injected: use after free */\n"}},
+		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->buf.size, 0);\t/* injected: use after free */\n"}},
 	},
 	{
 		name: "lock-order-inversion", live: true, debug: true, test: "TestReadWriteBounds", kind: both("lockdep"),
 		edits: []edit{
 			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer(",
 				"\tssize_t ret;\n\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_lock(&kf->lock);\n\tmutex_unlock(&kf->lock);\n\tmutex_unlock(&kf->pin.mutex);\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer("},
-			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->size)",
-				"\tssize_t ret;\n\n\tmutex_lock(&kf->lock);\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_unlock(&kf->pin.mutex);\n\tmutex_unlock(&kf->lock);\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->size)"},
+			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->buf.size)",
+				"\tssize_t ret;\n\n\tmutex_lock(&kf->lock);\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_unlock(&kf->pin.mutex);\n\tmutex_unlock(&kf->lock);\n\tkmmap_get_buf(kf);\n\tif (len && *ppos >= (loff_t)kf->buf.size)"},
 		},
 	},
 	{
@@ -57,7 +57,7 @@ var bugs = []bug{
 	},
 	{
 		name: "array-out-of-bounds", debug: true, test: "TestInfo", kind: both("UBSAN"),
-		edits: inInfo("\t{\n\t\tstatic const u8 tbl[2];\n\n\t\tinfo.backing = tbl[kf->npages];\t/* injected: npages >= 2 */\n\t}"),
+		edits: inInfo("\t{\n\t\tstatic const u8 tbl[2];\n\n\t\tinfo.backing = tbl[kf->buf.npages];\t/* injected: npages >= 2 */\n\t}"),
 	},
 	{
 		// KASAN would report the access first: read through a helper it
@@ -66,13 +66,13 @@ var bugs = []bug{
 		edits: append(inInfo("\t{\n\t\tunsigned long pg = __get_free_page(GFP_KERNEL);\n\n\t\tfree_page(pg);\n\t\tinfo.backing = kmmap_peek((const u8 *)pg);\t/* injected: DEBUG_PAGEALLOC unmapped it */\n\t}"),
 			edit{"main.c", "static long kmmap_ioctl_info(", "static noinline __no_sanitize_address u8 kmmap_peek(const u8 *p)\n{\n\treturn READ_ONCE(*p);\n}\n\nstatic long kmmap_ioctl_info("}),
 	},
-	{name: "warn", test: "TestInfo", kind: both("WARN"), edits: inInfo("\tWARN_ON_ONCE(kf->npages);")},
-	{name: "null-dereference", test: "TestInfo", kind: both("Oops"), edits: inInfo("\tWRITE_ONCE(*(int *)(kf->npages >> 60), 1);")},
+	{name: "warn", test: "TestInfo", kind: both("WARN"), edits: inInfo("\tWARN_ON_ONCE(kf->buf.npages);")},
+	{name: "null-dereference", test: "TestInfo", kind: both("Oops"), edits: inInfo("\tWRITE_ONCE(*(int *)(kf->buf.npages >> 60), 1);")},
 	{
 		name: "non-canonical-address", test: "TestInfo", kind: map[string]string{"amd64": "general protection fault", "arm64": "Oops"},
-		edits: inInfo("\tWRITE_ONCE(*(int *)(0xdead000000000000UL + (kf->npages >> 60)), 1);"),
+		edits: inInfo("\tWRITE_ONCE(*(int *)(0xdead000000000000UL + (kf->buf.npages >> 60)), 1);"),
 	},
-	{name: "bug-on", test: "TestInfo", kind: both("BUG"), edits: inInfo("\tBUG_ON(kf->npages);")},
+	{name: "bug-on", test: "TestInfo", kind: both("BUG"), edits: inInfo("\tBUG_ON(kf->buf.npages);")},
 	{
 		name: "kfence-out-of-bounds", test: "TestInfo", kind: both("KFENCE"),
 		edits: inInfo("\tfor (i = 0; i < 5000; i++) {\n\t\tu8 *p = kmalloc(32, GFP_KERNEL);\n\n\t\tif (p && is_kfence_address(p)) {\n\t\t\tinfo.backing = READ_ONCE(p[32]);\n\t\t\tkfree(p);\n\t\t\tbreak;\n\t\t}\n\t\tkfree(p);\n\t\tmsleep(1);\n\t}"),
@@ -89,7 +89,7 @@ var bugs = []bug{
 		name: "rcu-stall", test: "TestInfo", kind: both("RCU stall"), args: []string{"rcupdate.rcu_cpu_stall_timeout=3"},
 		edits: inInfo("\tpreempt_disable();\n\tmdelay(8000);\n\tpreempt_enable();"),
 	},
-	{name: "panic", test: "TestInfo", kind: both("panic"), edits: inInfo("\tif (kf->npages)\n\t\tpanic(\"kmmap: injected panic\");")},
+	{name: "panic", test: "TestInfo", kind: both("panic"), edits: inInfo("\tif (kf->buf.npages)\n\t\tpanic(\"kmmap: injected panic\");")},
 }
 
 // CaptureEnv, set to 1, runs every injected bug and writes each report to

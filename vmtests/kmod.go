@@ -153,21 +153,39 @@ func hashTree(src string, extra ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
+// demo32 is the compiler of 32-bit programs for each guest arch (the
+// kernel runs them through IA32_EMULATION or COMPAT): Debian's cross
+// compilers, since gcc-multilib cannot be installed beside the aarch64
+// cross compiler.
+var demo32 = map[string]struct{ cc, pkg string }{
+	"amd64": {"i686-linux-gnu-gcc", "gcc-i686-linux-gnu libc6-dev-i386-cross"},
+	"arm64": {"arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"},
+}
+
 // buildDemo compiles kmod/examples/demo.c, the C user of every backing,
-// as a static binary for arch into dir.
-func buildDemo(root, arch, dir string) (string, error) {
+// as static binaries for arch into dir: kmmap-demo, and kmmap-demo32 for
+// the arch's 32-bit userland.
+func buildDemo(root, arch, dir string) (demo, demo32bit string, err error) {
 	prefix, _ := toolchain.Cross(arch, "gcc")
-	out := filepath.Join(dir, "kmmap-demo")
-	cmd := exec.Command(prefix+"gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror",
-		"-I", filepath.Join(root, "kmod", "include"), "-o", out, filepath.Join(root, "kmod", "examples", "demo.c"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		pkg := "gcc libc6-dev"
-		if prefix != "" {
-			pkg = "gcc-" + strings.TrimSuffix(prefix, "-") + " libc6-dev-" + arch + "-cross"
-		}
-		return "", fmt.Errorf("building the C demo for %s (%s): %v\n%s(apt-get install %s)", arch, strings.Join(cmd.Args, " "), err, b, pkg)
+	pkg := "gcc libc6-dev"
+	if prefix != "" {
+		pkg = "gcc-" + strings.TrimSuffix(prefix, "-") + " libc6-dev-" + arch + "-cross"
 	}
-	return out, nil
+	c32, ok := demo32[arch]
+	if !ok {
+		return "", "", fmt.Errorf("no 32-bit compiler known for %s", arch)
+	}
+	for _, b := range []struct{ cc, out, pkg string }{
+		{prefix + "gcc", filepath.Join(dir, "kmmap-demo"), pkg},
+		{c32.cc, filepath.Join(dir, "kmmap-demo32"), c32.pkg},
+	} {
+		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror",
+			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", b.out, filepath.Join(root, "kmod", "examples", "demo.c"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("building the C demo for %s (%s): %v\n%s(apt-get install %s)", arch, strings.Join(cmd.Args, " "), err, out, b.pkg)
+		}
+	}
+	return filepath.Join(dir, "kmmap-demo"), filepath.Join(dir, "kmmap-demo32"), nil
 }
 
 // moduleBuild is the module under test being built for a cell: with

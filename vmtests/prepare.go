@@ -72,11 +72,11 @@ func guestImage(root, arch string, logf func(string, ...any)) (string, error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
 		}
-		demo, err := buildDemo(root, arch, dir)
+		demo, demo32, err := buildDemo(root, arch, dir)
 		if err != nil {
 			return "", err
 		}
-		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo}, logf)
+		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo, "/kmmap/kmmap-demo32": demo32}, logf)
 	}))
 	return f.(func() (string, error))()
 }
@@ -149,6 +149,11 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
+	confArgs, testArgs, err := configArgs(tree)
+	if err != nil {
+		return nil, err
+	}
+	debug = append(append(debug, confArgs...), k.Cmdline...)
 	timeout, err := VMTimeout()
 	if err != nil {
 		return nil, err
@@ -178,7 +183,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}}
+	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: append([]string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}, testArgs...)}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
 	}
@@ -193,6 +198,39 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 		return nil, err
 	}
 	return cell, nil
+}
+
+// configArgs derives from the kernel's config what its guest's command
+// line and the guest suite need:
+//   - 32-bit programs (the C demo built -m32 or for armhf, through
+//     compat_ioctl) where the kernel runs them; Debian turns ia32 emulation
+//     off by default from 6.7 (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and
+//     ia32_emulation=1 turns it back on; arm64 has no COMPAT with 16K pages.
+//   - the largest sizes of TestLargeWork under a short soft-lockup
+//     threshold where KASAN and the soft-lockup detector are built in,
+//     and TestAllocFailures where failslab and fail_page_alloc are (the
+//     debug cells).
+func configArgs(tree *kernels.Tree) (kernelArgs, testArgs []string, err error) {
+	set, err := tree.ConfigSet("CONFIG_IA32_EMULATION", "CONFIG_IA32_EMULATION_DEFAULT_DISABLED", "CONFIG_COMPAT",
+		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS")
+	if err != nil {
+		return nil, nil, err
+	}
+	compat := set["CONFIG_COMPAT"]
+	if tree.Kernel.Arch == "amd64" {
+		compat = set["CONFIG_IA32_EMULATION"]
+		if set["CONFIG_IA32_EMULATION_DEFAULT_DISABLED"] {
+			kernelArgs = append(kernelArgs, "ia32_emulation=1")
+		}
+	}
+	testArgs = append(testArgs, fmt.Sprintf("-kmmap.compat=%t", compat))
+	if set["CONFIG_SOFTLOCKUP_DETECTOR"] && set["CONFIG_KASAN"] {
+		testArgs = append(testArgs, "-kmmap.large")
+	}
+	if set["CONFIG_FAILSLAB"] && set["CONFIG_FAIL_PAGE_ALLOC"] && set["CONFIG_FAULT_INJECTION_DEBUG_FS"] {
+		testArgs = append(testArgs, "-kmmap.faultinject")
+	}
+	return kernelArgs, testArgs, nil
 }
 
 // TreeFor returns the kernel tree of cell id: "custom" for the kernel the

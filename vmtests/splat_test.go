@@ -20,7 +20,7 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"[    1.2] Call Trace:",
 		"[    1.2]  kmmap_fault+0x1/0x2 [kmmap]",
 		"[    1.2] ---[ end trace 0000000000000000 ]---",
-		"[    1.25] kmmap: an ordinary pr_info line after the report",
+		"[    1.25] virtio_console: an ordinary line after the report",
 		"[    1.3] kmmap-test: end TestA",
 		"[    1.35] kmmap-test: start TestB",
 		"[    1.4] kmmap-test: start TestB/sub",
@@ -29,8 +29,14 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"[    1.65] WARNING: after the subtest, still in TestB",
 		"[    1.66] kmmap-test: end TestB",
 		"[    1.7] kmmap-test: start TestC",
-		"[    1.8] kmmap: pr_info says nothing alarming",
+		"[    1.8] random: crng init done",
 		"[    1.9] kmmap-test: end TestC",
+		"[    1.91] kmmap-test: start TestD",
+		"[    1.92] workqueue: work func kmmap_pin_work [kmmap] enqueued on deprecated workqueue. Use system_{percpu|dfl}_wq instead.",
+		"[    1.93] kmmap-test: end TestD",
+		"[    1.94] kmmap-test: start TestE",
+		"[    1.95] kmmap: nr_pages=0 out of range 1..4096",
+		"[    1.96] kmmap-test: end TestE",
 		"[    2.0] Kernel panic - not syncing: Fatal exception",
 	} {
 		c.add(l)
@@ -48,6 +54,13 @@ func TestConsoleAttributesSplats(t *testing.T) {
 	}
 	if got := c.splats["TestC"]; len(got) != 0 {
 		t.Errorf("TestC splats = %q, want none", got)
+	}
+	// loglevel=5: a kernel line on the console is a warning or worse, and
+	// one naming the module fails its test.
+	for test, want := range map[string]string{"TestD": "deprecated workqueue", "TestE": "out of range"} {
+		if got := c.splats[test]; len(got) != 1 || !strings.Contains(got[0], want) || kindOf(got[0]) != "module warning" {
+			t.Errorf("%s splats = %q, want the module's warning line", test, got)
+		}
 	}
 	if got := c.splats[""]; len(got) != 1 || !strings.Contains(got[0], "Kernel panic") {
 		t.Errorf("splats outside tests = %q", got)
@@ -173,10 +186,10 @@ var benignLines = []string{
 	"[    1.234567] kmmap: module verification failed: signature and/or required key missing - tainting kernel",
 	"[    0.864763] **   NOTICE NOTICE NOTICE NOTICE NOTICE NOTICE NOTICE   **",
 	"[    0.864770] ** This system shows unhashed kernel memory addresses   **",
-	"[    5.100000] kmmap: nr_pages=0 out of range 1..1024",
 	"[    9.819465] kmmap-test: start TestPartialMunmap/ring",
 	"[    9.842545] kmmap-test: end TestPartialMunmap/ring",
 	"[   13.616856] reboot: Power down",
 	"init: 2026/11/23 00:01:00 Setting console log level to 5...",
 	"kmmap-agent: loaded kmmap.ko",
+	"kmmap: kmmap.ko is loaded (/dev/kmmap)", // the agent's own output: no printk time
 }

@@ -6,8 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // moduleFiles lists the module's kernel sources, relative to kmod/
@@ -49,6 +52,51 @@ func TestCheckpatch(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("checkpatch.pl --strict (%s) is not clean: %v\n%s", lock.Checkpatch.Package.Name, err, out)
+	}
+}
+
+// ioctlCodeRe is a row of ioctl-number.rst's table: the code (0xNN or a
+// quoted character) at the start of the line.
+var ioctlCodeRe = regexp.MustCompile(`(?m)^(0x[0-9A-Fa-f]{2}|'.')\s`)
+
+// TestIoctlMagicFree: the UAPI's ioctl code is registered to no one in the
+// kernel's ioctl-number.rst (of the linux-source the lock pins for
+// checkpatch, the newest series), so its commands collide with no other
+// driver's.
+func TestIoctlMagicFree(t *testing.T) {
+	root, lock := loadLock(t)
+	dir, err := cellFetcher(t).Checkpatch(context.Background(), lock.Checkpatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rst, err := os.ReadFile(filepath.Join(dir, filepath.Base(kernels.IoctlNumbers)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := os.ReadFile(filepath.Join(root, "kmod", "include", "uapi", "linux", "kmmap.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`#define KMMAP_IOC_MAGIC\s+(0x[0-9A-Fa-f]{2}|'.')`).FindSubmatch(hdr)
+	if m == nil {
+		t.Fatal("kmmap.h defines no KMMAP_IOC_MAGIC as 0xNN or 'c'")
+	}
+	code := func(s string) int {
+		if strings.HasPrefix(s, "'") {
+			return int(s[1])
+		}
+		v, _ := strconv.ParseInt(s[2:], 16, 32)
+		return int(v)
+	}
+	magic := code(string(m[1]))
+	rows := ioctlCodeRe.FindAllStringSubmatch(string(rst), -1)
+	if len(rows) < 100 {
+		t.Fatalf("read %d codes from %s: the table's format changed", len(rows), kernels.IoctlNumbers)
+	}
+	for _, r := range rows {
+		if code(r[1]) == magic {
+			t.Errorf("KMMAP_IOC_MAGIC %s is registered in %s (%s): pick a code the table does not list", m[1], kernels.IoctlNumbers, lock.Checkpatch.Package.Name)
+		}
 	}
 }
 
