@@ -294,8 +294,15 @@ func TestBadIoctl(t *testing.T) {
 	d := openDev(t)
 	size := uint64(d.size())
 	var info Info
-	if err := ioctl(d.fd, 0xc0206b7f, unsafe.Pointer(&info)); !errors.Is(err, unix.ENOTTY) {
+	if err := ioctl(d.fd, IocInfo&^0xff|0x7f, unsafe.Pointer(&info)); !errors.Is(err, unix.ENOTTY) {
 		t.Errorf("unknown ioctl: err = %v, want ENOTTY", err)
+	}
+	// The numbers of the first ABI, under the magic 'k' that
+	// ioctl-number.rst gives to others, and INFO with its old size.
+	for _, req := range []uint{0xc0206b01, 0x40086b02, IocInfo&^(0x3fff<<16) | 32<<16} {
+		if err := ioctl(d.fd, req, unsafe.Pointer(&info)); !errors.Is(err, unix.ENOTTY) {
+			t.Errorf("ioctl %#x (not of this ABI): err = %v, want ENOTTY", req, err)
+		}
 	}
 	for _, req := range []uint{IocInfo, IocSetup, IocFill, IocChecksum, IocPin, IocPinFill} {
 		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
@@ -321,8 +328,8 @@ func TestBadIoctl(t *testing.T) {
 			t.Errorf("ring ioctl %#x on a fault buffer: err = %v, want EINVAL", req, err)
 		}
 	}
-	seed := uint64(1)
-	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&seed)); !errors.Is(err, unix.EINVAL) {
+	pf := PinFill{Seed: 1}
+	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&pf)); !errors.Is(err, unix.EINVAL) {
 		t.Errorf("PIN_FILL with nothing pinned: err = %v, want EINVAL", err)
 	}
 	if err := ioctl(d.fd, IocUnpin, nil); !errors.Is(err, unix.EINVAL) {

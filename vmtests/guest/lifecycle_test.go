@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -83,15 +84,33 @@ func helper(mode string) error {
 		if err := ioctl(fd, IocPin, unsafe.Pointer(&p)); err != nil {
 			return err
 		}
-		seed := uint64(3)
-		return ioctl(fd, IocPinFill, unsafe.Pointer(&seed)) // and exit with the pin held
+		f := PinFill{Seed: 3}
+		return ioctl(fd, IocPinFill, unsafe.Pointer(&f)) // and exit with the pin held
+	default:
+		if f := helpers[args[0]]; f != nil {
+			return f(args[1:])
+		}
 	}
 	return fmt.Errorf("unknown helper mode %q", mode)
 }
 
+// helpers are further helper modes, registered by the files that use them.
+var helpers = map[string]func(args []string) error{}
+
+// nobody is the unprivileged user helpers run as, to see what a local user
+// without any capability can do.
+var nobody = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+
 func runHelper(t *testing.T, mode string, fd int) []byte {
 	t.Helper()
+	return runHelperAs(t, mode, fd, nil)
+}
+
+// runHelperAs runs a helper with attr (nil: as this process's user).
+func runHelperAs(t *testing.T, mode string, fd int, attr *syscall.SysProcAttr) []byte {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
+	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), "KMMAP_HELPER="+mode)
 	if fd >= 0 {
 		// A duplicate: an *os.File closes its descriptor when collected.

@@ -18,7 +18,8 @@ func (d *dev) pin(addr uintptr, length int) error {
 
 func (d *dev) pinFill(t testing.TB, seed uint64) {
 	t.Helper()
-	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&seed)); err != nil {
+	f := PinFill{Seed: seed}
+	if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&f)); err != nil {
 		t.Fatalf("KMMAP_IOC_PIN_FILL: %v", err)
 	}
 }

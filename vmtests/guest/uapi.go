@@ -1,9 +1,9 @@
 // Package guest holds the userland assertions that run inside the VM, built
 // with -tags kmmap_guest into a test binary for the guest's architecture.
 //
-// uapi_linux.go is generated from kmod/include/uapi/kmmap.h:
+// uapi_linux.go is generated from kmod/include/uapi/linux/kmmap.h:
 //
-//go:generate sh -c "go tool cgo -objdir \"$(mktemp -d)\" -godefs -- -I../../kmod/include uapi_godefs.go | grep -v '^// cgo ' | gofmt > uapi_linux.go"
+//go:generate sh -c "go tool cgo -objdir \"$(mktemp -d)\" -godefs -- -I../../kmod/include/uapi uapi_godefs.go | grep -v '^// cgo ' | gofmt > uapi_linux.go"
 package guest
 
 // Device is the misc device the module registers.

@@ -1,6 +1,6 @@
 //go:build ignore
 
-// Input to cgo -godefs: the Go mirror of kmod/include/uapi/kmmap.h is
+// Input to cgo -godefs: the Go mirror of kmod/include/uapi/linux/kmmap.h is
 // generated from the header itself, so C and Go cannot drift
 // (TestUAPIGenerated checks that uapi_linux.go is current).
 
@@ -8,7 +8,7 @@ package guest
 
 /*
 #include <linux/types.h>
-#include <uapi/kmmap.h>
+#include <linux/kmmap.h>
 */
 import "C"
 
@@ -16,6 +16,7 @@ type Info C.struct_kmmap_info
 type Setup C.struct_kmmap_setup
 type Range C.struct_kmmap_range
 type PinRange C.struct_kmmap_pin
+type PinFill C.struct_kmmap_pin_fill
 type RingHeader C.struct_kmmap_ring_header
 type RingRecord C.struct_kmmap_ring_record
 type RingCtl C.struct_kmmap_ring_ctl

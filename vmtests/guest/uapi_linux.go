@@ -9,20 +9,33 @@ type Info struct {
 	Pfns      uint64
 	Pfns_len  uint32
 	Backing   uint32
+	Flags     uint32
+	Reserved  uint32
 }
 type Setup struct {
-	Backing uint32
-	Pages   uint32
+	Backing  uint32
+	Pages    uint32
+	Flags    uint32
+	Reserved uint32
 }
 type Range struct {
-	Offset uint64
-	Length uint64
-	Seed   uint64
-	Sum    uint64
+	Offset   uint64
+	Length   uint64
+	Seed     uint64
+	Sum      uint64
+	Flags    uint32
+	Reserved uint32
 }
 type PinRange struct {
-	Addr   uint64
-	Length uint64
+	Addr     uint64
+	Length   uint64
+	Flags    uint32
+	Reserved uint32
+}
+type PinFill struct {
+	Seed     uint64
+	Flags    uint32
+	Reserved uint32
 }
 type RingHeader struct {
 	Head        uint32
@@ -39,8 +52,10 @@ type RingRecord struct {
 	Data   [48]uint8
 }
 type RingCtl struct {
-	Count uint32
-	Ms    uint32
+	Count    uint32
+	Ms       uint32
+	Flags    uint32
+	Reserved uint32
 }
 
 const (
@@ -55,14 +70,14 @@ const (
 	RingSrcIoctl = 0x1
 	RingSrcTimer = 0x2
 
-	IocInfo      = 0xc0206b01
-	IocSetup     = 0x40086b02
-	IocFill      = 0x40206b03
-	IocChecksum  = 0xc0206b04
-	IocPin       = 0x40106b05
-	IocUnpin     = 0x6b06
-	IocPinFill   = 0x40086b07
-	IocPinWait   = 0x6b08
-	IocRingEmit  = 0x40086b09
-	IocRingTimer = 0x40086b0a
+	IocInfo      = 0xc028d601
+	IocSetup     = 0x4010d602
+	IocFill      = 0x4028d603
+	IocChecksum  = 0xc028d604
+	IocPin       = 0x4018d605
+	IocUnpin     = 0xd606
+	IocPinFill   = 0x4010d607
+	IocPinWait   = 0xd608
+	IocRingEmit  = 0x4010d609
+	IocRingTimer = 0x4010d60a
 )

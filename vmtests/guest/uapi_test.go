@@ -4,9 +4,11 @@ package guest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -18,7 +20,7 @@ func TestUAPIGenerated(t *testing.T) {
 		t.Fatal("gcc not found (apt-get install gcc): cgo -godefs needs it to read the UAPI header")
 	}
 	tmp := t.TempDir()
-	cmd := exec.Command("go", "tool", "cgo", "-objdir", tmp, "-godefs", "--", "-I../../kmod/include", "uapi_godefs.go")
+	cmd := exec.Command("go", "tool", "cgo", "-objdir", tmp, "-godefs", "--", "-I../../kmod/include/uapi", "uapi_godefs.go")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("cgo -godefs: %v\n%s", err, err.(*exec.ExitError).Stderr)
@@ -44,8 +46,66 @@ func TestUAPIGenerated(t *testing.T) {
 		os.WriteFile(filepath.Join(tmp, "uapi_linux.go"), want, 0o644)
 		t.Errorf("uapi_linux.go is stale: run `go generate ./vmtests/guest` (fresh output in %s)", tmp)
 	}
-	if s := unsafe.Sizeof(Info{}); s != 32 {
-		t.Errorf("sizeof(struct kmmap_info) = %d, want 32 (the ABI)", s)
+}
+
+// abiSizes are the sizes the module pins with static_assert (kmod/main.c):
+// the ioctl numbers encode them, so a change is a new ABI.
+var abiSizes = []struct {
+	name string
+	got  uintptr
+	want uintptr
+}{
+	{"kmmap_setup", unsafe.Sizeof(Setup{}), 16},
+	{"kmmap_info", unsafe.Sizeof(Info{}), 40},
+	{"kmmap_range", unsafe.Sizeof(Range{}), 40},
+	{"kmmap_pin", unsafe.Sizeof(PinRange{}), 24},
+	{"kmmap_pin_fill", unsafe.Sizeof(PinFill{}), 16},
+	{"kmmap_ring_ctl", unsafe.Sizeof(RingCtl{}), 16},
+	{"kmmap_ring_header", unsafe.Sizeof(RingHeader{}), 32},
+	{"kmmap_ring_record", unsafe.Sizeof(RingRecord{}), 64},
+}
+
+// TestUAPISizes: the Go mirror, the module's static_asserts and the header
+// compiled for 32-bit userland agree on every structure's size.
+func TestUAPISizes(t *testing.T) {
+	src, err := os.ReadFile("../../kmod/main.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c strings.Builder
+	c.WriteString("#include <linux/kmmap.h>\n")
+	for _, s := range abiSizes {
+		if s.got != s.want {
+			t.Errorf("Go: sizeof(struct %s) = %d, want %d", s.name, s.got, s.want)
+		}
+		assert := fmt.Sprintf("static_assert(sizeof(struct %s) == %d);", s.name, s.want)
+		if !bytes.Contains(src, []byte(assert)) {
+			t.Errorf("kmod/main.c lacks %q", assert)
+		}
+		fmt.Fprintf(&c, "_Static_assert(sizeof(struct %s) == %d, \"%s\");\n", s.name, s.want, s.name)
+	}
+	// 32-bit userland (through compat_ioctl) must see the same layout.
+	for _, cc := range []string{"gcc", "i686-linux-gnu-gcc", "arm-linux-gnueabihf-gcc"} {
+		if _, err := exec.LookPath(cc); err != nil {
+			t.Errorf("%s not found (make deps installs it)", cc)
+			continue
+		}
+		cmd := exec.Command(cc, "-fsyntax-only", "-Werror", "-I../../kmod/include/uapi", "-x", "c", "-")
+		cmd.Stdin = strings.NewReader(c.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: the UAPI's sizes differ: %v\n%s", cc, err, out)
+		}
+	}
+}
+
+// TestUAPIHeaderC90: the header compiles as the kernel's own header check
+// compiles UAPI headers, and stricter: C90, pedantic, every warning an
+// error (no inline, no long long literals, no // comments).
+func TestUAPIHeaderC90(t *testing.T) {
+	cmd := exec.Command("gcc", "-std=c90", "-pedantic", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I../../kmod/include/uapi", "-x", "c", "-")
+	cmd.Stdin = strings.NewReader("#include <linux/kmmap.h>\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("<linux/kmmap.h> is not C90: %v\n%s", err, out)
 	}
 }
 
