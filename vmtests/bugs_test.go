@@ -125,24 +125,32 @@ func TestInjectedBugs(t *testing.T) {
 	}
 }
 
-func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
+// editedModule copies kmod/ to a temporary directory, applies edits to
+// the copy and returns it.
+func editedModule(t *testing.T, root, name string, edits []edit) string {
+	t.Helper()
 	src := filepath.Join(t.TempDir(), "kmod")
 	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range b.edits {
+	for _, e := range edits {
 		p := filepath.Join(src, e.file)
 		body, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(string(body), e.old) {
-			t.Fatalf("bug %s: kmod/%s no longer has the text it changes:\n%s", b.name, e.file, e.old)
+			t.Fatalf("%s: kmod/%s no longer has the text it changes:\n%s", name, e.file, e.old)
 		}
 		if err := os.WriteFile(p, []byte(strings.Replace(string(body), e.old, e.new, 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return src
+}
+
+func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
+	src := editedModule(t, root, "bug "+b.name, b.edits)
 	f := cellFetcher(t)
 	tree, err := f.Fetch(context.Background(), k)
 	if err != nil {

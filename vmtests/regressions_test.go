@@ -3,7 +3,6 @@ package vmtests
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -101,23 +100,7 @@ func TestRegressionsCaught(t *testing.T) {
 		ran++
 		t.Run(reg.name+"/"+k.ID, func(t *testing.T) {
 			t.Parallel()
-			src := filepath.Join(t.TempDir(), "kmod")
-			if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range reg.edits {
-				p := filepath.Join(src, e.file)
-				body, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !strings.Contains(string(body), e.old) {
-					t.Fatalf("regression %s: kmod/%s no longer has the text it changes:\n%s", reg.name, e.file, e.old)
-				}
-				if err := os.WriteFile(p, []byte(strings.Replace(string(body), e.old, e.new, 1)), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			src := editedModule(t, root, "regression "+reg.name, reg.edits)
 			f := cellFetcher(t)
 			tree, err := f.Fetch(context.Background(), k)
 			if err != nil {

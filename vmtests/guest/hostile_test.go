@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -608,16 +607,7 @@ func TestCDemo32(t *testing.T) {
 	if !*compat {
 		t.Skip("SKIP LOUDLY: this kernel runs no 32-bit programs (no CONFIG_IA32_EMULATION / CONFIG_COMPAT, e.g. arm64 with 16K pages)")
 	}
-	out, err := exec.Command("/kmmap/kmmap-demo32").CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("kmmap-demo32: %v", err)
-	}
-	for _, want := range []string{"fault ok", "pfn ok", "insert ok", "ring ok", "pinned ok"} {
-		if !bytes.Contains(out, []byte("demo: "+want)) {
-			t.Errorf("kmmap-demo32 did not report %q", want)
-		}
-	}
+	runDemo(t, "/kmmap/kmmap-demo32")
 }
 
 // kernelBefore reports whether the running kernel is older than

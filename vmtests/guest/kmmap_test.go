@@ -389,14 +389,20 @@ func TestReadWriteFaults(t *testing.T) {
 // header alone uses every backing, the pinned buffer and the ring.
 func TestCDemo(t *testing.T) {
 	mark(t)
-	out, err := exec.Command("/kmmap/kmmap-demo").CombinedOutput()
+	runDemo(t, "/kmmap/kmmap-demo")
+}
+
+// runDemo runs a build of the C demo and checks it reports every part.
+func runDemo(t *testing.T, path string) {
+	t.Helper()
+	out, err := exec.Command(path).CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
-		t.Fatalf("kmmap-demo: %v", err)
+		t.Fatalf("%s: %v", path, err)
 	}
 	for _, want := range []string{"fault ok", "pfn ok", "insert ok", "ring ok", "pinned ok"} {
 		if !bytes.Contains(out, []byte("demo: "+want)) {
-			t.Errorf("kmmap-demo did not report %q", want)
+			t.Errorf("%s did not report %q", path, want)
 		}
 	}
 }
