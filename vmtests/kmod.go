@@ -162,10 +162,19 @@ var demo32 = map[string]struct{ cc, pkg string }{
 	"arm64": {"arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"},
 }
 
-// buildDemo compiles kmod/examples/demo.c, the C user of every backing,
-// as static binaries for arch into dir: kmmap-demo, and kmmap-demo32 for
-// the arch's 32-bit userland.
-func buildDemo(root, arch, dir string) (demo, demo32bit string, err error) {
+// guestPrograms are the C programs the guest suite runs, as guest path ->
+// source (relative to the repository root): the C demo of every backing,
+// also built 32-bit (kmmap-demo32, see demo32), and TestMemcgLimit's
+// single-threaded SETUP.
+var guestPrograms = map[string]string{
+	"/kmmap/kmmap-demo":  "kmod/examples/demo.c",
+	"/kmmap/kmmap-setup": "vmtests/guest/testdata/setup.c",
+}
+
+// buildGuestPrograms compiles guestPrograms, and the demo for the arch's
+// 32-bit userland, as static binaries for arch into dir: guest path ->
+// host path.
+func buildGuestPrograms(root, arch, dir string) (map[string]string, error) {
 	prefix, _ := toolchain.Cross(arch, "gcc")
 	pkg := "gcc libc6-dev"
 	if prefix != "" {
@@ -173,19 +182,24 @@ func buildDemo(root, arch, dir string) (demo, demo32bit string, err error) {
 	}
 	c32, ok := demo32[arch]
 	if !ok {
-		return "", "", fmt.Errorf("no 32-bit compiler known for %s", arch)
+		return nil, fmt.Errorf("no 32-bit compiler known for %s", arch)
 	}
-	for _, b := range []struct{ cc, out, pkg string }{
-		{prefix + "gcc", filepath.Join(dir, "kmmap-demo"), pkg},
-		{c32.cc, filepath.Join(dir, "kmmap-demo32"), c32.pkg},
-	} {
+	type build struct{ cc, src, pkg string }
+	builds := map[string]build{"/kmmap/kmmap-demo32": {c32.cc, guestPrograms["/kmmap/kmmap-demo"], c32.pkg}}
+	for guest, src := range guestPrograms {
+		builds[guest] = build{prefix + "gcc", src, pkg}
+	}
+	out := map[string]string{}
+	for guest, b := range builds {
+		bin := filepath.Join(dir, filepath.Base(guest))
 		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror",
-			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", b.out, filepath.Join(root, "kmod", "examples", "demo.c"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("building the C demo for %s (%s): %v\n%s(apt-get install %s)", arch, strings.Join(cmd.Args, " "), err, out, b.pkg)
+			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", bin, filepath.Join(root, b.src))
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building %s for %s (%s): %v\n%s(apt-get install %s)", b.src, arch, strings.Join(cmd.Args, " "), err, o, b.pkg)
 		}
+		out[guest] = bin
 	}
-	return filepath.Join(dir, "kmmap-demo"), filepath.Join(dir, "kmmap-demo32"), nil
+	return out, nil
 }
 
 // moduleBuild is the module under test being built for a cell: with

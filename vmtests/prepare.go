@@ -72,11 +72,12 @@ func guestImage(root, arch string, logf func(string, ...any)) (string, error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
 		}
-		demo, demo32, err := buildDemo(root, arch, dir)
+		files, err := buildGuestPrograms(root, arch, dir)
 		if err != nil {
 			return "", err
 		}
-		return initramfs.Base(arch, root, map[string]string{initramfs.GuestTestPath: bin, "/kmmap/kmmap-demo": demo, "/kmmap/kmmap-demo32": demo32}, logf)
+		files[initramfs.GuestTestPath] = bin
+		return initramfs.Base(arch, root, files, logf)
 	}))
 	return f.(func() (string, error))()
 }

@@ -16,7 +16,7 @@ import (
 // files a test opens, reruns the VMs when they change.
 func readGuestSources(t *testing.T, root string) {
 	t.Helper()
-	for _, dir := range []string{"vmtests/guest", "kmod/examples", "kmod/include/uapi/linux"} {
+	for _, dir := range []string{"vmtests/guest", "vmtests/guest/testdata", "kmod/examples", "kmod/include/uapi/linux"} {
 		ents, err := os.ReadDir(filepath.Join(root, dir))
 		if err != nil {
 			t.Fatal(err)

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,7 +34,6 @@ var (
 func init() {
 	helpers["pfns"] = helperPFNs
 	helpers["memlock"] = helperMemlock
-	helpers["memcg"] = helperMemcg
 }
 
 // TestSetupFailureKeepsFile: a SETUP that fails - here because the buddy
@@ -655,7 +656,29 @@ func TestMemcgLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	runHelperAs(t, "memcg", -1, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd})
+	// A single-threaded C program: while a SETUP holds the cgroup at its
+	// limit, a page fault of another of the caller's threads (a Go
+	// program's runtime) would invoke the memcg OOM killer on the caller
+	// (seen on 7.3-arm64) instead of the SETUP failing.
+	var args, want []string
+	for _, b := range backings {
+		if b.id == BackingPFN {
+			continue // never KMMAP_MAX_PAGES contiguous pages, limit or not
+		}
+		big, small := fmt.Sprintf("%d:%d", b.id, MaxPages), fmt.Sprintf("%d:%d", b.id, (1<<20)/os.Getpagesize())
+		args = append(args, big, small)
+		want = append(want, fmt.Sprintf("%s errno %d", big, unix.ENOMEM), small+" ok")
+	}
+	cmd := exec.Command("/kmmap/kmmap-setup", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kmmap-setup in a cgroup with memory.max %d: %v\n%s", memcgLimit, err, out)
+	}
+	if got := strings.Split(strings.TrimSpace(string(out)), "\n"); !slices.Equal(got, want) {
+		t.Errorf("SETUPs in a cgroup with memory.max %d (a KMMAP_MAX_PAGES buffer must fail with ENOMEM = errno %d, 1 MiB must fit):\n%s\nwant:\n%s",
+			memcgLimit, unix.ENOMEM, out, strings.Join(want, "\n"))
+	}
 }
 
 // cgroup2Memory mounts the cgroup2 hierarchy and returns where, with the
@@ -691,30 +714,6 @@ func cgroup2Memory() (string, error) {
 			return "", fmt.Errorf("the kernel's cgroup2 has no memory controller (%q): CONFIG_MEMCG", ctl)
 		}
 	}
-}
-
-// helperMemcg runs inside a cgroup with memory.max = memcgLimit.
-func helperMemcg([]string) error {
-	fd, err := unix.Open(Device, unix.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ps := os.Getpagesize()
-	for _, b := range backings {
-		if b.id == BackingPFN {
-			continue // never KMMAP_MAX_PAGES contiguous pages, limit or not
-		}
-		s := Setup{Backing: b.id, Pages: MaxPages}
-		if err := ioctl(fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, unix.ENOMEM) {
-			return fmt.Errorf("SETUP %s of %d bytes in a cgroup with memory.max %d: %v, want ENOMEM", b.name, MaxPages*ps, memcgLimit, err)
-		}
-		s.Pages = uint32((1 << 20) / ps)
-		if err := ioctl(fd, IocSetup, unsafe.Pointer(&s)); err != nil {
-			return fmt.Errorf("SETUP %s of 1 MiB in that cgroup: %v", b.name, err)
-		}
-	}
-	return nil
 }
 
 var faultInject = flag.Bool("kmmap.faultinject", false, "the kernel has failslab and fail_page_alloc in debugfs")
