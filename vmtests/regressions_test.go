@@ -78,6 +78,11 @@ var regressions = []regression{
 		edits: []edit{{"main.c", "\t\t\th = kmmap_fnv1a(h, p, n);\n\t\tcond_resched();\n", "\t\t\th = kmmap_fnv1a(h, p, n);\n"}},
 	},
 	{
+		name: "insert-error-path-frees-the-failed-page", test: "TestAllocFailures", cell: "6.12-amd64-debug",
+		why:   "an error path is only right if something makes it run: fault injection on the debug cells does",
+		edits: []edit{{"buffer.c", "\twhile (i--)\n\t\t__free_page(b->pages[i]);\n", "\tdo {\n\t\t__free_page(b->pages[i]);\n\t} while (i--);\n"}},
+	},
+	{
 		name: "deprecated-workqueue", test: "TestPinned", cell: "7.3-amd64",
 		why:   "7.3 warns about work queued on system_unbound_wq, naming the module",
 		edits: []edit{{"pin.c", "queue_work(kmmap_unbound_wq, &pin->work);", "queue_work(system_unbound_wq, &pin->work);"}},

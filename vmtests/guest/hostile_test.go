@@ -722,7 +722,10 @@ var faultInject = flag.Bool("kmmap.faultinject", false, "the kernel has failslab
 type faultAttr struct {
 	t    *testing.T
 	name string // fail_page_alloc or failslab
-	step int    // bytes of allocation between two injected failures
+	step int    // allocation between two injected failures: bytes, or pages for fail_page_alloc
+	// none names the backing none of whose SETUP's allocations are of
+	// this kind: failslab never sees a pfn buffer's (alloc_pages_exact).
+	none string
 }
 
 func (f faultAttr) set(attr, v string) {
@@ -742,19 +745,27 @@ func (f faultAttr) injected() bool {
 	return strings.TrimSpace(string(b)) == "0"
 }
 
-// failing runs call on this thread with exactly one allocation failed:
+// failing runs call with exactly one allocation of this thread failed:
 // the first one after space bytes were allocated. Only this thread's
-// allocations fail (task-filter, /proc/thread-self/make-it-fail).
+// allocations fail (task-filter, /proc/thread-self/make-it-fail, opened
+// before: opening it then would fail too).
 func (f faultAttr) failing(space int, call func() error) (error, bool) {
 	f.t.Helper()
-	f.set("space", strconv.Itoa(space))
-	f.set("times", "1")
-	if err := os.WriteFile("/proc/thread-self/make-it-fail", []byte("1"), 0); err != nil {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fd, err := unix.Open("/proc/thread-self/make-it-fail", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		f.t.Fatal(err)
 	}
-	err := call()
-	if werr := os.WriteFile("/proc/thread-self/make-it-fail", []byte("0"), 0); werr != nil {
-		f.t.Fatal(werr)
+	defer unix.Close(fd)
+	f.set("space", strconv.Itoa(space))
+	f.set("times", "1")
+	if _, err := unix.Write(fd, []byte("1")); err != nil {
+		f.t.Fatal(err)
+	}
+	err = call()
+	if _, werr := unix.Write(fd, []byte("0")); werr != nil {
+		f.t.Fatalf("make-it-fail = 0: %v", werr)
 	}
 	inj := f.injected()
 	f.set("times", "0")
@@ -772,90 +783,91 @@ func TestAllocFailures(t *testing.T) {
 	if !*faultInject {
 		t.Skip("SKIP LOUDLY: no fault injection in this kernel (CONFIG_FAILSLAB, CONFIG_FAIL_PAGE_ALLOC: the debug cells have them)")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	ps := os.Getpagesize()
-	for _, fa := range []faultAttr{{t, "fail_page_alloc", ps}, {t, "failslab", 32}} {
-		fa.set("times", "0")
-		for attr, v := range map[string]string{"task-filter": "Y", "probability": "100", "interval": "1", "verbose": "0", "ignore-gfp-wait": "N"} {
-			fa.set(attr, v)
-		}
-		if fa.name == "fail_page_alloc" {
-			fa.set("min-order", "0")
-			fa.set("ignore-gfp-highmem", "N")
-		}
-		for _, b := range backings {
-			t.Run(fa.name+"/"+b.name, func(t *testing.T) {
+	// fail_page_alloc counts its space in pages (1 << order).
+	for _, fa := range []faultAttr{{t, "fail_page_alloc", 1, ""}, {t, "failslab", 32, "pfn"}} {
+		t.Run(fa.name, func(t *testing.T) {
+			fa.t = t
+			fa.set("times", "0")
+			for attr, v := range map[string]string{"task-filter": "Y", "probability": "100", "interval": "1", "verbose": "0", "ignore-gfp-wait": "N"} {
+				fa.set(attr, v)
+			}
+			if fa.name == "fail_page_alloc" {
+				fa.set("min-order", "0")
+				fa.set("ignore-gfp-highmem", "N")
+			}
+			for _, b := range backings {
+				t.Run(b.name, func(t *testing.T) {
+					fa.t = t
+					d := openDev(t)
+					d.fill(t, 0, d.size(), 70)
+					sum, before := d.checksum(t, 0, d.size()), d.info
+					failures := 0
+					for space := 0; ; space += fa.step {
+						s := Setup{Backing: b.id, Pages: 8}
+						err, inj := fa.failing(space, func() error { return ioctl(d.fd, IocSetup, unsafe.Pointer(&s)) })
+						if !inj {
+							if err != nil {
+								t.Fatalf("SETUP with no failure injected: %v", err)
+							}
+							break
+						}
+						d.refreshInfo(t)
+						if err == nil {
+							if d.info.Backing != b.id || d.info.Nr_pages != 8 {
+								t.Fatalf("SETUP succeeded but INFO says backing %d, %d pages", d.info.Backing, d.info.Nr_pages)
+							}
+							d.setup(t, before.Backing, before.Nr_pages)
+							d.fill(t, 0, d.size(), 70)
+							continue
+						}
+						failures++
+						if !errors.Is(err, unix.ENOMEM) {
+							t.Fatalf("SETUP with the allocation after %d bytes failed: %v, want ENOMEM", space, err)
+						}
+						if d.info.Backing != before.Backing || d.info.Nr_pages != before.Nr_pages || d.checksum(t, 0, d.size()) != sum {
+							t.Fatalf("a SETUP failed after %d bytes changed the file: backing %d, %d pages", space, d.info.Backing, d.info.Nr_pages)
+						}
+						if space > 1<<20 {
+							t.Fatalf("SETUP still meets injected failures after %d bytes", space)
+						}
+					}
+					if failures == 0 && b.name != fa.none {
+						t.Errorf("no injected %s failure made SETUP fail", fa.name)
+					}
+					t.Logf("%d SETUPs failed by an injected %s failure, each leaving the file as it was", failures, fa.name)
+				})
+			}
+			t.Run("pin", func(t *testing.T) {
 				fa.t = t
 				d := openDev(t)
-				d.fill(t, 0, d.size(), 70)
-				sum, before := d.checksum(t, 0, d.size()), d.info
-				failures := 0
-				for space := 0; ; space += fa.step {
-					s := Setup{Backing: b.id, Pages: 8}
-					err, inj := fa.failing(space, func() error { return ioctl(d.fd, IocSetup, unsafe.Pointer(&s)) })
+				buf := userBuffer(t, 8)
+				base, _ := vmPin()
+				for space := 0; space < 1<<20; space += fa.step {
+					err, inj := fa.failing(space, func() error { return pinIoctl(d.fd, buf) })
 					if !inj {
 						if err != nil {
-							t.Fatalf("SETUP with no failure injected: %v", err)
+							t.Fatalf("PIN with no failure injected: %v", err)
 						}
 						break
 					}
-					d.refreshInfo(t)
 					if err == nil {
-						if d.info.Backing != b.id || d.info.Nr_pages != 8 {
-							t.Fatalf("SETUP succeeded but INFO says backing %d, %d pages", d.info.Backing, d.info.Nr_pages)
+						if err := ioctl(d.fd, IocUnpin, nil); err != nil {
+							t.Fatal(err)
 						}
-						d.setup(t, before.Backing, before.Nr_pages)
-						d.fill(t, 0, d.size(), 70)
 						continue
 					}
-					failures++
-					if !errors.Is(err, unix.ENOMEM) {
-						t.Fatalf("SETUP with the allocation after %d bytes failed: %v, want ENOMEM", space, err)
+					if !errors.Is(err, unix.ENOMEM) && !errors.Is(err, unix.EFAULT) {
+						t.Fatalf("PIN with the allocation after %d bytes failed: %v, want ENOMEM or EFAULT", space, err)
 					}
-					if d.info.Backing != before.Backing || d.info.Nr_pages != before.Nr_pages || d.checksum(t, 0, d.size()) != sum {
-						t.Fatalf("a SETUP failed after %d bytes changed the file: backing %d, %d pages", space, d.info.Backing, d.info.Nr_pages)
+					if got, _ := vmPin(); got != base {
+						t.Fatalf("a failed PIN left VmPin at %d bytes, was %d", got, base)
 					}
-					if space > 4<<20 {
-						t.Fatalf("SETUP still meets injected failures after %d bytes", space)
+					if err := ioctl(d.fd, IocUnpin, nil); !errors.Is(err, unix.EINVAL) {
+						t.Fatalf("a failed PIN left something pinned (UNPIN: %v)", err)
 					}
 				}
-				if failures == 0 {
-					t.Errorf("no injected %s failure made SETUP fail", fa.name)
-				}
-				t.Logf("%d SETUPs failed by an injected %s failure, each leaving the file as it was", failures, fa.name)
+				_ = ioctl(d.fd, IocUnpin, nil)
 			})
-		}
-		t.Run(fa.name+"/pin", func(t *testing.T) {
-			fa.t = t
-			d := openDev(t)
-			buf := userBuffer(t, 8)
-			base, _ := vmPin()
-			for space := 0; space < 1<<20; space += fa.step {
-				err, inj := fa.failing(space, func() error { return pinIoctl(d.fd, buf) })
-				if !inj {
-					if err != nil {
-						t.Fatalf("PIN with no failure injected: %v", err)
-					}
-					break
-				}
-				if err == nil {
-					if err := ioctl(d.fd, IocUnpin, nil); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				if !errors.Is(err, unix.ENOMEM) && !errors.Is(err, unix.EFAULT) {
-					t.Fatalf("PIN with the allocation after %d bytes failed: %v, want ENOMEM or EFAULT", space, err)
-				}
-				if got, _ := vmPin(); got != base {
-					t.Fatalf("a failed PIN left VmPin at %d bytes, was %d", got, base)
-				}
-				if err := ioctl(d.fd, IocUnpin, nil); !errors.Is(err, unix.EINVAL) {
-					t.Fatalf("a failed PIN left something pinned (UNPIN: %v)", err)
-				}
-			}
-			_ = ioctl(d.fd, IocUnpin, nil)
 		})
 	}
 }
