@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -392,17 +393,26 @@ func TestCDemo(t *testing.T) {
 	runDemo(t, "/kmmap/kmmap-demo")
 }
 
-// runDemo runs a build of the C demo and checks it reports every part.
+// runDemo runs a build of the C demo, as root and as an unprivileged user
+// (uid 65534: no CAP_IPC_LOCK, the default RLIMIT_MEMLOCK), and checks it
+// reports every part each time.
 func runDemo(t *testing.T, path string) {
 	t.Helper()
-	out, err := exec.Command(path).CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	for _, want := range []string{"fault ok", "pfn ok", "insert ok", "ring ok", "pinned ok"} {
-		if !bytes.Contains(out, []byte("demo: "+want)) {
-			t.Errorf("%s did not report %q", path, want)
+	for _, as := range []struct {
+		who  string
+		attr *syscall.SysProcAttr
+	}{{"root", nil}, {"uid 65534", nobody}} {
+		cmd := exec.Command(path)
+		cmd.SysProcAttr = as.attr
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s as %s:\n%s", path, as.who, out)
+		if err != nil {
+			t.Fatalf("%s as %s: %v", path, as.who, err)
+		}
+		for _, want := range []string{"fault ok", "pfn ok", "insert ok", "ring ok", "pinned ok"} {
+			if !bytes.Contains(out, []byte("demo: "+want)) {
+				t.Errorf("%s as %s did not report %q", path, as.who, want)
+			}
 		}
 	}
 }
