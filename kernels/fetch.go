@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -341,16 +343,14 @@ func (f *Fetcher) download(ctx context.Context, k Kernel, p Package, out string)
 // PageSize is the page size the kernel was configured with, from its
 // config (CONFIG_ARM64_16K_PAGES and friends); 4096 otherwise.
 func (t *Tree) PageSize() (int, error) {
-	b, err := os.ReadFile(t.Config)
+	sizes := map[string]int{"CONFIG_ARM64_16K_PAGES": 16384, "CONFIG_ARM64_64K_PAGES": 65536, "CONFIG_PAGE_SIZE_16KB": 16384, "CONFIG_PAGE_SIZE_64KB": 65536}
+	set, err := t.ConfigSet(slices.Collect(maps.Keys(sizes))...)
 	if err != nil {
-		return 0, fmt.Errorf("kernel %s: %w", t.Kernel.ID, err)
+		return 0, err
 	}
-	for _, c := range []struct {
-		opt  string
-		size int
-	}{{"CONFIG_ARM64_16K_PAGES=y", 16384}, {"CONFIG_ARM64_64K_PAGES=y", 65536}, {"CONFIG_PAGE_SIZE_16KB=y", 16384}, {"CONFIG_PAGE_SIZE_64KB=y", 65536}} {
-		if strings.Contains("\n"+string(b), "\n"+c.opt+"\n") {
-			return c.size, nil
+	for opt, size := range sizes {
+		if set[opt] {
+			return size, nil
 		}
 	}
 	return 4096, nil

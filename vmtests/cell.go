@@ -128,27 +128,26 @@ const MemDebugEnv = "KMMAP_MEMDEBUG"
 // boot (every free page is written at boot) and slow the suite; the debug
 // cells' KASAN catches what they catch, with the offending access.
 // Each only where the kernel's config has it.
-func memoryDebugArgs(config string, full bool) ([]string, error) {
-	b, err := os.ReadFile(config)
+func memoryDebugArgs(tree *kernels.Tree, full bool) ([]string, error) {
+	has, err := tree.ConfigSet("CONFIG_KFENCE", "CONFIG_SLUB_DEBUG", "CONFIG_PAGE_POISONING", "CONFIG_PAGE_OWNER")
 	if err != nil {
 		return nil, err
 	}
-	has := func(opt string) bool { return strings.Contains("\n"+string(b), "\n"+opt+"=y\n") }
 	var args []string
-	if has("CONFIG_KFENCE") {
+	if has["CONFIG_KFENCE"] {
 		args = append(args, "kfence.sample_interval=10")
 	}
 	if !full {
 		return args, nil
 	}
 	args = append(args, "init_on_free=1")
-	if has("CONFIG_SLUB_DEBUG") {
+	if has["CONFIG_SLUB_DEBUG"] {
 		args = append(args, "slub_debug=FZPU")
 	}
-	if has("CONFIG_PAGE_POISONING") {
+	if has["CONFIG_PAGE_POISONING"] {
 		args = append(args, "page_poison=1")
 	}
-	if has("CONFIG_PAGE_OWNER") {
+	if has["CONFIG_PAGE_OWNER"] {
 		args = append(args, "page_owner=on") // who allocated a page, in every bad-page report
 	}
 	return args, nil

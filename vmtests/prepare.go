@@ -146,7 +146,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	debug, err := memoryDebugArgs(tree.Config, k.FromSource() || os.Getenv(MemDebugEnv) == "1")
+	args, err := memoryDebugArgs(tree, k.FromSource() || os.Getenv(MemDebugEnv) == "1")
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	debug = append(append(debug, confArgs...), k.Cmdline...)
+	args = append(append(args, confArgs...), k.Cmdline...)
 	timeout, err := VMTimeout()
 	if err != nil {
 		return nil, err
@@ -170,7 +170,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 		return nil, err
 	}
 	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, Modules: mods,
-		KernelArgs: append(append(kernelArgs(m), debug...), o.KernelArgs...), Timeout: timeout, Results: results}
+		KernelArgs: append(append(kernelArgs(m), args...), o.KernelArgs...), Timeout: timeout, Results: results}
 	if o.GDB {
 		if cell.GDB, err = FreePort(); err != nil {
 			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
@@ -206,7 +206,8 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 //   - 32-bit programs (the C demo built -m32 or for armhf, through
 //     compat_ioctl) where the kernel runs them; Debian turns ia32 emulation
 //     off by default from 6.7 (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and
-//     ia32_emulation=1 turns it back on; arm64 has no COMPAT with 16K pages.
+//     ia32_emulation=1 turns it back on (arm64: COMPAT, which Debian's 16K
+//     kernels have too).
 //   - the largest sizes of TestLargeWork under a short soft-lockup
 //     threshold where KASAN and the soft-lockup detector are built in,
 //     and TestAllocFailures where failslab and fail_page_alloc are (the

@@ -616,7 +616,7 @@ func TestLargeWork(t *testing.T) {
 func TestCDemo32(t *testing.T) {
 	mark(t)
 	if !*compat {
-		t.Skip("SKIP LOUDLY: this kernel runs no 32-bit programs (no CONFIG_IA32_EMULATION / CONFIG_COMPAT, e.g. arm64 with 16K pages)")
+		t.Skip("SKIP LOUDLY: this kernel runs no 32-bit programs (no CONFIG_IA32_EMULATION / CONFIG_COMPAT)")
 	}
 	runDemo(t, "/kmmap/kmmap-demo32")
 }
