@@ -294,6 +294,11 @@ out:
 	return copy_to_user(uarg, &r, sizeof(r)) ? -EFAULT : 0;
 }
 
+/*
+ * EMIT produces up to 2^20 records: under a buffer reference, not
+ * kf->lock.  TIMER is short, and two of them must not interleave their
+ * settings with the timer's start or stop: under kf->lock, as before.
+ */
 static long kmmap_ioctl_ring(struct kmmap_file *kf, unsigned int cmd, void __user *uarg)
 {
 	struct kmmap_ring_ctl rc;
@@ -303,13 +308,20 @@ static long kmmap_ioctl_ring(struct kmmap_file *kf, unsigned int cmd, void __use
 		return -EFAULT;
 	if (rc.flags || rc.reserved)
 		return -EINVAL;
+	if (cmd == KMMAP_IOC_RING_TIMER) {
+		mutex_lock(&kf->lock);
+		if (kf->buf.backing != KMMAP_BACKING_RING)
+			ret = -EINVAL;
+		else
+			ret = kmmap_ring_timer(&kf->ring, rc.count, rc.period_ms);
+		mutex_unlock(&kf->lock);
+		return ret;
+	}
 	kmmap_get_buf(kf);
 	if (kf->buf.backing != KMMAP_BACKING_RING)
 		ret = -EINVAL;
-	else if (cmd == KMMAP_IOC_RING_EMIT)
-		ret = kmmap_ring_emit(&kf->ring, rc.count);
 	else
-		ret = kmmap_ring_timer(&kf->ring, rc.count, rc.period_ms);
+		ret = kmmap_ring_emit(&kf->ring, rc.count);
 	kmmap_put_buf(kf);
 	return ret;
 }
