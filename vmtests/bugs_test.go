@@ -149,15 +149,18 @@ func editedModule(t *testing.T, root, name string, edits []edit) string {
 	return src
 }
 
-func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
-	src := editedModule(t, root, "bug "+b.name, b.edits)
+// bootEdited boots cell k with kmod/ changed by edits, running only the
+// guest test test, and keeps the run's results under resultsID.
+func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, args []string, resultsID string) run {
+	t.Helper()
+	src := editedModule(t, root, name, edits)
 	f := cellFetcher(t)
 	tree, err := f.Fetch(context.Background(), k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src, KernelArgs: b.args,
-		GuestRun: "^" + b.test + "$", ResultsID: k.ID + "-bug-" + b.name})
+	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src, KernelArgs: args,
+		GuestRun: "^" + test + "$", ResultsID: resultsID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,15 +168,29 @@ func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
 	if err := cell.writeResults(r); err != nil {
 		t.Error(err)
 	}
-	reports := r.con.splats[b.test]
+	return r
+}
+
+// reportsDuring returns the kernel reports during test and its subtests,
+// the test's own first.
+func reportsDuring(r run, test string) []string {
+	reports := append([]string(nil), r.con.splats[test]...)
+	for name, s := range r.con.splats {
+		if strings.HasPrefix(name, test+"/") {
+			reports = append(reports, s...)
+		}
+	}
+	return reports
+}
+
+func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
+	r := bootEdited(t, root, k, "bug "+b.name, b.edits, b.test, b.args, k.ID+"-bug-"+b.name)
 	for name, s := range r.con.splats {
 		if !strings.HasPrefix(name, b.test) {
 			t.Errorf("a report during %q, not %s:\n%s", name, b.test, strings.Join(s, "\n"))
 		}
-		if strings.HasPrefix(name, b.test+"/") {
-			reports = append(reports, s...)
-		}
 	}
+	reports := reportsDuring(r, b.test)
 	if len(reports) == 0 {
 		t.Fatalf("no kernel report during %s; console:\n%s", b.test, r.con.tail(40))
 	}

@@ -1,7 +1,6 @@
 package vmtests
 
 import (
-	"context"
 	"os"
 	"slices"
 	"strings"
@@ -108,30 +107,11 @@ func TestRegressionsCaught(t *testing.T) {
 		ran++
 		t.Run(reg.name+"/"+k.ID, func(t *testing.T) {
 			t.Parallel()
-			src := editedModule(t, root, "regression "+reg.name, reg.edits)
-			f := cellFetcher(t)
-			tree, err := f.Fetch(context.Background(), k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src,
-				GuestRun: "^" + reg.test + "$", ResultsID: k.ID + "-regression-" + reg.name})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := boot(cell)
-			if err := cell.writeResults(r); err != nil {
-				t.Error(err)
-			}
+			r := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, nil, k.ID+"-regression-"+reg.name)
 			if !slices.Contains(r.res.list, reg.test) {
 				t.Fatalf("the guest suite has no %s", reg.test)
 			}
-			var reports []string
-			for name, s := range r.con.splats {
-				if name == reg.test || strings.HasPrefix(name, reg.test+"/") {
-					reports = append(reports, s...)
-				}
-			}
+			reports := reportsDuring(r, reg.test)
 			tr := r.res.test(reg.test)
 			out := tr.output.String()
 			for _, c := range tr.children {

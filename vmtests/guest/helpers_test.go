@@ -184,14 +184,23 @@ func openDev(t testing.TB) *dev {
 	return d
 }
 
+// infoPFNs asks INFO for every page's PFN into an array pre-set to ^0.
+func infoPFNs(fd int) (Info, []uint64, error) {
+	pfns := make([]uint64, MaxPages)
+	for i := range pfns {
+		pfns[i] = ^uint64(0)
+	}
+	info := Info{Pfns: uint64(uintptr(unsafe.Pointer(&pfns[0]))), Pfns_len: uint32(len(pfns))}
+	err := ioctl(fd, IocInfo, unsafe.Pointer(&info))
+	return info, pfns[:info.Nr_pages], err
+}
+
 func (d *dev) refreshInfo(t testing.TB) {
 	t.Helper()
-	pfns := make([]uint64, MaxPages)
-	d.info = Info{Pfns: uint64(uintptr(unsafe.Pointer(&pfns[0]))), Pfns_len: uint32(len(pfns))}
-	if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&d.info)); err != nil {
+	var err error
+	if d.info, d.pfns, err = infoPFNs(d.fd); err != nil {
 		t.Fatalf("KMMAP_IOC_INFO: %v", err)
 	}
-	d.pfns = pfns[:d.info.Nr_pages]
 }
 
 func (d *dev) setup(t testing.TB, backing, pages uint32) {

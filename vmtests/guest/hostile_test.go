@@ -47,9 +47,7 @@ func TestSetupFailureKeepsFile(t *testing.T) {
 		var next uint64
 		var sum uint64
 		if isRing {
-			r = &ring{d: d}
-			r.mem = d.mmap(t, 0, d.size())
-			r.hdr = (*RingHeader)(unsafe.Pointer(&r.mem[0]))
+			r = mapRing(t, d)
 			r.emit(t, 3)
 			if n := r.drain(t, &next); n != 3 {
 				t.Fatalf("drained %d records, want 3", n)
@@ -99,8 +97,7 @@ func TestSetupFailureKeepsFile(t *testing.T) {
 			}
 			return
 		}
-		r.mem = d.mmap(t, 0, d.size())
-		r.hdr = (*RingHeader)(unsafe.Pointer(&r.mem[0]))
+		r = mapRing(t, d)
 		// The timer kept running through the failed SETUPs.
 		deadline := time.Now().Add(5 * time.Second)
 		for r.drain(t, &next) == 0 && time.Now().Before(deadline) {
@@ -122,17 +119,6 @@ func TestSetupFailureKeepsFile(t *testing.T) {
 			t.Errorf("drained %d records after EMIT 2", n)
 		}
 	})
-}
-
-// infoPFNs asks INFO for every page's PFN into an array pre-set to ^0.
-func infoPFNs(fd int) (Info, []uint64, error) {
-	pfns := make([]uint64, MaxPages)
-	for i := range pfns {
-		pfns[i] = ^uint64(0)
-	}
-	info := Info{Pfns: uint64(uintptr(unsafe.Pointer(&pfns[0]))), Pfns_len: uint32(len(pfns))}
-	err := ioctl(fd, IocInfo, unsafe.Pointer(&info))
-	return info, pfns[:info.Nr_pages], err
 }
 
 // helperPFNs: pfns hidden|shown open|fd3 - INFO's PFNs on a file this
@@ -195,10 +181,7 @@ func vmPin() (int64, error) {
 	return 0, fmt.Errorf("no VmPin in /proc/self/status")
 }
 
-func pinIoctl(fd int, b []byte) error {
-	p := PinRange{Addr: uint64(uintptr(unsafe.Pointer(&b[0]))), Length: uint64(len(b))}
-	return ioctl(fd, IocPin, unsafe.Pointer(&p))
-}
+func pinIoctl(fd int, b []byte) error { return pinRange(fd, uintptr(unsafe.Pointer(&b[0])), len(b)) }
 
 // helperMemlock runs without CAP_IPC_LOCK under RLIMIT_MEMLOCK of two
 // pages: pins past it fail with ENOMEM, and each pin is charged to VmPin

@@ -11,10 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (d *dev) pin(addr uintptr, length int) error {
+// pinRange lends [addr, addr+length) to the kernel (KMMAP_IOC_PIN on fd).
+func pinRange(fd int, addr uintptr, length int) error {
 	p := PinRange{Addr: uint64(addr), Length: uint64(length)}
-	return ioctl(d.fd, IocPin, unsafe.Pointer(&p))
+	return ioctl(fd, IocPin, unsafe.Pointer(&p))
 }
+
+func (d *dev) pin(addr uintptr, length int) error { return pinRange(d.fd, addr, length) }
 
 func (d *dev) pinFill(t testing.TB, seed uint64) {
 	t.Helper()

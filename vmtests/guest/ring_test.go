@@ -21,6 +21,11 @@ type ring struct {
 func openRing(t testing.TB, pages uint32) *ring {
 	d := openDev(t)
 	d.setup(t, BackingRing, pages)
+	return mapRing(t, d)
+}
+
+// mapRing maps d's ring buffer whole.
+func mapRing(t testing.TB, d *dev) *ring {
 	mem := d.mmap(t, 0, d.size())
 	return &ring{d: d, mem: mem, hdr: (*RingHeader)(unsafe.Pointer(&mem[0]))}
 }
