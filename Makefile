@@ -7,8 +7,10 @@
 #   make bench       measure boots, the matrix, the edit loop and zero copy
 #                    against copies; writes BENCHMARKS.md (about 20 minutes)
 #   make kernels     download, verify and unpack the pinned kernels
-#   make toolchains  create the per-suite build roots (as root; once)
-#   make deps        install (as root) or name (otherwise) the packages needed
+#   make toolchains  create the per-suite build roots (no root needed; the
+#                    tests make them on first use too)
+#   make deps        install (as root) or name (otherwise) the packages needed;
+#                    the only step that needs root, and only to install
 #
 # KMMAP_CELLS=6.1-amd64 limits the cells; KMMAP_CACHE moves the cache.
 # Test output is one line per cell and the output of what failed; V=1
@@ -38,12 +40,13 @@ TOOLS := \
 	qemu-system-aarch64:qemu-system-arm \
 	gdb-multiarch:gdb-multiarch
 # files -> package: firmware QEMU loads for x86, and what creates the
-# per-suite toolchain roots (debootstrap lives in /usr/sbin, often not in a
-# user's PATH, so it is checked by file too)
+# per-suite toolchain roots as a normal user (mmdebstrap --mode=unshare maps
+# the user's subordinate ids with newuidmap)
 FILES := \
 	/usr/share/seabios/bios-256k.bin:seabios \
 	/usr/share/qemu/qboot.rom:qemu-system-data \
-	/usr/sbin/debootstrap:debootstrap \
+	/usr/bin/mmdebstrap:mmdebstrap \
+	/usr/bin/newuidmap:uidmap \
 	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
 	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \

@@ -1,8 +1,11 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -31,17 +34,57 @@ type FileLock struct{ f *os.File }
 // LockFile takes an exclusive lock on path, creating it if needed.
 func LockFile(path string) (*FileLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+		return nil, NotYours(filepath.Dir(path), err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, NotYours(path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return &FileLock{f: f}, nil
+}
+
+// NotYours explains err, a failure to use path in the cache, when the cause
+// is that another user (root, for a cache an older kmmap filled through
+// sudo) owns path or the directory above it; other errors are returned as
+// they are.
+func NotYours(path string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	for p := path; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) == nil && int(st.Uid) != os.Geteuid() {
+			who := fmt.Sprintf("uid %d", st.Uid)
+			if u, err := user.LookupId(fmt.Sprint(st.Uid)); err == nil {
+				who = u.Username
+			}
+			return fmt.Errorf("%w\n%s belongs to %s, not to this user: the cache holds files another user made there "+
+				"(older kmmap versions made toolchain roots with `sudo make toolchains`; none needs root now). "+
+				"Remove them once, `sudo rm -rf %s`, or set %s to a directory of your own", err, p, who, p, CacheEnv)
+		}
+		if p == filepath.Dir(p) {
+			return err
+		}
+	}
+}
+
+// RemoveAll removes path like os.RemoveAll, first giving its owner write
+// permission on each of its directories: an unpacked Debian root has
+// read-only ones, which os.RemoveAll cannot empty for a user who is not root.
+func RemoveAll(path string) error {
+	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			if info, err := d.Info(); err == nil && info.Mode().Perm()&0o700 != 0o700 {
+				os.Chmod(p, info.Mode().Perm()|0o700)
+			}
+		}
+		return nil
+	})
+	return os.RemoveAll(path)
 }
 
 // Unlock releases the lock.

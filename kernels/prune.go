@@ -70,7 +70,7 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	}
 	var removed []string
 	remove := func(p string) error {
-		if err := os.RemoveAll(p); err != nil {
+		if err := RemoveAll(p); err != nil {
 			return err
 		}
 		removed = append(removed, p)

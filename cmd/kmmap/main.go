@@ -12,7 +12,7 @@
 //	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
 //	kmmap kernels verify          re-hash the cached .debs against the lock
 //	kmmap kernels prune           remove cached kernels no pin needs, and old builds
-//	kmmap kernels toolchains [ID...]  create the build roots the cells need (as root)
+//	kmmap kernels toolchains [ID...]  create the build roots the cells need (no root needed)
 package main
 
 import (

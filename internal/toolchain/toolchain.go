@@ -1,33 +1,39 @@
 // Package toolchain provides hermetic build roots: a Debian suite's own
-// compiler (and its cross compiler) debootstrapped into the cache, so that a
+// compiler (and its cross compiler) bootstrapped into the cache, so that a
 // module is built by the compiler major its kernel was built with and the
 // suite's Kbuild tools run on the glibc they were linked against.
 //
 // A root is created once per (suite, packages), under a file lock, in a
-// temporary directory renamed into place when debootstrap succeeded.
+// temporary directory renamed into place when mmdebstrap succeeded; a
+// normal user creates it (mmdebstrap --mode=unshare) and owns it.
 // Commands run in it with chroot inside a private mount namespace in which
 // the cache directory is bind-mounted at its own path, so every absolute
 // path under the cache means the same inside and outside.
 package toolchain
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/kmmap/kmmap/kernels"
 )
 
 const format = "root-v1"
 
-// Root is a debootstrapped build root.
+// Root is a Debian build root in the cache.
 type Root struct {
 	Suite string
 	Dir   string
@@ -80,52 +86,68 @@ func Cross(arch, compiler string) (prefix, pkg string) {
 	return strings.ReplaceAll(t, "x86-64", "x86_64") + "-", compiler + "-" + t
 }
 
+// keyring is the Debian archive keyring mmdebstrap checks a suite's
+// signed Release file against (Ubuntu's apt does not trust Debian's keys).
+const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
 // Ensure returns the root for suite with compiler, creating it with
-// debootstrap from mirror if the cache lacks it. Creating one needs root.
+// mmdebstrap from mirror if the cache lacks it. Nobody needs to be root: a
+// normal user's mmdebstrap runs in a user namespace (--mode=unshare) and
+// the root is unpacked from its tarball as that user, so the user owns
+// every file of it and can remove it; root makes it the same way (--mode=root).
 func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf func(string, ...any)) (*Root, error) {
 	suite = BaseSuite(suite)
 	pkgs := packages(compiler)
 	h := sha256.Sum256([]byte(format + "\n" + suite + "\n" + strings.Join(pkgs, ",")))
 	dir := filepath.Join(cache, "toolchains", suite+"-"+hex.EncodeToString(h[:])[:16])
 	r := &Root{Suite: suite, Dir: dir, cache: cache}
-	if complete(dir) {
-		return r, nil
+	if os.Geteuid() != 0 {
+		// Every command in a root enters it through a user namespace.
+		if err := checkUserns(); err != nil {
+			return nil, err
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, err
+	if ok, err := complete(dir); ok || err != nil {
+		return r, err
 	}
 	lk, err := kernels.LockFile(dir + ".lock")
 	if err != nil {
 		return nil, err
 	}
 	defer lk.Unlock()
-	if complete(dir) {
-		return r, nil
+	if ok, err := complete(dir); ok || err != nil {
+		return r, err
 	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("the %s toolchain root (%s) is not in the cache and creating it needs root: run `sudo make toolchains` once (or build as root)", suite, compiler)
+	if err := checkCreate(); err != nil {
+		return nil, err
 	}
-	if _, err := exec.LookPath("debootstrap"); err != nil {
-		return nil, fmt.Errorf("debootstrap not found (apt-get install debootstrap): it creates the %s toolchain root", suite)
+	if _, err := os.Lstat(dir); err == nil {
+		// An incomplete root from a crash mid-rename: ours to replace.
+		if err := kernels.RemoveAll(dir); err != nil {
+			return nil, err
+		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".tmp-"+suite+"-")
 	if err != nil {
-		return nil, err
+		return nil, kernels.NotYours(filepath.Dir(dir), err)
 	}
-	defer os.RemoveAll(tmp)
-	logf("toolchain %s: debootstrap %s (once; about 2 minutes)", suite, strings.Join(pkgs, " "))
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), suite, tmp, mirror)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("toolchain %s: debootstrap failed: %v\n%s", suite, err, Tail(out, 30))
+	defer kernels.RemoveAll(tmp)
+	logf("toolchain %s: mmdebstrap %s (once; about 2 minutes)", suite, strings.Join(pkgs, " "))
+	if err := bootstrap(ctx, tmp, suite, mirror, pkgs); err != nil {
+		return nil, fmt.Errorf("toolchain %s: %w", suite, err)
 	}
-	// debootstrap checked the suite's signed Release file; check that what
+	// mmdebstrap checked the suite's signed Release file; check that what
 	// the builds need is really there before the root is trusted.
 	for _, bin := range append(compilers(compiler), "make", "pahole") {
 		if _, err := os.Stat(filepath.Join(tmp, "usr", "bin", bin)); err != nil {
-			return nil, fmt.Errorf("toolchain %s: debootstrap succeeded but the root has no %s", suite, bin)
+			return nil, fmt.Errorf("toolchain %s: mmdebstrap succeeded but the root has no %s", suite, bin)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".kmmap-complete"), []byte(strings.Join(pkgs, "\n")+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	// MkdirTemp made it 0700: a root is read by whoever shares the cache.
+	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -134,21 +156,155 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 	return r, nil
 }
 
-func complete(dir string) bool {
+// bootstrap writes a minbase root of suite with pkgs into dir: mmdebstrap
+// makes it as a tarball on its stdout, which tar unpacks as the caller
+// (owning every file when not root). The tarball's /dev nodes are left
+// out (a normal user cannot mknod): Command binds the host's /dev.
+func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) error {
+	mode := "--mode=unshare"
+	if os.Geteuid() == 0 {
+		mode = "--mode=root"
+	}
+	mm := exec.CommandContext(ctx, "mmdebstrap", mode, "--variant=minbase", "--format=tar",
+		"--keyring="+keyring, "--include="+strings.Join(pkgs, ","), suite, "-", mirror)
+	var mmErr, tarErr bytes.Buffer
+	mm.Stderr = &mmErr
+	tar := exec.CommandContext(ctx, "tar", "-x", "-C", dir, "--exclude=./dev/*")
+	tar.Stderr = &tarErr
+	pipe, err := mm.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	tar.Stdin = pipe
+	if err := mm.Start(); err != nil {
+		return err
+	}
+	if err := tar.Run(); err != nil {
+		mm.Process.Kill()
+		mm.Wait()
+		return fmt.Errorf("unpacking mmdebstrap's tarball: %v\n%s", err, Tail(tarErr.Bytes(), 10))
+	}
+	if err := mm.Wait(); err != nil {
+		return fmt.Errorf("mmdebstrap %s failed: %v\n%s", mode, err, Tail(mmErr.Bytes(), 30))
+	}
+	return nil
+}
+
+// checkCreate reports what this machine lacks to create a root as this
+// user: mmdebstrap, and for a normal user the subordinate ids its
+// --mode=unshare maps (newuidmap from uidmap).
+func checkCreate() error {
+	for cmd, pkg := range map[string]string{"mmdebstrap": "mmdebstrap", "tar": "tar"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return fmt.Errorf("%s not found (apt-get install %s, or `make deps`): it creates the toolchain roots", cmd, pkg)
+		}
+	}
+	if _, err := os.Stat(keyring); err != nil {
+		return fmt.Errorf("%s not found (apt-get install debian-archive-keyring): mmdebstrap checks the suites' signatures with it", keyring)
+	}
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	for _, cmd := range []string{"newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			if _, err := os.Stat("/usr/bin/" + cmd); err != nil {
+				return fmt.Errorf("%s not found (apt-get install uidmap, or `make deps`): mmdebstrap --mode=unshare needs it to create a toolchain root as a normal user", cmd)
+			}
+		}
+	}
+	u, err := user.Current()
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		if !hasSubids(f, u.Username, u.Uid) {
+			return fmt.Errorf("%s has no range for %s: mmdebstrap --mode=unshare maps one to create a toolchain root as a normal user. "+
+				"adduser and useradd add one for new users; for this one, once, as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s", f, u.Username, u.Username)
+		}
+	}
+	return nil
+}
+
+// hasSubids reports whether the subordinate id file f (/etc/subuid's
+// format: name-or-id:first:count) gives name or uid a range.
+func hasSubids(f, name, uid string) bool {
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		who, rest, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if ok && (who == name || who == uid) && !strings.HasSuffix(rest, ":0") {
+			return true
+		}
+	}
+	return false
+}
+
+var usernsOnce = sync.OnceValue(func() error {
+	// What Command does: a user namespace mapping this user to root, with
+	// a mount namespace in which it mounts. AppArmor's restriction lets
+	// the unshare succeed and fails the mount.
+	out, err := exec.Command("unshare", "--map-root-user", "--mount", "--propagation", "private",
+		"--", "/bin/sh", "-c", "mount -t tmpfs kmmap /tmp").CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("the toolchain roots are entered through a user namespace, and this user cannot create one (%v: %s). %s",
+		err, strings.TrimSpace(string(out)), usernsAdvice("/proc/sys"))
+})
+
+func checkUserns() error { return usernsOnce() }
+
+// usernsAdvice names the setting under procSys (normally /proc/sys) that
+// keeps unprivileged user namespaces off, and how to turn it on.
+func usernsAdvice(procSys string) string {
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(procSys, name))
+		return strings.TrimSpace(string(b))
+	}
+	var why []string
+	if read("kernel/apparmor_restrict_unprivileged_userns") == "1" {
+		why = append(why, "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10 and later): `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`, or an AppArmor profile with `userns,` for unshare and mmdebstrap")
+	}
+	if read("kernel/unprivileged_userns_clone") == "0" {
+		why = append(why, "unprivileged user namespaces are off: `sudo sysctl kernel.unprivileged_userns_clone=1`")
+	}
+	if read("user/max_user_namespaces") == "0" {
+		why = append(why, "user namespaces are limited to none: `sudo sysctl user.max_user_namespaces=10000`")
+	}
+	if len(why) == 0 {
+		return "No sysctl forbids them (kernel.apparmor_restrict_unprivileged_userns, kernel.unprivileged_userns_clone, user.max_user_namespaces): check that the kernel has CONFIG_USER_NS and that no seccomp filter (a container's) forbids unshare(CLONE_NEWUSER)."
+	}
+	return strings.Join(why, "; ") + " (once; add it to /etc/sysctl.d to keep it)."
+}
+
+// complete reports whether dir is a finished root. A root this user cannot
+// read (an older kmmap made roots as root, mode 0700) is an error that says
+// what to do, not a root to make again over it.
+func complete(dir string) (bool, error) {
 	_, err := os.Stat(filepath.Join(dir, ".kmmap-complete"))
-	return err == nil
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return err == nil, nil
+	}
+	return false, kernels.NotYours(dir, err)
 }
 
 // Command returns a command that runs args in the root, in workdir (a path
 // under the cache, valid inside the root too). Each command has a /tmp of
 // its own: two builds in one root, each make PID 1-ish in its own PID
 // namespace, otherwise collide on make's jobserver fifo /tmp/GMfifo<pid>.
+// That tmpfs is mounted before the cache is bound, and the cache is bound
+// from the directory the script stands in (which no mount hides): a cache
+// under /tmp (KMMAP_CACHE=/tmp/...) stays visible.
 func (r *Root) Command(ctx context.Context, workdir string, args ...string) *exec.Cmd {
 	script := `set -e
-mkdir -p "$ROOT$CACHE"
-mount --bind "$CACHE" "$ROOT$CACHE"
-mount -t proc proc "$ROOT/proc"
+cd "$CACHE"
 mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
+mkdir -p "$ROOT$CACHE"
+mount --no-canonicalize --bind . "$ROOT$CACHE"
+mount --rbind /dev "$ROOT/dev"
+mount -t proc proc "$ROOT/proc"
 cd "$ROOT$WORKDIR"
 exec chroot "$ROOT" /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"`
 	unshare := []string{"--mount", "--propagation", "private", "--fork", "--pid"}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kmmap/kmmap/kernels"
@@ -52,7 +54,7 @@ func TestNeedsRoot(t *testing.T) {
 // own. Two kernel builds in one root once collided on make's jobserver
 // fifo (/tmp/GMfifo1: each make has the same PID in its own PID namespace),
 // and make's complaint ended up in the kernel release. The host's / stands
-// in for a debootstrapped root.
+// in for a bootstrapped root.
 func TestCommandPrivateTmp(t *testing.T) {
 	r := &Root{Suite: "host", Dir: "/", cache: t.TempDir()}
 	name := fmt.Sprintf("/tmp/kmmap-private-tmp-%d", os.Getpid())
@@ -75,5 +77,70 @@ func TestCommandPrivateTmp(t *testing.T) {
 	if _, err := os.Lstat(name); err == nil {
 		os.Remove(name)
 		t.Errorf("%s was created in the host's /tmp, not the command's own", name)
+	}
+}
+
+// TestUsernsAdvice: where user namespaces are off, the error names the
+// setting that turns them off and the command that turns them on.
+func TestUsernsAdvice(t *testing.T) {
+	for _, c := range []struct {
+		files map[string]string
+		want  string
+	}{
+		{map[string]string{"kernel/apparmor_restrict_unprivileged_userns": "1\n"}, "kernel.apparmor_restrict_unprivileged_userns=0"},
+		{map[string]string{"kernel/unprivileged_userns_clone": "0\n"}, "kernel.unprivileged_userns_clone=1"},
+		{map[string]string{"user/max_user_namespaces": "0\n"}, "user.max_user_namespaces=10000"},
+		{map[string]string{"user/max_user_namespaces": "100\n", "kernel/apparmor_restrict_unprivileged_userns": "0\n"}, "No sysctl forbids them"},
+	} {
+		dir := t.TempDir()
+		for name, v := range c.files {
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := usernsAdvice(dir); !strings.Contains(got, c.want) {
+			t.Errorf("with %v: advice %q, want it to say %q", c.files, got, c.want)
+		}
+	}
+}
+
+func TestHasSubids(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "subuid")
+	if err := os.WriteFile(f, []byte("alice:100000:65536\n1001:165536:65536\nbob:231072:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, uid string
+		want      bool
+	}{{"alice", "1000", true}, {"carol", "1001", true}, {"bob", "1002", false}, {"dave", "1003", false}} {
+		if got := hasSubids(f, c.name, c.uid); got != c.want {
+			t.Errorf("hasSubids(%s, %s) = %v, want %v", c.name, c.uid, got, c.want)
+		}
+	}
+	if hasSubids(filepath.Join(t.TempDir(), "none"), "alice", "1000") {
+		t.Error("a missing subuid file gives nobody a range")
+	}
+}
+
+// TestCommandSeesCacheUnderTmp: a cache under /tmp (t.TempDir's, or a
+// user's KMMAP_CACHE=/tmp/...) is still the cache inside the root, under
+// the command's own /tmp. The private /tmp was once mounted after the
+// cache's bind and hid it: "can't cd to .../tmp/...".
+func TestCommandSeesCacheUnderTmp(t *testing.T) {
+	cache := t.TempDir()
+	if !strings.HasPrefix(cache, "/tmp/") {
+		t.Skipf("t.TempDir() is %s, not under /tmp (TMPDIR is set)", cache)
+	}
+	r := &Root{Suite: "host", Dir: "/", cache: cache}
+	out, err := r.Command(context.Background(), cache, "/bin/sh", "-c", "echo built > out").CombinedOutput()
+	if err != nil {
+		t.Fatalf("a command in %s: %v\n%s", cache, err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(cache, "out")); err != nil || string(b) != "built\n" {
+		t.Errorf("what the command wrote in the cache: %q, %v", b, err)
 	}
 }
