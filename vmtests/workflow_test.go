@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -18,11 +19,14 @@ type workflow struct {
 	Jobs map[string]struct {
 		Strategy struct {
 			Matrix struct {
-				Cell []string `yaml:"cell"`
+				Cell yaml.Node `yaml:"cell"` // a list, or an expression
 			} `yaml:"matrix"`
 		} `yaml:"strategy"`
+		Env   map[string]string `yaml:"env"`
 		Steps []struct {
+			Name string            `yaml:"name"`
 			Uses string            `yaml:"uses"`
+			Run  string            `yaml:"run"`
 			With map[string]string `yaml:"with"`
 		} `yaml:"steps"`
 	} `yaml:"jobs"`
@@ -33,19 +37,16 @@ type workflow struct {
 // the lock (and the debug cells' config fragments).
 func TestWorkflowMatrix(t *testing.T) {
 	root, lock := loadLock(t)
-	b, err := os.ReadFile(filepath.Join(root, workflowPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wf workflow
-	if err := yaml.Unmarshal(b, &wf); err != nil {
-		t.Fatalf("%s: %v", workflowPath, err)
-	}
+	wf := readWorkflow(t, filepath.Join(root, workflowPath))
 	job, ok := wf.Jobs["vmtest"]
 	if !ok {
 		t.Fatalf("%s has no vmtest job", workflowPath)
 	}
-	if got, want := job.Strategy.Matrix.Cell, lock.IDs(); !slices.Equal(got, want) {
+	var got []string
+	if err := job.Strategy.Matrix.Cell.Decode(&got); err != nil {
+		t.Fatalf("%s: jobs.vmtest.strategy.matrix.cell: %v", workflowPath, err)
+	}
+	if want := lock.IDs(); !slices.Equal(got, want) {
 		t.Errorf("%s: jobs.vmtest.strategy.matrix.cell is\n  %v\nbut kernels/kernels.lock has\n  %v\nmake them the same list (one job per cell, in lock order)", workflowPath, got, want)
 	}
 	keyed := false
@@ -56,6 +57,97 @@ func TestWorkflowMatrix(t *testing.T) {
 	}
 	if !keyed {
 		t.Errorf("%s: the vmtest job's actions/cache key must hash kernels/kernels.lock and kernels/config/**", workflowPath)
+	}
+}
+
+func readWorkflow(t *testing.T, path string) workflow {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf workflow
+	if err := yaml.Unmarshal(b, &wf); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return wf
+}
+
+// cellScript is the one command a workflow job runs a cell's tests with,
+// the script TestCellJobAsUser runs as a normal user.
+const cellScript = `.ci/cell "$KMMAP_CELLS"`
+
+// TestWorkflowJobs: every job of every workflow that tests a cell does it
+// through .ci/cell, as the runner's user, after the same host setup as the
+// vmtests workflow's vmtest job, in which sudo runs nothing but `make deps`
+// and the KVM and user namespace settings: what TestCellJobAsUser proves
+// for a normal user is what the workflows run.
+func TestWorkflowJobs(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The steps a cell's job runs before .ci/cell that change the host.
+	setup := func(steps []string) []string {
+		var out []string
+		for _, run := range steps {
+			if strings.Contains(run, "sudo") {
+				out = append(out, run)
+			}
+		}
+		return out
+	}
+	runs := func(wfPath, name string) []string {
+		wf := readWorkflow(t, filepath.Join(root, wfPath))
+		var out []string
+		for _, s := range wf.Jobs[name].Steps {
+			out = append(out, s.Run)
+		}
+		return out
+	}
+	want := setup(runs(workflowPath, "vmtest"))
+	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm .*)$`)
+	paths, _ := filepath.Glob(filepath.Join(root, ".github", "workflows", "*.yml"))
+	cellJobs := 0
+	for _, p := range paths {
+		rel, _ := filepath.Rel(root, p)
+		for name, job := range readWorkflow(t, p).Jobs {
+			var steps []string
+			cell := false
+			for _, s := range job.Steps {
+				steps = append(steps, s.Run)
+				cell = cell || strings.Contains(s.Run, ".ci/cell")
+				for _, l := range strings.Split(s.Run, "\n") {
+					l = strings.TrimSpace(l)
+					if i := strings.Index(l, "sudo "); i >= 0 && !sudoOK.MatchString(l[i:]) {
+						t.Errorf("%s: job %s runs %q: the only privileged steps are make deps, KVM's udev rule and the user namespace sysctl", rel, name, l)
+					}
+					if strings.Contains(l, "gotestsum") || strings.Contains(l, "go test") && strings.Contains(l, "-run") && strings.Contains(l, "TestGuest") {
+						t.Errorf("%s: job %s runs the cells' tests itself (%q): run %s, the script TestCellJobAsUser checks", rel, name, l, cellScript)
+					}
+				}
+			}
+			if !cell {
+				continue
+			}
+			cellJobs++
+			if !slices.Contains(steps, cellScript) || job.Env["KMMAP_CELLS"] != "${{ matrix.cell }}" {
+				t.Errorf("%s: job %s must run %q with KMMAP_CELLS: ${{ matrix.cell }}", rel, name, cellScript)
+			}
+			if got := setup(steps); !slices.Equal(got, want) {
+				t.Errorf("%s: job %s prepares the runner with\n  %q\nbut %s's vmtest job with\n  %q\nmake them the same steps", rel, name, got, workflowPath, want)
+			}
+		}
+	}
+	if cellJobs < 2 {
+		t.Errorf("%d workflow jobs run %s; want the vmtests workflow's and the kernels update's", cellJobs, cellScript)
+	}
+	script, err := os.ReadFile(filepath.Join(root, ".ci", "cell"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(script), "sudo") {
+		t.Errorf(".ci/cell uses sudo: it runs as the runner's user")
 	}
 }
 
