@@ -1,0 +1,422 @@
+package vmtests
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// TestCellJobAsUser is the workflow's job as the normal user a laptop or a
+// GitHub runner has: run as root (as CI here is), it creates a user with
+// nothing of root's (no cache, no Go module or build cache), copies the
+// checkout to its home and, as that user, runs .ci/cell (the script the
+// workflow's vmtest job runs) for a cell that needs a toolchain root and
+// one that does not, from an empty cache. Then the rest of what a user
+// runs: `kmmap shell`, `kmmap bench`, a custom kernel. Before all that, a
+// cache an older kmmap left (toolchains made with sudo) must be explained.
+func TestCellJobAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("this run is a normal user's already; the test creates one only when run as root, as CI is")
+	}
+	root, lock := loadLock(t)
+	// The newest amd64 distribution cell that needs a toolchain root, and
+	// the newest that needs none (the host's suite: 6.1 on bookworm).
+	var cells []string
+	for _, needsRoot := range []bool{true, false} {
+		for _, k := range slices.Backward(lock.Kernels) {
+			if selected(k.ID) && k.Arch == "amd64" && !k.FromSource() && toolchain.NeedsRoot(k) == needsRoot {
+				cells = append(cells, k.ID)
+				break
+			}
+		}
+	}
+	if len(cells) == 0 {
+		t.Skipf("KMMAP_CELLS=%q selects no amd64 distribution cell", os.Getenv("KMMAP_CELLS"))
+	}
+	u := newUser(t)
+	work := filepath.Join(u.home, "kmmap")
+	copyCheckout(t, root, work)
+	u.chownAll(t, u.home)
+	cache := filepath.Join(work, ".kmmap-cache") // as the workflow's KMMAP_CACHE
+
+	t.Run("older-cache", func(t *testing.T) {
+		// `sudo make toolchains` of an older kmmap left a root-owned
+		// toolchains/ in the user's cache.
+		old := filepath.Join(cache, "toolchains")
+		if err := os.MkdirAll(old, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		u.chownAll(t, cache)
+		if err := os.Chown(old, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "kernels", "toolchains", cells[0])
+		if err == nil || !strings.Contains(out, "sudo rm -rf "+old) {
+			t.Errorf("kmmap kernels toolchains over a root-owned %s: %v, want an error naming `sudo rm -rf %s`:\n%s", old, err, old, tail(out, 20))
+		}
+		if err := os.RemoveAll(old); err != nil { // what the error says to do
+			t.Fatal(err)
+		}
+	})
+
+	for _, cell := range cells {
+		t.Run("job/"+cell, func(t *testing.T) {
+			out, err := u.run(t, work, ".ci/cell", cell)
+			if err != nil {
+				t.Fatalf(".ci/cell %s as %s: %v\n%s", cell, u.name, err, tail(out, 60))
+			}
+			passed, ran := jobVerdict(t, filepath.Join(work, "test-"+cell+".json"), "TestGuest/"+cell)
+			if !passed || ran < 50 {
+				t.Errorf(".ci/cell %s as %s: TestGuest/%s passed=%v with %d guest tests, want a pass of the whole suite\n%s", cell, u.name, cell, passed, ran, tail(out, 40))
+			}
+		})
+	}
+	t.Run("cache-owner", func(t *testing.T) {
+		// Everything the job made is the user's to keep or remove.
+		n := 0
+		filepath.WalkDir(cache, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if info, err := d.Info(); err == nil && info.Sys().(*syscall.Stat_t).Uid != u.uid && n < 5 {
+				n++
+				t.Errorf("%s is owned by uid %d, not by %s (uid %d)", p, info.Sys().(*syscall.Stat_t).Uid, u.name, u.uid)
+			}
+			return nil
+		})
+		if toolchain.NeedsRoot(lockKernel(t, lock, cells[0])) {
+			roots, _ := filepath.Glob(filepath.Join(cache, "toolchains", "*", ".kmmap-complete"))
+			if len(roots) == 0 {
+				t.Errorf("no toolchain root in %s after the %s job", cache, cells[0])
+			}
+		}
+	})
+
+	t.Run("shell", func(t *testing.T) {
+		out, err := shellSession(t, u.command(work, "go", "run", "./cmd/kmmap", "shell", cells[0]))
+		if err != nil {
+			t.Errorf("kmmap shell %s as %s: %v\n%s", cells[0], u.name, err, tail(out, 40))
+		}
+	})
+
+	t.Run("bench", func(t *testing.T) {
+		md := filepath.Join(work, "bench.md")
+		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "bench", "-parts", "cells", "-runs", "1", "-cells", cells[0], "-o", md)
+		if err != nil {
+			t.Fatalf("kmmap bench as %s: %v\n%s", u.name, err, tail(out, 30))
+		}
+		if b, err := os.ReadFile(md); err != nil || !strings.Contains(string(b), cells[0]) {
+			t.Errorf("kmmap bench wrote no row for %s to %s: %v\n%s", cells[0], md, err, b)
+		}
+	})
+
+	t.Run("custom", func(t *testing.T) {
+		// The custom-kernel path, with the cell the host's compiler builds
+		// for (one with no toolchain root) standing in for the user's tree.
+		id := cells[len(cells)-1]
+		if toolchain.NeedsRoot(lockKernel(t, lock, id)) {
+			t.Skipf("every selected amd64 cell needs a toolchain root; a custom kernel is built with this host's compiler")
+		}
+		trees, _ := filepath.Glob(filepath.Join(cache, "kernels", id+"-*", "tree.json"))
+		if len(trees) != 1 {
+			t.Fatalf("want one unpacked %s in the user's cache, have %v", id, trees)
+		}
+		var tree kernels.Tree
+		b, err := os.ReadFile(trees[0])
+		if err == nil {
+			err = json.Unmarshal(b, &tree)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := u.run(t, work, "env", "KMMAP_KERNEL="+tree.Vmlinuz, "KMMAP_KDIR="+tree.KDir, "KMMAP_KMODS="+tree.ModulesDir,
+			"go", "test", "-count=1", "-run", "^TestGuest$", "./vmtests")
+		if err != nil || !strings.Contains(out, "ok ") {
+			t.Errorf("go test with KMMAP_KERNEL and KMMAP_KDIR as %s: %v\n%s", u.name, err, tail(out, 40))
+		}
+	})
+}
+
+// shellSession drives `kmmap shell` (cmd): once the guest's banner is out
+// it lists the guest's modules and leaves the shell, and it fails unless
+// kmmap was loaded and the shell powered the guest off. Input typed before
+// the shell reads its terminal, or while a command runs, is flushed, so
+// each line is typed again every 20 s until its answer is out (u-root's
+// line editor redraws the line per key: slow under TCG). The first line is
+// a knock whose answer (kmmap42) differs from its echo.
+func shellSession(t *testing.T, cmd *exec.Cmd) (string, error) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	var got bytes.Buffer
+	banner, answered, listed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	live := regexp.MustCompile(`kmmap \d+ \d+ - Live`)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			got.WriteString(sc.Text() + "\n")
+			line := strings.TrimSpace(sc.Text())
+			for _, c := range []struct {
+				ch   chan struct{}
+				seen bool
+			}{{banner, strings.Contains(line, "leave the shell")}, {answered, strings.HasSuffix(line, "kmmap42")}, {listed, live.MatchString(line)}} {
+				select {
+				case <-c.ch:
+				default:
+					if c.seen {
+						close(c.ch)
+					}
+				}
+			}
+		}
+	}()
+	go func() {
+		select {
+		case <-banner:
+		case <-done:
+			return
+		}
+		for _, step := range []struct {
+			line  string
+			until chan struct{}
+		}{{"echo kmmap$((6*7))", answered}, {"cat /proc/modules", listed}, {"exit", done}} {
+			for again := true; again; {
+				io.WriteString(stdin, step.line+"\n")
+				select {
+				case <-step.until:
+					again = false
+				case <-done:
+					return
+				case <-time.After(20 * time.Second):
+				}
+			}
+		}
+	}()
+	timer := time.AfterFunc(vmTimeoutOrDefault(t)+5*time.Minute, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	err = cmd.Wait()
+	timer.Stop()
+	pw.Close()
+	<-done
+	if err == nil && !live.Match(got.Bytes()) {
+		err = fmt.Errorf("no kmmap line in the guest's /proc/modules")
+	}
+	return got.String(), err
+}
+
+// testUser is a normal user made for one test.
+type testUser struct {
+	name, home string
+	uid, gid   uint32
+	env        []string
+}
+
+// newUser adds a user (with the subordinate ids useradd gives a new user)
+// whose home is a fresh directory, and deletes both when t ends.
+func newUser(t *testing.T) *testUser {
+	t.Helper()
+	if _, err := exec.LookPath("useradd"); err != nil {
+		t.Fatal("useradd not found (apt-get install passwd): the test runs the job as a user it adds")
+	}
+	home, err := os.MkdirTemp("", "kmmap-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(home, 0o755)
+	name := fmt.Sprintf("kmmapci%d", os.Getpid())
+	if out, err := exec.Command("useradd", "--home-dir", home, "--shell", "/bin/sh", "--user-group", name).CombinedOutput(); err != nil {
+		os.RemoveAll(home)
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("pkill", "-KILL", "-u", name).Run()
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v\n%s", name, err, out)
+		}
+		if err := kernels.RemoveAll(home); err != nil {
+			t.Errorf("remove %s's home: %v", name, err)
+		}
+	})
+	pw, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(pw.Uid)
+	gid, _ := strconv.Atoi(pw.Gid)
+	u := &testUser{name: name, home: home, uid: uint32(uid), gid: uint32(gid)}
+
+	// What a user's login gives it, Go where root has it, and the Go
+	// module proxy and Debian mirror this machine is configured with.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.env = []string{"HOME=" + home, "USER=" + name, "LOGNAME=" + name, "LANG=C.UTF-8",
+		"PATH=" + filepath.Dir(goBin) + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "GOTOOLCHAIN=local"}
+	out, err := exec.Command(goBin, "env", "GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		if v != "" {
+			u.env = append(u.env, []string{"GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS"}[i]+"="+v)
+		}
+	}
+	for _, k := range []string{kernels.MirrorEnv, "KMMAP_VM_TIMEOUT"} {
+		if v, ok := os.LookupEnv(k); ok {
+			u.env = append(u.env, k+"="+v)
+		}
+	}
+	return u
+}
+
+// command is name with args run as u in dir, with the cache the
+// workflow's job uses (dir/.kmmap-cache).
+func (u *testUser) command(dir, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(u.env, kernels.CacheEnv+"="+filepath.Join(dir, ".kmmap-cache"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: []uint32{}},
+		Setpgid:    true,
+	}
+	return cmd
+}
+
+// run runs a command as u and returns its output; a command still running
+// after 40 minutes is killed.
+func (u *testUser) run(t *testing.T, dir, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := u.command(dir, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	timer := time.AfterFunc(40*time.Minute, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	err := cmd.Wait()
+	timer.Stop()
+	t.Logf("as %s: %s %s: %v in %s", u.name, name, strings.Join(args, " "), err, time.Since(start).Round(time.Second))
+	return out.String(), err
+}
+
+// chownAll gives u everything under dir.
+func (u *testUser) chownAll(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, int(u.uid), int(u.gid))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyCheckout copies the files git knows in root (tracked, and new ones
+// not ignored: the working tree under test) to dst.
+func copyCheckout(t *testing.T, root, dst string) {
+	t.Helper()
+	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git ls-files in %s (the test copies the checkout's files): %v", root, err)
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		src := filepath.Join(root, name)
+		info, err := os.Lstat(src)
+		if err != nil {
+			continue // deleted in the working tree
+		}
+		to := filepath.Join(dst, name)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			l, err := os.Readlink(src)
+			if err == nil {
+				err = os.Symlink(l, to)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(to, b, info.Mode().Perm())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// jobVerdict reads a go test -json stream and reports whether test passed
+// and how many of its subtests ran.
+func jobVerdict(t *testing.T, path, test string) (passed bool, ran int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("the job wrote no test stream: %v", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	for {
+		var e struct{ Action, Test string }
+		if err := dec.Decode(&e); err != nil {
+			return passed, ran
+		}
+		switch {
+		case e.Test == test && e.Action == "pass":
+			passed = true
+		case strings.HasPrefix(e.Test, test+"/") && (e.Action == "pass" || e.Action == "fail"):
+			ran++
+		}
+	}
+}
+
+func lockKernel(t *testing.T, lock *kernels.Lock, id string) kernels.Kernel {
+	t.Helper()
+	for _, k := range lock.Kernels {
+		if k.ID == id {
+			return k
+		}
+	}
+	t.Fatalf("no cell %s in the lock", id)
+	return kernels.Kernel{}
+}
+
+func tail(s string, n int) string { return toolchain.Tail([]byte(s), n) }
