@@ -74,68 +74,64 @@ func readWorkflow(t *testing.T, path string) workflow {
 }
 
 // cellScript is the one command a workflow job runs a cell's tests with,
-// the script TestCellJobAsUser runs as a normal user.
-const cellScript = `.ci/cell "$KMMAP_CELLS"`
+// the script TestCellJobAsUser runs as a normal user; runnerSetup is the
+// action that does, before it, all a job does as root.
+const (
+	cellScript  = `.ci/cell "$KMMAP_CELLS"`
+	runnerSetup = "./.github/actions/runner-setup"
+)
 
 // TestWorkflowJobs: every job of every workflow that tests a cell does it
-// through .ci/cell, as the runner's user, after the same host setup as the
-// vmtests workflow's vmtest job, in which sudo runs nothing but `make deps`
-// and the KVM and user namespace settings: what TestCellJobAsUser proves
-// for a normal user is what the workflows run.
+// through .ci/cell, as the runner's user, after runnerSetup, the one place
+// that runs sudo (for `make deps`, KVM's udev rule and the user namespace
+// sysctl): what TestCellJobAsUser proves for a normal user is what the
+// workflows run.
 func TestWorkflowJobs(t *testing.T) {
 	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The steps a cell's job runs before .ci/cell that change the host.
-	setup := func(steps []string) []string {
-		var out []string
-		for _, run := range steps {
-			if strings.Contains(run, "sudo") {
-				out = append(out, run)
-			}
-		}
-		return out
+	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm control --reload-rules|udevadm trigger --name-match=kvm)$`)
+	action, err := os.ReadFile(filepath.Join(root, runnerSetup, "action.yml"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	runs := func(wfPath, name string) []string {
-		wf := readWorkflow(t, filepath.Join(root, wfPath))
-		var out []string
-		for _, s := range wf.Jobs[name].Steps {
-			out = append(out, s.Run)
+	for _, cmd := range regexp.MustCompile(`sudo [^;&|\n]*`).FindAllString(string(action), -1) {
+		if !sudoOK.MatchString(strings.TrimSpace(cmd)) {
+			t.Errorf("%s runs %q: root is for make deps, KVM's udev rule and the user namespace sysctl only", runnerSetup, cmd)
 		}
-		return out
 	}
-	want := setup(runs(workflowPath, "vmtest"))
-	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm .*)$`)
 	paths, _ := filepath.Glob(filepath.Join(root, ".github", "workflows", "*.yml"))
 	cellJobs := 0
 	for _, p := range paths {
 		rel, _ := filepath.Rel(root, p)
 		for name, job := range readWorkflow(t, p).Jobs {
-			var steps []string
-			cell := false
-			for _, s := range job.Steps {
-				steps = append(steps, s.Run)
-				cell = cell || strings.Contains(s.Run, ".ci/cell")
+			setup, cell := -1, -1
+			for i, s := range job.Steps {
+				if s.Uses == runnerSetup {
+					setup = i
+				}
+				if strings.Contains(s.Run, ".ci/cell") {
+					cell = i
+				}
 				for _, l := range strings.Split(s.Run, "\n") {
-					l = strings.TrimSpace(l)
-					if i := strings.Index(l, "sudo "); i >= 0 && !sudoOK.MatchString(l[i:]) {
-						t.Errorf("%s: job %s runs %q: the only privileged steps are make deps, KVM's udev rule and the user namespace sysctl", rel, name, l)
+					if strings.Contains(l, "sudo") {
+						t.Errorf("%s: job %s runs %q: only %s runs sudo", rel, name, strings.TrimSpace(l), runnerSetup)
 					}
 					if strings.Contains(l, "gotestsum") || strings.Contains(l, "go test") && strings.Contains(l, "-run") && strings.Contains(l, "TestGuest") {
-						t.Errorf("%s: job %s runs the cells' tests itself (%q): run %s, the script TestCellJobAsUser checks", rel, name, l, cellScript)
+						t.Errorf("%s: job %s runs the cells' tests itself (%q): run %s, the script TestCellJobAsUser checks", rel, name, strings.TrimSpace(l), cellScript)
 					}
 				}
 			}
-			if !cell {
+			if cell < 0 {
 				continue
 			}
 			cellJobs++
-			if !slices.Contains(steps, cellScript) || job.Env["KMMAP_CELLS"] != "${{ matrix.cell }}" {
+			if job.Steps[cell].Run != cellScript || job.Env["KMMAP_CELLS"] != "${{ matrix.cell }}" {
 				t.Errorf("%s: job %s must run %q with KMMAP_CELLS: ${{ matrix.cell }}", rel, name, cellScript)
 			}
-			if got := setup(steps); !slices.Equal(got, want) {
-				t.Errorf("%s: job %s prepares the runner with\n  %q\nbut %s's vmtest job with\n  %q\nmake them the same steps", rel, name, got, workflowPath, want)
+			if setup < 0 || setup > cell {
+				t.Errorf("%s: job %s runs %s without %s before it", rel, name, cellScript, runnerSetup)
 			}
 		}
 	}
