@@ -49,27 +49,43 @@ func LockFile(path string) (*FileLock, error) {
 
 // NotYours explains err, a failure to use path in the cache, when the cause
 // is that another user (root, for a cache an older kmmap filled through
-// sudo) owns path or the directory above it; other errors are returned as
-// they are.
+// sudo) owns path or a directory above it; other errors are returned as
+// they are. It names what to remove only where that is a directory the
+// other user made inside one of this user's: never a system directory.
 func NotYours(path string, err error) error {
 	if !errors.Is(err, fs.ErrPermission) {
 		return err
 	}
-	for p := path; ; p = filepath.Dir(p) {
+	owner := func(p string) (uint32, bool) {
 		var st unix.Stat_t
-		if unix.Lstat(p, &st) == nil && int(st.Uid) != os.Geteuid() {
-			who := fmt.Sprintf("uid %d", st.Uid)
-			if u, err := user.LookupId(fmt.Sprint(st.Uid)); err == nil {
-				who = u.Username
+		if unix.Lstat(p, &st) != nil {
+			return 0, false
+		}
+		return st.Uid, true
+	}
+	var theirs string
+	var uid uint32
+	for p := path; ; p = filepath.Dir(p) {
+		if u, ok := owner(p); ok {
+			if int(u) == os.Geteuid() {
+				break
 			}
-			return fmt.Errorf("%w\n%s belongs to %s, not to this user: the cache holds files another user made there "+
-				"(older kmmap versions made toolchain roots with `sudo make toolchains`; none needs root now). "+
-				"Remove them once, `sudo rm -rf %s`, or set %s to a directory of your own", err, p, who, p, CacheEnv)
+			theirs, uid = p, u
 		}
 		if p == filepath.Dir(p) {
-			return err
+			return fmt.Errorf("%w\nthis user cannot write the kmmap cache there: set %s to a directory of your own", err, CacheEnv)
 		}
 	}
+	if theirs == "" {
+		return err
+	}
+	who := fmt.Sprintf("uid %d", uid)
+	if u, err := user.LookupId(fmt.Sprint(uid)); err == nil {
+		who = u.Username
+	}
+	return fmt.Errorf("%w\n%s belongs to %s, not to this user: another user made it in this user's cache "+
+		"(older kmmap versions made toolchain roots with `sudo make toolchains`; nothing needs root now). "+
+		"Remove it once, `sudo rm -rf %s`, or set %s to another directory", err, theirs, who, theirs, CacheEnv)
 }
 
 // RemoveAll removes path like os.RemoveAll, first giving its owner write

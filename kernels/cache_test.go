@@ -61,29 +61,40 @@ func TestBuildFailureLeavesNothing(t *testing.T) {
 
 // TestNotYoursExplains: a cache entry another user owns (an older kmmap's
 // `sudo make toolchains`) is explained with the command that clears it,
-// never left a bare "permission denied".
+// never left a bare "permission denied"; and the command never names a
+// directory that is not inside one of this user's (KMMAP_CACHE under a
+// system directory gets advice, not `rm -rf /var`).
 func TestNotYoursExplains(t *testing.T) {
-	other := "/" // root's, for a test run by a normal user
+	denied := func(p string) error { return &fs.PathError{Op: "open", Path: p, Err: fs.ErrPermission} }
 	if os.Geteuid() == 0 {
-		other = filepath.Join(t.TempDir(), "toolchains")
-		if err := os.Mkdir(other, 0o700); err != nil {
+		// Root stands in for the user; 65534 for the other one.
+		old := filepath.Join(t.TempDir(), "toolchains")
+		if err := os.Mkdir(old, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chown(other, 65534, 65534); err != nil {
+		if err := os.Chown(old, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-	}
-	err := NotYours(filepath.Join(other, "trixie-0123.lock"), &fs.PathError{Op: "open", Path: other, Err: fs.ErrPermission})
-	for _, want := range []string{"permission denied", "sudo rm -rf " + other, CacheEnv} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("NotYours: %v\nwant it to say %q", err, want)
+		lock := filepath.Join(old, "trixie-0123.lock")
+		err := NotYours(lock, denied(lock))
+		for _, want := range []string{"permission denied", "sudo rm -rf " + old + "`", CacheEnv} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("NotYours: %v\nwant it to say %q", err, want)
+			}
 		}
-	}
-	if !errors.Is(err, fs.ErrPermission) {
-		t.Errorf("NotYours(%v) no longer is fs.ErrPermission", err)
+		if !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("NotYours(%v) no longer is fs.ErrPermission", err)
+		}
+	} else {
+		// Under a system directory (root's): advice, nothing to remove.
+		p := "/var/cache/kmmap-test/x.lock"
+		err := NotYours(p, denied(p))
+		if strings.Contains(err.Error(), "rm -rf") || !strings.Contains(err.Error(), CacheEnv) {
+			t.Errorf("NotYours under /var/cache: %v\nwant advice to set %s and nothing to remove", err, CacheEnv)
+		}
 	}
 	plain := errors.New("disk full")
-	if got := NotYours(other, plain); got != plain {
+	if got := NotYours("/", plain); got != plain {
 		t.Errorf("NotYours changed an error that is not about permissions: %v", got)
 	}
 }
