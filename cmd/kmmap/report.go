@@ -25,7 +25,7 @@ type testEvent struct {
 
 // cellRow is one cell of the matrix: TestGuest/<cell>.
 type cellRow struct {
-	name                    string
+	name, pkg               string
 	result                  string
 	elapsed                 float64
 	passed, failed, skipped int
@@ -73,6 +73,14 @@ func report(args []string, in io.Reader, out io.Writer) int {
 				outputs[key] = b
 			}
 			b.WriteString(e.Output)
+		case "run":
+			// A cell is a row from its start: one that never ends (the
+			// test binary died) is still reported.
+			if parts := strings.Split(e.Test, "/"); len(parts) == 2 && parts[0] == "TestGuest" && byCell[parts[1]] == nil {
+				c := &cellRow{name: parts[1], pkg: e.Package}
+				byCell[parts[1]] = c
+				cells = append(cells, c)
+			}
 		case "pass", "fail", "skip":
 			if e.Action == "fail" {
 				status = 1
@@ -84,6 +92,9 @@ func report(args []string, in io.Reader, out io.Writer) int {
 				}
 			}
 			delete(outputs, key)
+			if e.Test == "" && e.Action == "fail" {
+				unfinished(out, e.Package, outputs, cells, *verbose)
+			}
 			if e.Test == "" {
 				fmt.Fprintf(out, "%-4s %s %.1fs\n", map[string]string{"pass": "ok", "fail": "FAIL", "skip": "ok"}[e.Action], e.Package, e.Elapsed)
 				continue
@@ -94,7 +105,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			}
 			c := byCell[parts[1]]
 			if c == nil {
-				c = &cellRow{name: parts[1]}
+				c = &cellRow{name: parts[1], pkg: e.Package}
 				byCell[parts[1]] = c
 				cells = append(cells, c)
 			}
@@ -128,6 +139,40 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		}
 	}
 	return status
+}
+
+// unfinished reports, when package pkg failed as a whole, what never ended
+// in it: a test binary that died (timeout, panic, a signal) leaves tests
+// without a result, and the reason (the panic, every goroutine's stack) in
+// their output and the package's. Without it a hung cell would vanish from
+// the report.
+func unfinished(out io.Writer, pkg string, outputs map[string]*strings.Builder, cells []*cellRow, verbose bool) {
+	if !verbose {
+		var keys []string
+		for k := range outputs {
+			if strings.HasPrefix(k, pkg+"\x00") {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			test := strings.TrimPrefix(k, pkg+"\x00")
+			if test == "" {
+				test = pkg
+			}
+			fmt.Fprintf(out, "--- %s did not finish; its output:\n%s", test, outputs[k].String())
+		}
+	}
+	for k := range outputs {
+		if strings.HasPrefix(k, pkg+"\x00") {
+			delete(outputs, k)
+		}
+	}
+	for _, c := range cells {
+		if c.pkg == pkg && c.result == "" {
+			fmt.Fprintf(out, "DNF  %-18s did not finish: the test binary died (timeout, panic or signal; its output is above)\n", c.name)
+		}
+	}
 }
 
 // appendMarkdown appends the cells as a Markdown table to path.

@@ -62,3 +62,31 @@ func TestReportNoEvents(t *testing.T) {
 		t.Errorf("status %d, output %q", st, out.String())
 	}
 }
+
+// TestReportUnfinished: a test binary that dies (here -timeout's panic)
+// leaves a cell with no result; the report must still name it and show
+// the panic and the goroutines, not only "FAIL <package>".
+func TestReportUnfinished(t *testing.T) {
+	const died = `{"Action":"run","Package":"p","Test":"TestGuest"}
+{"Action":"run","Package":"p","Test":"TestGuest/6.1-amd64"}
+{"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64","Elapsed":4.5}
+{"Action":"run","Package":"p","Test":"TestGuest/5.10-amd64"}
+{"Action":"output","Package":"p","Test":"TestGuest/5.10-amd64","Output":"    prepared in 3s\n"}
+{"Action":"output","Package":"p","Output":"panic: test timed out after 30m0s\n"}
+{"Action":"output","Package":"p","Output":"goroutine 7 [chan receive]:\nvmtests.boot(...)\n"}
+{"Action":"fail","Package":"p","Elapsed":1800}
+`
+	md := filepath.Join(t.TempDir(), "summary.md")
+	var out bytes.Buffer
+	if st := report([]string{"-markdown", md}, strings.NewReader(died), &out); st != 1 {
+		t.Errorf("status %d, want 1", st)
+	}
+	for _, want := range []string{"panic: test timed out", "goroutine 7 [chan receive]", "prepared in 3s", "DNF  5.10-amd64", "PASS 6.1-amd64", "FAIL p 1800.0s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "| 5.10-amd64 | ❓ did not finish |") {
+		t.Errorf("markdown table lacks the unfinished cell:\n%s", b)
+	}
+}
