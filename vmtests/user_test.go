@@ -37,11 +37,11 @@ func TestCellJobAsUser(t *testing.T) {
 	root, lock := loadLock(t)
 	// The newest amd64 distribution cell that needs a toolchain root, and
 	// the newest that needs none (the host's suite: 6.1 on bookworm).
-	var cells []string
+	var cells []kernels.Kernel
 	for _, needsRoot := range []bool{true, false} {
 		for _, k := range slices.Backward(lock.Kernels) {
 			if selected(k.ID) && k.Arch == "amd64" && !k.FromSource() && toolchain.NeedsRoot(k) == needsRoot {
-				cells = append(cells, k.ID)
+				cells = append(cells, k)
 				break
 			}
 		}
@@ -66,7 +66,7 @@ func TestCellJobAsUser(t *testing.T) {
 		if err := os.Chown(old, 0, 0); err != nil {
 			t.Fatal(err)
 		}
-		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "kernels", "toolchains", cells[0])
+		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "kernels", "toolchains", cells[0].ID)
 		if err == nil || !strings.Contains(out, "sudo rm -rf "+old) {
 			t.Errorf("kmmap kernels toolchains over a root-owned %s: %v, want an error naming `sudo rm -rf %s`:\n%s", old, err, old, tail(out, 20))
 		}
@@ -75,7 +75,8 @@ func TestCellJobAsUser(t *testing.T) {
 		}
 	})
 
-	for _, cell := range cells {
+	for _, k := range cells {
+		cell := k.ID
 		t.Run("job/"+cell, func(t *testing.T) {
 			out, err := u.run(t, work, ".ci/cell", cell)
 			if err != nil {
@@ -94,36 +95,41 @@ func TestCellJobAsUser(t *testing.T) {
 			if err != nil {
 				return nil
 			}
-			if info, err := d.Info(); err == nil && info.Sys().(*syscall.Stat_t).Uid != u.uid && n < 5 {
+			info, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			if uid := info.Sys().(*syscall.Stat_t).Uid; uid != u.uid && n < 5 {
 				n++
-				t.Errorf("%s is owned by uid %d, not by %s (uid %d)", p, info.Sys().(*syscall.Stat_t).Uid, u.name, u.uid)
+				t.Errorf("%s is owned by uid %d, not by %s (uid %d)", p, uid, u.name, u.uid)
 			}
 			return nil
 		})
-		if toolchain.NeedsRoot(lockKernel(t, lock, cells[0])) {
+		if toolchain.NeedsRoot(cells[0]) {
 			roots, _ := filepath.Glob(filepath.Join(cache, "toolchains", "*", ".kmmap-complete"))
 			if len(roots) == 0 {
-				t.Errorf("no toolchain root in %s after the %s job", cache, cells[0])
+				t.Errorf("no toolchain root in %s after the %s job", cache, cells[0].ID)
 			}
 		}
 	})
 
 	t.Run("bench", func(t *testing.T) {
 		md := filepath.Join(work, "bench.md")
-		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "bench", "-parts", "cells", "-runs", "1", "-cells", cells[0], "-o", md)
+		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "bench", "-parts", "cells", "-runs", "1", "-cells", cells[0].ID, "-o", md)
 		if err != nil {
 			t.Fatalf("kmmap bench as %s: %v\n%s", u.name, err, tail(out, 30))
 		}
-		if b, err := os.ReadFile(md); err != nil || !strings.Contains(string(b), cells[0]) {
-			t.Errorf("kmmap bench wrote no row for %s to %s: %v\n%s", cells[0], md, err, b)
+		if b, err := os.ReadFile(md); err != nil || !strings.Contains(string(b), cells[0].ID) {
+			t.Errorf("kmmap bench wrote no row for %s to %s: %v\n%s", cells[0].ID, md, err, b)
 		}
 	})
 
 	t.Run("custom", func(t *testing.T) {
 		// The custom-kernel path, with the cell the host's compiler builds
 		// for (one with no toolchain root) standing in for the user's tree.
-		id := cells[len(cells)-1]
-		if toolchain.NeedsRoot(lockKernel(t, lock, id)) {
+		k := cells[len(cells)-1]
+		id := k.ID
+		if toolchain.NeedsRoot(k) {
 			t.Skipf("every selected amd64 cell needs a toolchain root; a custom kernel is built with this host's compiler")
 		}
 		trees, _ := filepath.Glob(filepath.Join(cache, "kernels", id+"-*", "tree.json"))
@@ -195,13 +201,14 @@ func newUser(t *testing.T) *testUser {
 	}
 	u.env = []string{"HOME=" + home, "USER=" + name, "LOGNAME=" + name, "LANG=C.UTF-8",
 		"PATH=" + filepath.Dir(goBin) + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "GOTOOLCHAIN=local"}
-	out, err := exec.Command(goBin, "env", "GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS").Output()
+	goVars := []string{"GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS"}
+	out, err := exec.Command(goBin, append([]string{"env"}, goVars...)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		if v != "" {
-			u.env = append(u.env, []string{"GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOFLAGS"}[i]+"="+v)
+			u.env = append(u.env, goVars[i]+"="+v)
 		}
 	}
 	for _, k := range []string{kernels.MirrorEnv, "KMMAP_VM_TIMEOUT"} {
@@ -319,17 +326,6 @@ func jobVerdict(t *testing.T, path, test string) (passed bool, ran int) {
 			ran++
 		}
 	}
-}
-
-func lockKernel(t *testing.T, lock *kernels.Lock, id string) kernels.Kernel {
-	t.Helper()
-	for _, k := range lock.Kernels {
-		if k.ID == id {
-			return k
-		}
-	}
-	t.Fatalf("no cell %s in the lock", id)
-	return kernels.Kernel{}
 }
 
 func tail(s string, n int) string { return toolchain.Tail([]byte(s), n) }

@@ -24,7 +24,6 @@ type workflow struct {
 		} `yaml:"strategy"`
 		Env   map[string]string `yaml:"env"`
 		Steps []struct {
-			Name string            `yaml:"name"`
 			Uses string            `yaml:"uses"`
 			Run  string            `yaml:"run"`
 			With map[string]string `yaml:"with"`

@@ -47,6 +47,15 @@ func report(args []string, in io.Reader, out io.Writer) int {
 	failedKids := map[string]bool{}          // package + test -> a subtest failed
 	var cells []*cellRow
 	byCell := map[string]*cellRow{}
+	row := func(name, pkg string) *cellRow {
+		c := byCell[name]
+		if c == nil {
+			c = &cellRow{name: name, pkg: pkg}
+			byCell[name] = c
+			cells = append(cells, c)
+		}
+		return c
+	}
 	status, events := 0, 0
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
@@ -76,10 +85,8 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		case "run":
 			// A cell is a row from its start: one that never ends (the
 			// test binary died) is still reported.
-			if parts := strings.Split(e.Test, "/"); len(parts) == 2 && parts[0] == "TestGuest" && byCell[parts[1]] == nil {
-				c := &cellRow{name: parts[1], pkg: e.Package}
-				byCell[parts[1]] = c
-				cells = append(cells, c)
+			if parts := strings.Split(e.Test, "/"); len(parts) == 2 && parts[0] == "TestGuest" {
+				row(parts[1], e.Package)
 			}
 		case "pass", "fail", "skip":
 			if e.Action == "fail" {
@@ -103,12 +110,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			if parts[0] != "TestGuest" || len(parts) < 2 {
 				continue
 			}
-			c := byCell[parts[1]]
-			if c == nil {
-				c = &cellRow{name: parts[1], pkg: e.Package}
-				byCell[parts[1]] = c
-				cells = append(cells, c)
-			}
+			c := row(parts[1], e.Package)
 			if len(parts) == 2 {
 				c.result, c.elapsed = strings.ToUpper(e.Action), e.Elapsed
 				fmt.Fprintf(out, "%-4s %-18s %6.1fs  %d passed, %d failed, %d skipped\n", c.result, c.name, c.elapsed, c.passed, c.failed, c.skipped)
@@ -147,26 +149,22 @@ func report(args []string, in io.Reader, out io.Writer) int {
 // their output and the package's. Without it a hung cell would vanish from
 // the report.
 func unfinished(out io.Writer, pkg string, outputs map[string]*strings.Builder, cells []*cellRow, verbose bool) {
-	if !verbose {
-		var keys []string
-		for k := range outputs {
-			if strings.HasPrefix(k, pkg+"\x00") {
-				keys = append(keys, k)
-			}
+	var keys []string
+	for k := range outputs {
+		if strings.HasPrefix(k, pkg+"\x00") {
+			keys = append(keys, k)
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !verbose { // -v printed it as it came
 			test := strings.TrimPrefix(k, pkg+"\x00")
 			if test == "" {
 				test = pkg
 			}
 			fmt.Fprintf(out, "--- %s did not finish; its output:\n%s", test, outputs[k].String())
 		}
-	}
-	for k := range outputs {
-		if strings.HasPrefix(k, pkg+"\x00") {
-			delete(outputs, k)
-		}
+		delete(outputs, k)
 	}
 	for _, c := range cells {
 		if c.pkg == pkg && c.result == "" {

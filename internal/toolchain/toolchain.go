@@ -241,7 +241,9 @@ func hasSubids(f, name, uid string) bool {
 	return false
 }
 
-var usernsOnce = sync.OnceValue(func() error {
+// checkUserns reports, once per process, whether this user can do what
+// Command does.
+var checkUserns = sync.OnceValue(func() error {
 	// What Command does: a user namespace mapping this user to root, with
 	// a mount namespace in which it mounts. AppArmor's restriction lets
 	// the unshare succeed and fails the mount.
@@ -253,8 +255,6 @@ var usernsOnce = sync.OnceValue(func() error {
 	return fmt.Errorf("the toolchain roots are entered through a user namespace, and this user cannot create one (%v: %s). %s",
 		err, strings.TrimSpace(string(out)), usernsAdvice("/proc/sys"))
 })
-
-func checkUserns() error { return usernsOnce() }
 
 // usernsAdvice names the setting under procSys (normally /proc/sys) that
 // keeps unprivileged user namespaces off, and how to turn it on.
