@@ -56,6 +56,9 @@ func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", treeFormat, builtFormat, pkgs[0].SHA256, tc, k.Release)
+	if len(k.Make) > 0 { // so that the kernels built before Make existed keep their key
+		fmt.Fprintf(h, "make %q\n", k.Make)
+	}
 	h.Write(config)
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+hex.EncodeToString(h.Sum(nil))[:16])
 	return lockedTree(k, final, func() (*Tree, error) { return f.build(ctx, k, env, pkgs[0], config, final) })

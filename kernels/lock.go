@@ -59,6 +59,11 @@ type Kernel struct {
 	// configured with, on top of allnoconfig. Empty for Debian's own
 	// kernels.
 	Config []string `json:"config,omitempty"`
+	// Make are variables on the make command line of a kernel built from
+	// source, e.g. KCSAN_SANITIZE=n: no object of the kernel instrumented
+	// for KCSAN, so that its sampling lands on the module's accesses (the
+	// module is built apart, instrumented).
+	Make []string `json:"make,omitempty"`
 	// Cmdline is what this cell always adds to the guest's kernel
 	// command line, e.g. init_on_alloc=0 on one distribution cell per
 	// arch: Debian's kernels zero every allocation by default, which would

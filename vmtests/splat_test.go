@@ -164,7 +164,7 @@ func TestSplatFixtures(t *testing.T) {
 		})
 	}
 	// Every kind the issue names, from both arches.
-	for _, kind := range []string{"WARN", "BUG", "Oops", "general protection fault", "KFENCE", "KASAN", "UBSAN", "lockdep", "soft lockup", "hung task", "RCU stall", "panic", "DEBUG_VM"} {
+	for _, kind := range []string{"WARN", "BUG", "Oops", "general protection fault", "KFENCE", "KASAN", "KCSAN", "UBSAN", "lockdep", "soft lockup", "hung task", "RCU stall", "panic", "DEBUG_VM"} {
 		arches := kindsSeen[slug(kind)]
 		for _, a := range []string{"amd64", "arm64"} {
 			if kind == "general protection fault" && a == "arm64" {
@@ -192,4 +192,46 @@ var benignLines = []string{
 	"init: 2026/11/23 00:01:00 Setting console log level to 5...",
 	"kmmap-agent: loaded kmmap.ko",
 	"kmmap: kmmap.ko is loaded (/dev/kmmap)", // the agent's own output: no printk time
+}
+
+// TestKernelsOwnRace: a KCSAN race of unknown origin in the kernel itself
+// (a real one, from every boot of 6.12-amd64-kcsan) is kept apart and
+// fails nothing; the same report with a frame of the module in it is the
+// module's, and fails the test it happened in.
+func TestKernelsOwnRace(t *testing.T) {
+	files, err := filepath.Glob("testdata/kernel-races/*.log")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures in testdata/kernel-races (%v)", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		report := strings.TrimRight(string(b), "\n")
+		ours := strings.Replace(report, "virtqueue_get_buf+0x7/0x10", "kmmap_ring_readable+0x7/0x10 [kmmap]", 1)
+		if ours == report {
+			t.Fatalf("%s: no frame to replace", f)
+		}
+		for _, c := range []struct {
+			report string
+			ours   bool
+		}{{report, false}, {ours, true}} {
+			con := newConsole()
+			con.add("[   10.000000] kmmap-test: start TestX")
+			for _, l := range strings.Split(c.report, "\n") {
+				con.add(l)
+			}
+			con.add("[   10.000000] kmmap: a line after the report")
+			con.add("[   12.000000] kmmap-test: end TestX")
+			con.finish()
+			got := con.splats["TestX"]
+			switch {
+			case c.ours && (len(got) != 2 || kindOf(got[0]) != "KCSAN" || !strings.HasSuffix(got[0], "=====")):
+				t.Errorf("%s with a module frame: TestX's reports %q, want the KCSAN report, ended at its rule, then the module's line", f, got)
+			case !c.ours && (len(got) != 1 || len(con.kernelRaces) != 1):
+				t.Errorf("%s: TestX's reports %q and %d kernel races, want only the module's line and the race kept apart", f, got, len(con.kernelRaces))
+			}
+		}
+	}
 }

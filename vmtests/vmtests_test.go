@@ -121,6 +121,9 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	for _, p := range cell.problems(r) {
 		t.Error(p)
 	}
+	for _, race := range con.kernelRaces {
+		t.Logf("KCSAN: a race of the kernel's own with a device, no frame of the module (not counted):\n%s", race)
+	}
 	if len(res.list) == 0 {
 		t.FailNow()
 	}

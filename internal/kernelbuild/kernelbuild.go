@@ -112,6 +112,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 	if prefix != "" {
 		makeArgs = append(makeArgs, "CROSS_COMPILE="+prefix)
 	}
+	makeArgs = append(makeArgs, k.Make...)
 	run := func(args ...string) ([]byte, error) {
 		cmd := r.Command(ctx, tree, append(append([]string{"env",
 			"KBUILD_BUILD_TIMESTAMP=" + buildTimestamp, "KBUILD_BUILD_USER=" + buildUser, "KBUILD_BUILD_HOST=" + buildHost},
