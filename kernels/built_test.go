@@ -112,6 +112,17 @@ func TestFetchBuilt(t *testing.T) {
 		t.Errorf("prune removed %v (%v); want only the older build %s", removed, err, trees[0].Dir)
 	}
 
+	// Other make variables are another kernel too.
+	km := k
+	km.Make = []string{"KCSAN_SANITIZE=n"}
+	t3, err := f.Fetch(context.Background(), km)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t3.Dir == t2.Dir || b.builds.Load() != 3 {
+		t.Errorf("make variables did not rebuild (dir %s, %d builds)", t3.Dir, b.builds.Load())
+	}
+
 	// A failed build: a clear error, and no entry in the cache.
 	os.WriteFile(k.ConfigFragments()[0], []byte("CONFIG_KASAN=y\nCONFIG_KCSAN=y\n"), 0o644)
 	b.fail = errors.New("make all failed")
