@@ -23,8 +23,12 @@ type bug struct {
 	test  string            // the guest test (top level) that triggers it
 	args  []string          // kernel command line additions that make it show quickly
 	kind  map[string]string // arch -> the kind of report expected
-	debug bool              // needs a debug cell (KASAN, lockdep, DEBUG_VM, UBSAN)
-	live  bool              // run by every `go test`, not only when capturing fixtures
+	// cells is the flavour of built kernel the bug needs: "debug" (KASAN,
+	// lockdep, DEBUG_VM, UBSAN), "kcsan" (a data race); "" for the
+	// distribution 6.12 cells.
+	cells string
+	live  bool // run by every `go test`, not only when capturing fixtures
+	count int  // runs of the test in the one boot (a race shows now and then)
 }
 
 // inInfo injects code at the start of KMMAP_IOC_INFO, which TestInfo calls.
@@ -39,11 +43,11 @@ func both(kind string) map[string]string { return map[string]string{"amd64": kin
 
 var bugs = []bug{
 	{
-		name: "use-after-free-on-close", live: true, debug: true, test: "TestInfo", kind: both("KASAN"),
+		name: "use-after-free-on-close", live: true, cells: "debug", test: "TestInfo", kind: both("KASAN"),
 		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->buf.size, 0);\t/* injected: use after free */\n"}},
 	},
 	{
-		name: "lock-order-inversion", live: true, debug: true, test: "TestReadWriteBounds", kind: both("lockdep"),
+		name: "lock-order-inversion", live: true, cells: "debug", test: "TestReadWriteBounds", kind: both("lockdep"),
 		edits: []edit{
 			{"main.c", "\tssize_t ret;\n\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer(",
 				"\tssize_t ret;\n\n\tmutex_lock(&kf->pin.mutex);\n\tmutex_lock(&kf->lock);\n\tmutex_unlock(&kf->lock);\n\tmutex_unlock(&kf->pin.mutex);\n\tkmmap_get_buf(kf);\n\tret = simple_read_from_buffer("},
@@ -52,19 +56,26 @@ var bugs = []bug{
 		},
 	},
 	{
-		name: "missing-page-reference", debug: true, test: "TestTwoMappingsReadKernelContents", kind: both("DEBUG_VM"),
+		name: "missing-page-reference", cells: "debug", test: "TestTwoMappingsReadKernelContents", kind: both("DEBUG_VM"),
 		edits: []edit{{"buffer.c", "\tget_page(page);\t/* the core mm drops it when the page is unmapped */\n", ""}},
 	},
 	{
-		name: "array-out-of-bounds", debug: true, test: "TestInfo", kind: both("UBSAN"),
+		name: "array-out-of-bounds", cells: "debug", test: "TestInfo", kind: both("UBSAN"),
 		edits: inInfo("\t{\n\t\tstatic const u8 tbl[2];\n\n\t\tinfo.backing = tbl[kf->buf.npages];\t/* injected: npages >= 2 */\n\t}"),
 	},
 	{
 		// KASAN would report the access first: read through a helper it
 		// does not instrument, so the unmapped page faults.
-		name: "freed-page-read", debug: true, test: "TestInfo", kind: both("Oops"),
+		name: "freed-page-read", cells: "debug", test: "TestInfo", kind: both("Oops"),
 		edits: append(inInfo("\t{\n\t\tunsigned long pg = __get_free_page(GFP_KERNEL);\n\n\t\tfree_page(pg);\n\t\tinfo.backing = kmmap_peek((const u8 *)pg);\t/* injected: DEBUG_PAGEALLOC unmapped it */\n\t}"),
 			edit{"main.c", "static long kmmap_ioctl_info(", "static noinline __no_sanitize_address u8 kmmap_peek(const u8 *p)\n{\n\treturn READ_ONCE(*p);\n}\n\nstatic long kmmap_ioctl_info("}),
+	},
+	{
+		// poll() reads the ring's head without the lock the producers
+		// write it under, on another CPU.
+		name: "poll-reads-head-unlocked", live: true, cells: "kcsan", count: 10, test: "TestRaceRingConsumer", kind: both("KCSAN"),
+		edits: []edit{{"ring.c", "\tspin_lock(&ring->lock);\n\tif (ring->hdr)\n\t\treadable = READ_ONCE(ring->hdr->tail) != ring->head;\n\tspin_unlock(&ring->lock);\n",
+			"\tif (ring->hdr)\t/* injected: no ring->lock */\n\t\treadable = READ_ONCE(ring->hdr->tail) != ring->head;\n"}},
 	},
 	{name: "warn", test: "TestInfo", kind: both("WARN"), edits: inInfo("\tWARN_ON_ONCE(kf->buf.npages);")},
 	{name: "null-dereference", test: "TestInfo", kind: both("Oops"), edits: inInfo("\tWRITE_ONCE(*(int *)(kf->buf.npages >> 60), 1);")},
@@ -99,8 +110,8 @@ const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 // TestInjectedBugs builds the module with each deliberate bug and runs the
 // guest test that triggers it: that test, and only it, must get a report
 // of the bug's kind. The use-after-free and the lock-order inversion run
-// on the debug cells in every run; KMMAP_CAPTURE_SPLATS=1 runs them all
-// and refreshes the fixtures.
+// on the debug cells, the data race on the KCSAN cells, in every run;
+// KMMAP_CAPTURE_SPLATS=1 runs them all and refreshes the fixtures.
 func TestInjectedBugs(t *testing.T) {
 	root, lock := loadLock(t)
 	capture := os.Getenv(CaptureEnv) == "1"
@@ -110,7 +121,7 @@ func TestInjectedBugs(t *testing.T) {
 			continue
 		}
 		for _, k := range lock.Kernels {
-			if !selected(k.ID) || k.FromSource() != b.debug || (!b.debug && k.Series != "6.12") || strings.HasSuffix(k.ID, "-16k") {
+			if !selected(k.ID) || !b.runsOn(k) {
 				continue
 			}
 			ran++
@@ -121,8 +132,17 @@ func TestInjectedBugs(t *testing.T) {
 		}
 	}
 	if ran == 0 {
-		t.Skipf("KMMAP_CELLS=%q selects no debug cell to inject bugs into", os.Getenv("KMMAP_CELLS"))
+		t.Skipf("KMMAP_CELLS=%q selects no debug or KCSAN cell to inject bugs into", os.Getenv("KMMAP_CELLS"))
 	}
+}
+
+// runsOn reports whether b is injected into cell k: a built kernel of the
+// flavour it needs, or the 4K distribution 6.12 cells.
+func (b bug) runsOn(k kernels.Kernel) bool {
+	if b.cells != "" {
+		return k.FromSource() && k.Flavour == b.cells
+	}
+	return !k.FromSource() && k.Series == "6.12" && !strings.HasSuffix(k.ID, "-16k")
 }
 
 // editedModule copies kmod/ to a temporary directory, applies edits to
@@ -151,7 +171,7 @@ func editedModule(t *testing.T, root, name string, edits []edit) string {
 
 // bootEdited boots cell k with kmod/ changed by edits, running only the
 // guest test test, and keeps the run's results under resultsID.
-func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, args []string, resultsID string) run {
+func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, count int, args []string, resultsID string) run {
 	t.Helper()
 	src := editedModule(t, root, name, edits)
 	f := cellFetcher(t)
@@ -160,7 +180,7 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 		t.Fatal(err)
 	}
 	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src, KernelArgs: args,
-		GuestRun: "^" + test + "$", ResultsID: resultsID})
+		GuestRun: "^" + test + "$", GuestCount: count, ResultsID: resultsID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +204,7 @@ func reportsDuring(r run, test string) []string {
 }
 
 func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
-	r := bootEdited(t, root, k, "bug "+b.name, b.edits, b.test, b.args, k.ID+"-bug-"+b.name)
+	r := bootEdited(t, root, k, "bug "+b.name, b.edits, b.test, b.count, b.args, k.ID+"-bug-"+b.name)
 	for name, s := range r.con.splats {
 		if !strings.HasPrefix(name, b.test) {
 			t.Errorf("a report during %q, not %s:\n%s", name, b.test, strings.Join(s, "\n"))
@@ -192,7 +212,7 @@ func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
 	}
 	reports := reportsDuring(r, b.test)
 	if len(reports) == 0 {
-		t.Fatalf("no kernel report during %s; console:\n%s", b.test, r.con.tail(40))
+		t.Fatalf("no kernel report during %s; its output:\n%s\nconsole:\n%s", b.test, r.res.test(b.test).output.String(), r.con.tail(40))
 	}
 	want := b.kind[k.Arch]
 	if got := kindOf(reports[0]); got != want {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,12 +44,12 @@ var machines = map[string]Machine{
 		// virtio-serial is PCI) 1.79-1.90 s; microvm without PCI
 		// 1.60-1.74 s but one boot in three hung calibrating the TSC (no
 		// PIT, HPET or PM timer) and it needs virtio-mmio devices.
-		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-smp", "1", "-nic", "none", "-bios", "/usr/share/qemu/qboot.rom"},
+		Args:    []string{"-machine", "q35", "-cpu", "max", "-m", "512M", "-nic", "none", "-bios", "/usr/share/qemu/qboot.rom"},
 		Console: "ttyS0", QEMUArch: qemu.ArchAMD64,
 	},
 	"arm64": {
 		QEMU: "qemu-system-aarch64", Package: "qemu-system-arm",
-		Args:    []string{"-machine", "virt", "-cpu", "max,pauth-impdef=on", "-m", "512M", "-smp", "1", "-nic", "none"},
+		Args:    []string{"-machine", "virt", "-cpu", "max,pauth-impdef=on", "-m", "512M", "-nic", "none"},
 		Console: "ttyAMA0", QEMUArch: qemu.ArchArm64,
 	},
 }
@@ -70,6 +71,7 @@ type Cell struct {
 	// KernelArgs is the guest command line (default: kernelArgs(Machine)).
 	KernelArgs []string
 	Accel      string // "tcg" or "kvm"
+	CPUs       int    // QEMU's -smp: the guest's CPUs (see cpusFor)
 	Timeout    time.Duration
 	// Results is the directory the run's console, command lines and
 	// initramfs are kept in.
@@ -96,6 +98,61 @@ func machineFor(arch string) (Machine, error) {
 		}
 	}
 	return m, nil
+}
+
+// CPUsEnv overrides the number of CPUs every cell's guest gets.
+const CPUsEnv = "KMMAP_CPUS"
+
+// smpCells are the distribution cells booted with two CPUs: one per arch,
+// so that a bug only two CPUs show fails on a Debian kernel as it is
+// shipped, besides the debug and KCSAN cells (every cell built from
+// source has two). Measured on the 2-core development machine under TCG
+// (QEMU runs a host thread per vCPU): one cell alone, QEMU start to
+// verdict, median of 3 (`KMMAP_CPUS=N go run ./cmd/kmmap bench -parts
+// cells -runs 3 -cells 6.12-amd64,6.12-arm64`): 6.12-amd64 8.0 s with one
+// CPU, 8.4 s with two (suite 4.8 -> 5.3 s); 6.12-arm64 10.9 -> 10.5 s
+// (suite 7.1 -> 6.3 s). Alone, a second CPU is free. In the matrix, where
+// two cells run at once on the two cores, it is not: the ten distribution
+// cells, all with one CPU 76.0/94.8/77.8 s, all with two 103.1/106.2/92.5
+// s (alternating runs, `go test -run '^TestGuest$'`), a third more. So
+// two cells, not ten.
+var smpCells = map[string]bool{"6.12-amd64": true, "6.12-arm64": true}
+
+// cpusFor is how many CPUs cell k's guest gets: KMMAP_CPUS (1 to 8) when
+// set, else 2 for the cells built from source and smpCells, else 1.
+func cpusFor(k kernels.Kernel) (int, error) {
+	if s := os.Getenv(CPUsEnv); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 8 {
+			return 0, fmt.Errorf("%s=%q: want a number of CPUs from 1 to 8 (the debug kernels are built with NR_CPUS=8)", CPUsEnv, s)
+		}
+		return n, nil
+	}
+	if k.FromSource() || smpCells[k.ID] {
+		return 2, nil
+	}
+	return 1, nil
+}
+
+// smpArgs is what a guest with cpus CPUs adds to its command line. An x86
+// kernel with jump labels patches its own code while it runs (text_poke_bp:
+// an int3 first, the other CPUs synchronised by IPI), and QEMU 7.2's
+// multi-threaded TCG can run a stale translation of the int3 on the other
+// vCPU after the patch is done: "Oops: int3" in sched_clock_cpu, a panic
+// at boot, when the kernel marks sched_clock stable (a static key) with
+// both CPUs up. 6.12-amd64 with two CPUs: 1 boot in 30 went so; with
+// tsc=unstable, which keeps sched_clock from ever being marked stable (the
+// clocksource is then the HPET), 0 in 20. The kernels built here have no
+// jump labels (allnoconfig) and need nothing.
+func smpArgs(tree *kernels.Tree, cpus int) ([]string, error) {
+	if cpus < 2 || tree.Kernel.Arch != "amd64" {
+		return nil, nil
+	}
+	set, err := tree.ConfigSet("CONFIG_JUMP_LABEL")
+	if err != nil || !set["CONFIG_JUMP_LABEL"] {
+		return nil, err
+	}
+	return []string{"tsc=unstable"}, nil
 }
 
 // kernelArgs is the guest command line: the console, no chatter below

@@ -27,6 +27,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// GuestRun is the guest suite's -test.run pattern ("" runs it all).
 	GuestRun string
+	// GuestCount runs each guest test this many times in one boot
+	// (-test.count), for a race that shows only now and then.
+	GuestCount int
 	// Shell boots to an interactive shell with the module loaded instead
 	// of running the suite.
 	Shell bool
@@ -159,6 +162,16 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
+	cpus, err := cpusFor(k)
+	if err != nil {
+		return nil, err
+	}
+	testArgs = append(testArgs, fmt.Sprintf("-kmmap.cpus=%d", cpus))
+	smp, err := smpArgs(tree, cpus)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, smp...)
 	if o.ResultsID == "" {
 		o.ResultsID = k.ID
 	}
@@ -170,7 +183,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 		return nil, err
 	}
 	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, Modules: mods,
-		KernelArgs: append(append(kernelArgs(m), args...), o.KernelArgs...), Timeout: timeout, Results: results}
+		KernelArgs: append(append(kernelArgs(m), args...), o.KernelArgs...), CPUs: cpus, Timeout: timeout, Results: results}
 	if o.GDB {
 		if cell.GDB, err = FreePort(); err != nil {
 			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
@@ -187,6 +200,9 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: append([]string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}, testArgs...)}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
+	}
+	if o.GuestCount > 1 {
+		spec.TestArgs = append(spec.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
 	}
 	if seed := os.Getenv("KMMAP_RANDOM_SEED"); seed != "" {
 		spec.TestArgs = append(spec.TestArgs, "-kmmap.seed="+seed)
@@ -212,9 +228,10 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 //     threshold where KASAN and the soft-lockup detector are built in,
 //     and TestAllocFailures where failslab and fail_page_alloc are (the
 //     debug cells).
+//   - the race tests' denser KCSAN sampling where KCSAN is built in.
 func configArgs(tree *kernels.Tree) (kernelArgs, testArgs []string, err error) {
 	set, err := tree.ConfigSet("CONFIG_IA32_EMULATION", "CONFIG_IA32_EMULATION_DEFAULT_DISABLED", "CONFIG_COMPAT",
-		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS")
+		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS", "CONFIG_KCSAN")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -231,6 +248,9 @@ func configArgs(tree *kernels.Tree) (kernelArgs, testArgs []string, err error) {
 	}
 	if set["CONFIG_FAILSLAB"] && set["CONFIG_FAIL_PAGE_ALLOC"] && set["CONFIG_FAULT_INJECTION_DEBUG_FS"] {
 		testArgs = append(testArgs, "-kmmap.faultinject")
+	}
+	if set["CONFIG_KCSAN"] {
+		testArgs = append(testArgs, "-kmmap.kcsan")
 	}
 	return kernelArgs, testArgs, nil
 }

@@ -17,6 +17,7 @@ type regression struct {
 	edits []edit
 	test  string // the top-level guest test that must fail
 	cell  string // the cell it runs on
+	count int    // runs of the test in the one boot (a race shows now and then)
 }
 
 // regressionCell has init_on_alloc=0 (kernels.lock): where a missing
@@ -85,6 +86,20 @@ var regressions = []regression{
 		edits: []edit{{"buffer.c", "\twhile (i--)\n\t\t__free_page(b->pages[i]);\n", "\tdo {\n\t\t__free_page(b->pages[i]);\n\t} while (i--);\n"}},
 	},
 	{
+		// Two CPUs: poll() read the ring header SETUP was freeing.
+		name: "ring-stop-unlocked", test: "TestRacePollSetup", cell: "6.12-amd64-kcsan", count: 10,
+		why: "kmmap_ring_stop cleared the ring without ring->lock, so poll() could read a header being freed",
+		edits: []edit{{"ring.c", "\tcancel_delayed_work_sync(&ring->tick);\n\tspin_lock(&ring->lock);\n\tring->hdr = NULL;\n\tring->rec = NULL;\n\tspin_unlock(&ring->lock);\n",
+			"\tcancel_delayed_work_sync(&ring->tick);\n\tring->hdr = NULL;\n\tring->rec = NULL;\n"}},
+	},
+	{
+		// Two CPUs, no race detector: a Debian kernel as shipped, SMP.
+		name: "ring-producers-unserialised", test: "TestRaceRingConsumer", cell: regressionCell,
+		why: "producers on two CPUs must not fill the same slot or publish the same head",
+		edits: []edit{{"ring.c", "\t\tspin_lock(&ring->lock);\n\t\tif (!ring->hdr) {\n\t\t\tspin_unlock(&ring->lock);\n\t\t\tbreak;\n\t\t}\n\t\tkmmap_ring_produce_locked(ring, n, source);\n\t\tspin_unlock(&ring->lock);\n",
+			"\t\tif (!ring->hdr)\n\t\t\tbreak;\n\t\tkmmap_ring_produce_locked(ring, n, source);\n"}},
+	},
+	{
 		name: "deprecated-workqueue", test: "TestPinned", cell: "7.3-amd64",
 		why:   "7.3 warns about work queued on system_unbound_wq, naming the module",
 		edits: []edit{{"pin.c", "queue_work(kmmap_unbound_wq, &pin->work);", "queue_work(system_unbound_wq, &pin->work);"}},
@@ -107,7 +122,7 @@ func TestRegressionsCaught(t *testing.T) {
 		ran++
 		t.Run(reg.name+"/"+k.ID, func(t *testing.T) {
 			t.Parallel()
-			r := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, nil, k.ID+"-regression-"+reg.name)
+			r := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, reg.count, nil, k.ID+"-regression-"+reg.name)
 			if !slices.Contains(r.res.list, reg.test) {
 				t.Fatalf("the guest suite has no %s", reg.test)
 			}

@@ -60,7 +60,9 @@ func (r *results) handle(e event.Event) {
 	case "output":
 		tr.output.WriteString(e.Output)
 	case "pass", "fail", "skip":
-		tr.action = e.Action
+		if tr.action != "fail" { // run several times (-test.count), one failure fails it
+			tr.action = e.Action
+		}
 	}
 }
 

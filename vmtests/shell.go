@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hugelgupf/vmtest/qemu"
@@ -110,7 +111,7 @@ func compDir(ko string) (string, error) {
 
 // qemuArgs are the arguments the harness adds to the machine's.
 func (c *Cell) qemuArgs() []string {
-	args := []string{"-no-reboot", "-accel", c.Accel}
+	args := []string{"-no-reboot", "-accel", c.Accel, "-smp", strconv.Itoa(max(c.CPUs, 1))}
 	if c.GDB != 0 {
 		args = append(args, "-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", c.GDB), "-S")
 	}
