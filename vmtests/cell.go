@@ -144,15 +144,11 @@ func cpusFor(k kernels.Kernel) (int, error) {
 // tsc=unstable, which keeps sched_clock from ever being marked stable (the
 // clocksource is then the HPET), 0 in 20. The kernels built here have no
 // jump labels (allnoconfig) and need nothing.
-func smpArgs(tree *kernels.Tree, cpus int) ([]string, error) {
-	if cpus < 2 || tree.Kernel.Arch != "amd64" {
-		return nil, nil
+func smpArgs(arch string, jumpLabels bool, cpus int) []string {
+	if cpus < 2 || arch != "amd64" || !jumpLabels {
+		return nil
 	}
-	set, err := tree.ConfigSet("CONFIG_JUMP_LABEL")
-	if err != nil || !set["CONFIG_JUMP_LABEL"] {
-		return nil, err
-	}
-	return []string{"tsc=unstable"}, nil
+	return []string{"tsc=unstable"}
 }
 
 // kernelArgs is the guest command line: the console, no chatter below

@@ -153,7 +153,11 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	confArgs, testArgs, err := configArgs(tree)
+	cpus, err := cpusFor(k)
+	if err != nil {
+		return nil, err
+	}
+	confArgs, testArgs, err := configArgs(tree, cpus)
 	if err != nil {
 		return nil, err
 	}
@@ -162,16 +166,6 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err != nil {
 		return nil, err
 	}
-	cpus, err := cpusFor(k)
-	if err != nil {
-		return nil, err
-	}
-	testArgs = append(testArgs, fmt.Sprintf("-kmmap.cpus=%d", cpus))
-	smp, err := smpArgs(tree, cpus)
-	if err != nil {
-		return nil, err
-	}
-	args = append(args, smp...)
 	if o.ResultsID == "" {
 		o.ResultsID = k.ID
 	}
@@ -229,12 +223,17 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 //     and TestAllocFailures where failslab and fail_page_alloc are (the
 //     debug cells).
 //   - the race tests' denser KCSAN sampling where KCSAN is built in.
-func configArgs(tree *kernels.Tree) (kernelArgs, testArgs []string, err error) {
+//   - the guest's number of CPUs, which the suite checks, and what a
+//     guest with several needs (smpArgs).
+func configArgs(tree *kernels.Tree, cpus int) (kernelArgs, testArgs []string, err error) {
 	set, err := tree.ConfigSet("CONFIG_IA32_EMULATION", "CONFIG_IA32_EMULATION_DEFAULT_DISABLED", "CONFIG_COMPAT",
-		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS", "CONFIG_KCSAN")
+		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS", "CONFIG_KCSAN",
+		"CONFIG_JUMP_LABEL")
 	if err != nil {
 		return nil, nil, err
 	}
+	kernelArgs = smpArgs(tree.Kernel.Arch, set["CONFIG_JUMP_LABEL"], cpus)
+	testArgs = append(testArgs, fmt.Sprintf("-kmmap.cpus=%d", cpus))
 	compat := set["CONFIG_COMPAT"]
 	if tree.Kernel.Arch == "amd64" {
 		compat = set["CONFIG_IA32_EMULATION"]

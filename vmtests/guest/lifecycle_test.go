@@ -408,15 +408,7 @@ func TestRingConcurrentProducers(t *testing.T) {
 		}
 		got += r.drain(t, &next)
 	}
-	stop := RingCtl{}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
-		t.Fatal(err)
-	}
-	got += r.drain(t, &next)
-	produced, dropped := atomic.LoadUint64(&r.hdr.Produced), atomic.LoadUint64(&r.hdr.Dropped)
-	if uint64(got) != produced {
-		t.Errorf("consumed %d records, the kernel produced %d", got, produced)
-	}
+	produced, dropped := r.finish(t, &next, got)
 	if produced+dropped < 2100 {
 		t.Errorf("produced %d + dropped %d, want at least the 2100 emitted", produced, dropped)
 	}

@@ -101,13 +101,12 @@ func race(t *testing.T, rounds int, limit time.Duration, sides ...func(round int
 	}()
 	ncpu := runtime.NumCPU()
 	var (
-		ready, wg    sync.WaitGroup
+		wg           sync.WaitGroup
 		stop         atomic.Bool
 		pending      atomic.Int32
 		arrived      atomic.Int32
 		released     atomic.Bool
 		deadline     atomic.Int64 // set by the last side to arrive
-		start        = make(chan struct{})
 		done         = make([]int, len(sides))
 		began, ended = make([]time.Time, len(sides)), make([]time.Time, len(sides))
 		on           = make([]int, len(sides))
@@ -115,7 +114,6 @@ func race(t *testing.T, rounds int, limit time.Duration, sides ...func(round int
 	)
 	pending.Store(int32(len(sides)))
 	for i, side := range sides {
-		ready.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -125,9 +123,7 @@ func race(t *testing.T, rounds int, limit time.Duration, sides ...func(round int
 			var set unix.CPUSet
 			set.Set(i % ncpu)
 			errs[i] = unix.SchedSetaffinity(0, &set)
-			ready.Done()
-			<-start
-			// Spin until every side is here: the scheduler may wake a
+			// Spin until every side is here: the scheduler may start a
 			// locked thread milliseconds after another.
 			if arrived.Add(1) == int32(len(sides)) {
 				deadline.Store(time.Now().Add(limit).UnixNano())
@@ -147,8 +143,6 @@ func race(t *testing.T, rounds int, limit time.Duration, sides ...func(round int
 			on[i] = getcpu()
 		}()
 	}
-	ready.Wait()
-	close(start)
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
@@ -227,19 +221,19 @@ func TestRacePollSetup(t *testing.T) {
 			}
 		},
 		func(round int) {
-			fds := []unix.PollFd{{Fd: int32(d.fd), Events: unix.POLLIN}}
-			if _, err := unix.Poll(fds, 0); err != nil && !errors.Is(err, unix.EINTR) { // the Go runtime's signals
+			revents, err := pollIn(d.fd, 0)
+			if err != nil {
 				t.Errorf("poll: %v", err)
 			}
-			if fds[0].Revents&^(unix.POLLIN|0x40 /* POLLRDNORM */) != 0 {
-				t.Errorf("poll revents %#x", fds[0].Revents)
+			if revents&^(unix.POLLIN|0x40 /* POLLRDNORM */) != 0 {
+				t.Errorf("poll revents %#x", revents)
 			}
 			var evs [1]unix.EpollEvent
 			n, err := unix.EpollWait(ep, evs[:], 0)
 			if err != nil && !errors.Is(err, unix.EINTR) {
 				t.Errorf("epoll_wait: %v", err)
 			}
-			if n > 0 || fds[0].Revents != 0 {
+			if n > 0 || revents != 0 {
 				readable.Add(1)
 			}
 		})
@@ -408,8 +402,7 @@ func TestRaceRingConsumer(t *testing.T) {
 		},
 		func(round int) {
 			for i := 0; i < 4; i++ {
-				fds := []unix.PollFd{{Fd: int32(r.d.fd), Events: unix.POLLIN}}
-				if _, err := unix.Poll(fds, 0); err != nil && !errors.Is(err, unix.EINTR) {
+				if _, err := pollIn(r.d.fd, 0); err != nil {
 					t.Errorf("poll: %v", err)
 				}
 			}
@@ -419,17 +412,9 @@ func TestRaceRingConsumer(t *testing.T) {
 				emit(32)
 			}
 		})
-	stop := RingCtl{}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
-		t.Fatal(err)
-	}
-	got += r.drain(t, &next)
-	produced, dropped := atomic.LoadUint64(&r.hdr.Produced), atomic.LoadUint64(&r.hdr.Dropped)
-	if uint64(got) != produced {
-		t.Errorf("consumed %d records, the kernel produced %d", got, produced)
-	}
-	if got == 0 {
-		t.Errorf("no record was consumed")
+	produced, dropped := r.finish(t, &next, got)
+	if produced == 0 {
+		t.Errorf("no record was produced or consumed")
 	}
 	t.Logf("%d records, %d dropped (by the timer)", produced, dropped)
 

@@ -4,6 +4,7 @@ package guest
 
 import (
 	"bytes"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,6 +65,23 @@ func (r *ring) drain(t testing.TB, next *uint64) int {
 	return n
 }
 
+// finish stops the ring's timer, drains what is left after got records
+// were consumed, and checks that every record the kernel produced was; it
+// returns the kernel's counts.
+func (r *ring) finish(t testing.TB, next *uint64, got int) (produced, dropped uint64) {
+	t.Helper()
+	stop := RingCtl{}
+	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
+		t.Fatal(err)
+	}
+	got += r.drain(t, next)
+	produced, dropped = atomic.LoadUint64(&r.hdr.Produced), atomic.LoadUint64(&r.hdr.Dropped)
+	if uint64(got) != produced {
+		t.Errorf("consumed %d records, the kernel produced %d", got, produced)
+	}
+	return produced, dropped
+}
+
 func (r *ring) emit(t testing.TB, n uint32) {
 	t.Helper()
 	c := RingCtl{Count: n}
@@ -74,12 +92,23 @@ func (r *ring) emit(t testing.TB, n uint32) {
 
 func (r *ring) readable(t testing.TB, timeout time.Duration) bool {
 	t.Helper()
-	fds := []unix.PollFd{{Fd: int32(r.d.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, int(timeout.Milliseconds()))
+	revents, err := pollIn(r.d.fd, int(timeout.Milliseconds()))
 	if err != nil {
 		t.Fatalf("poll: %v", err)
 	}
-	return n == 1 && fds[0].Revents&unix.POLLIN != 0
+	return revents&unix.POLLIN != 0
+}
+
+// pollIn polls fd for input for up to ms milliseconds and returns its
+// revents. The Go runtime's own signals (goroutine preemption) interrupt
+// poll with EINTR: it is asked again.
+func pollIn(fd, ms int) (int16, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, ms); !errors.Is(err, unix.EINTR) {
+			return fds[0].Revents, err
+		}
+	}
 }
 
 func TestRing(t *testing.T) {
