@@ -321,16 +321,18 @@ func TestRaceMunmapFault(t *testing.T) {
 			}
 			return nil
 		}
-		var hits, faults, tries atomic.Int64
+		var hits, faults atomic.Int64
 		race(t, 100, 200*time.Millisecond,
 			func(round int) {
 				if err := mapAt(d.fd, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 					t.Errorf("mmap over the hole: %v", err)
 					return
 				}
-				// Mapped until the reader has tried it at least once (it
-				// may share this CPU), or 2 ms.
-				for a0, t0 := tries.Load(), time.Now(); tries.Load() < a0+4 && time.Since(t0) < 2*time.Millisecond; {
+				// Mapped until the reader has read it once, or 20 ms: on a
+				// loaded host the reader's vCPU may get no time at all
+				// while this one runs (and on one CPU, none until it
+				// yields).
+				for h0, t0 := hits.Load(), time.Now(); hits.Load() == h0 && time.Since(t0) < 20*time.Millisecond; {
 					unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) // let a reader on this CPU run
 				}
 				if faulting && round%2 == 1 {
@@ -347,7 +349,6 @@ func TestRaceMunmapFault(t *testing.T) {
 				for p := 0; p < n; p++ {
 					off := p*ps + (round*7)%ps
 					v, ok := loadByte((*byte)(unsafe.Add(at, off)))
-					tries.Add(1)
 					switch {
 					case !ok:
 						faults.Add(1)
