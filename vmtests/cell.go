@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -63,11 +64,15 @@ type Cell struct {
 	// Image is what QEMU boots: on x86 the uncompressed vmlinux with the
 	// PVH entry when the kernel has one (kernels.PVHImage), else
 	// Tree.Vmlinuz.
-	Image     string
-	kmod      *moduleBuild // kmmap.ko built for this kernel: Module()
-	KmodSrc   string       // the directory it was built from
-	Modules   []string     // the kernel's own modules the guest loads first
-	Initramfs string       // base image + this cell's archive
+	Image   string
+	kmod    *moduleBuild // kmmap.ko built for this kernel: Module()
+	KmodSrc string       // the directory it was built from
+	// kmodLabel names KmodSrc in coverage reports: its path in the
+	// repository ("kmod"), or its absolute path outside it.
+	kmodLabel string
+	toolchain *toolchain.Root // the root the module was built in (nil: the host)
+	Modules   []string        // the kernel's own modules the guest loads first
+	Initramfs string          // base image + this cell's archive
 	// KernelArgs is the guest command line (default: kernelArgs(Machine)).
 	KernelArgs []string
 	Accel      string // "tcg" or "kvm"

@@ -65,19 +65,28 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 		}
 		b, err := cmd.CombinedOutput()
 		if err != nil {
-			return "", fmt.Errorf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)
+			return "", &BuildError{fmt.Sprintf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)}
 		}
 		// The module must build warning-free on every kernel.
 		if bytes.Contains(b, []byte("warning:")) {
-			return "", fmt.Errorf("kernel %s: the module built with warnings (make %s):\n%s", k.ID, strings.Join(args, " "), b)
+			return "", &BuildError{fmt.Sprintf("kernel %s: the module built with warnings (make %s):\n%s", k.ID, strings.Join(args, " "), b)}
 		}
 		built := filepath.Join(tmp, "kmmap.ko")
 		if _, err := os.Stat(built); err != nil {
 			return "", fmt.Errorf("kernel %s: make succeeded but made no kmmap.ko: %w", k.ID, err)
 		}
+		if err := keepNotes(tmp, ko); err != nil {
+			return "", fmt.Errorf("kernel %s: keeping the module's coverage notes: %w", k.ID, err)
+		}
 		return built, nil
 	})
 }
+
+// BuildError is the module's sources failing to build (or building with
+// warnings) for a kernel: its compiler's output, not the harness's fault.
+type BuildError struct{ msg string }
+
+func (e *BuildError) Error() string { return e.msg }
 
 // isSource reports whether a file under the module directory is an input
 // of its build, not an output a by-hand `make` left there.

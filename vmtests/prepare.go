@@ -176,7 +176,11 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if err := os.MkdirAll(results, 0o755); err != nil {
 		return nil, err
 	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, Modules: mods,
+	label := o.KmodDir
+	if rel, err := filepath.Rel(root, o.KmodDir); err == nil && filepath.IsLocal(rel) {
+		label = rel
+	}
+	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, kmodLabel: label, toolchain: tc, Modules: mods,
 		KernelArgs: append(append(kernelArgs(m), args...), o.KernelArgs...), CPUs: cpus, Timeout: timeout, Results: results}
 	if o.GDB {
 		if cell.GDB, err = FreePort(); err != nil {

@@ -24,6 +24,10 @@ type results struct {
 	unloadErr string
 	unloaded  bool
 	exited    bool
+	// coverage is the gcov counters the guest sent (path -> .gcda);
+	// coverageErr why it could not.
+	coverage    map[string][]byte
+	coverageErr string
 }
 
 func newResults() *results { return &results{tests: map[string]*testResult{}} }
@@ -48,6 +52,9 @@ func (r *results) handle(e event.Event) {
 		return
 	case event.AgentUnload:
 		r.unloaded, r.unloadErr = true, e.Error
+		return
+	case event.AgentCoverage:
+		r.coverage, r.coverageErr = e.Files, e.Error
 		return
 	default:
 		return

@@ -145,6 +145,9 @@ func runCell(t *testing.T, root string, fetcher *kernels.Fetcher, tree *kernels.
 	} else if res.unloadErr != "" {
 		t.Errorf("unloading the module after the tests failed (references leaked?): %s", res.unloadErr)
 	}
+	if err := cell.keepCoverage(context.Background(), r, fetcher.CacheDir()); err != nil {
+		t.Errorf("coverage: %v", err)
+	}
 }
 
 // replay reports the guest test full (and its subtests, recursively) as a

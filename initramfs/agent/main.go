@@ -118,7 +118,43 @@ func run() error {
 		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)
 	}
 	emit(unload)
+	if files, err := coverage(); err != nil {
+		emit(event.Event{Agent: event.AgentCoverage, Error: err.Error()})
+	} else if files != nil {
+		emit(event.Event{Agent: event.AgentCoverage, Files: files})
+	}
 	return nil
+}
+
+// gcovDir is where a kernel with CONFIG_GCOV_KERNEL keeps its counters.
+const gcovDir = "/sys/kernel/debug/gcov"
+
+// coverage reads every .gcda file under gcovDir: the counters of the
+// objects built with GCOV_PROFILE (the module under test's, kept after it
+// is unloaded: gcov_persist). nil when the kernel has no gcov.
+func coverage() (map[string][]byte, error) {
+	if _, err := os.Stat(gcovDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	files := map[string][]byte{}
+	err := filepath.WalkDir(gcovDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".gcda") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[strings.TrimPrefix(p, gcovDir)] = b
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the coverage counters: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s has no .gcda file: was the module built with GCOV_PROFILE?", gcovDir)
+	}
+	return files, nil
 }
 
 // test lists the suite's tests for the host, then runs them.

@@ -17,6 +17,11 @@ const (
 	AgentUnload  = "unload"  // the module under test was removed (or Error says why not)
 	AgentExit    = "exit"    // the test binary exited; Error holds a non-zero status
 	AgentModule  = "module"  // Sections holds the loaded module's section addresses
+	// AgentCoverage: Files holds the gcov counters (.gcda) of every
+	// object the kernel profiled, by path under /sys/kernel/debug/gcov,
+	// read after the module under test was unloaded (so its exit path
+	// counts too). Sent only by kernels with CONFIG_GCOV_KERNEL.
+	AgentCoverage = "coverage"
 )
 
 // Event is one line on the event channel. The first group of fields is
@@ -33,6 +38,7 @@ type Event struct {
 	Tests    []string          `json:",omitempty"`
 	Error    string            `json:",omitempty"`
 	Sections map[string]string `json:",omitempty"` // /sys/module/<name>/sections: name -> address
+	Files    map[string][]byte `json:",omitempty"` // AgentCoverage: path -> contents
 	// Uptime, on the AgentModules event, is how long the kernel had been
 	// up when the agent started (/proc/uptime): the host splits the boot
 	// into the kernel's own and the agent's loading of modules with it.

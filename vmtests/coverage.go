@@ -1,0 +1,335 @@
+package vmtests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/kmmap/kmmap/internal/lcov"
+	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// CoverageFile is the lcov tracefile of the module's sources a cell's
+// run leaves in its results directory, when its kernel has gcov
+// (CONFIG_GCOV_KERNEL: kmod/Kbuild's GCOV_PROFILE takes effect there).
+const CoverageFile = "kmod.info"
+
+// notesDir is where buildModule keeps the gcov notes (.gcno) of the
+// module ko, and in the file builddirFile the directory it was built in:
+// the counters a guest sends are named by it.
+func notesDir(ko string) string { return strings.TrimSuffix(ko, ".ko") + ".gcno" }
+
+const builddirFile = "builddir"
+
+// keepNotes copies the .gcno files a build in tmp made (none without
+// gcov) into notesDir(ko).
+func keepNotes(tmp, ko string) error {
+	var notes []string
+	err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".gcno") {
+			notes = append(notes, p)
+		}
+		return err
+	})
+	if err != nil || len(notes) == 0 {
+		return err
+	}
+	dir := notesDir(ko)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	for _, p := range notes {
+		rel, _ := filepath.Rel(tmp, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, builddirFile), []byte(tmp), 0o644)
+}
+
+// wantsCoverage reports whether the cell's kernel profiles the module:
+// then its run must bring back counters.
+func (c *Cell) wantsCoverage() (bool, error) {
+	set, err := c.Tree.ConfigSet("CONFIG_GCOV_KERNEL")
+	return set["CONFIG_GCOV_KERNEL"], err
+}
+
+// keepCoverage writes the module's tracefile of run r into the cell's
+// results (CoverageFile) when its kernel profiles the module: a run that
+// should have brought counters back and did not is an error.
+func (c *Cell) keepCoverage(ctx context.Context, r run, cacheDir string) error {
+	want, err := c.wantsCoverage()
+	if err != nil || !want {
+		return err
+	}
+	switch {
+	case r.res.coverageErr != "":
+		return fmt.Errorf("the guest could not read its counters: %s", r.res.coverageErr)
+	case r.res.coverage == nil:
+		return errors.New("the kernel has CONFIG_GCOV_KERNEL but the guest sent no counters (did the agent reach the end of the run?)")
+	}
+	info, err := c.coverage(ctx, r.res.coverage, cacheDir)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Results, CoverageFile), info, 0o644)
+}
+
+// coverage turns the counters the guest sent (path under
+// /sys/kernel/debug/gcov -> .gcda) into an lcov tracefile of the module's
+// own sources, with the gcov of the compiler that built the module (in
+// its toolchain root: gcov reads only its own compiler's format), whose
+// JSON intermediate format is converted here: Debian's lcov, which would
+// run gcov itself, is not in the roots, and the host's gcov cannot read a
+// newer gcc's files.
+func (c *Cell) coverage(ctx context.Context, files map[string][]byte, cacheDir string) ([]byte, error) {
+	ko, err := c.Module()
+	if err != nil {
+		return nil, err
+	}
+	notes := notesDir(ko)
+	b, err := os.ReadFile(filepath.Join(notes, builddirFile))
+	if err != nil {
+		return nil, fmt.Errorf("no gcov notes beside %s (kmod/Kbuild must set GCOV_PROFILE): %w", ko, err)
+	}
+	builddir := string(b)
+	// Inside the root only the cache is visible: work under it.
+	work, err := os.MkdirTemp(cacheDir, ".gcov-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	var gcnos []string
+	for p, data := range files {
+		rel, ok := strings.CutPrefix(p, builddir+"/")
+		if !ok {
+			continue // another profiled object of the kernel's
+		}
+		gcno := strings.TrimSuffix(rel, ".gcda") + ".gcno"
+		n, err := os.ReadFile(filepath.Join(notes, gcno))
+		if err != nil {
+			return nil, fmt.Errorf("counters for %s but no notes: %w", rel, err)
+		}
+		for name, body := range map[string][]byte{rel: data, gcno: n} {
+			dst := filepath.Join(work, name)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(dst, body, 0o644); err != nil {
+				return nil, err
+			}
+		}
+		gcnos = append(gcnos, filepath.Join(work, gcno))
+	}
+	if len(gcnos) == 0 {
+		return nil, fmt.Errorf("the guest sent counters for %d objects, none built in %s (the module's build directory)", len(files), builddir)
+	}
+	slices.Sort(gcnos)
+	k := c.Tree.Kernel
+	prefix, pkg := toolchain.Cross(k.Arch, k.Compiler)
+	gcov := prefix + strings.Replace(k.Compiler, "gcc", "gcov", 1)
+	if k.Compiler == "" {
+		gcov = prefix + "gcov"
+	}
+	// One gcov per object: its -o names where the .gcda is.
+	var out bytes.Buffer
+	for _, g := range gcnos {
+		args := []string{gcov, "--json-format", "--stdout", "--branch-probabilities", "-o", filepath.Dir(g), g}
+		cmd := exec.Command(args[0], args[1:]...)
+		if c.toolchain != nil {
+			cmd = c.toolchain.Command(ctx, work, args...)
+		}
+		cmd.Dir = work
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("%s (apt-get install %s, or the toolchain root's): %v\n%s", strings.Join(args, " "), pkg, err, stderr.String())
+		}
+		out.WriteByte('\n')
+	}
+	return lcovFromGcov(out.Bytes(), builddir, c.kmodLabel, c.ID)
+}
+
+// gcovJSON is gcov's JSON intermediate format (gcov --json-format),
+// the parts a tracefile needs.
+type gcovJSON struct {
+	Files []struct {
+		File      string `json:"file"`
+		Functions []struct {
+			Name      string `json:"name"`
+			StartLine int    `json:"start_line"`
+			Count     int64  `json:"execution_count"`
+		} `json:"functions"`
+		Lines []struct {
+			Line     int   `json:"line_number"`
+			Count    int64 `json:"count"`
+			Branches []struct {
+				Count int64 `json:"count"`
+			} `json:"branches"`
+		} `json:"lines"`
+	} `json:"files"`
+}
+
+// lcovFromGcov converts gcov JSON documents (one a line, one per object)
+// into an lcov tracefile named test, keeping the files under builddir,
+// renamed under label: the module's sources, not the kernel's headers.
+// A file several objects include (a header's inline functions) adds up.
+func lcovFromGcov(docs []byte, builddir, label, test string) ([]byte, error) {
+	t := lcov.Tracefile{}
+	sc := bufio.NewScanner(bytes.NewReader(docs))
+	sc.Buffer(nil, 64<<20)
+	object := 0
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var doc gcovJSON
+		if err := json.Unmarshal(sc.Bytes(), &doc); err != nil {
+			return nil, fmt.Errorf("gcov's JSON: %w", err)
+		}
+		object++
+		for _, f := range doc.Files {
+			rel, ok := strings.CutPrefix(f.File, builddir+"/")
+			if !ok || !filepath.IsLocal(rel) {
+				continue
+			}
+			sf := t.File(filepath.ToSlash(filepath.Join(label, rel)))
+			for _, fn := range f.Functions {
+				sf.Func(fn.Name, fn.StartLine, fn.Count)
+			}
+			for _, l := range f.Lines {
+				sf.Lines[l.Line] += l.Count
+				for i, br := range l.Branches {
+					sf.Branch(lcov.Branch{Line: l.Line, Block: object, Index: i}, br.Count, l.Count > 0)
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var hit int
+	for _, f := range t {
+		hit += f.Figures().LinesHit
+	}
+	if hit == 0 {
+		return nil, fmt.Errorf("gcov reported no line of the module's own sources run (%d files): the counters are not the module's", len(t))
+	}
+	return t.Encode(test), nil
+}
+
+// CoverageCells are the cells of the lock whose kernels profile the
+// module: built here with CONFIG_GCOV_KERNEL=y in their fragments.
+func CoverageCells(lock *kernels.Lock) ([]string, error) {
+	var ids []string
+	for _, k := range lock.Kernels {
+		if !k.FromSource() {
+			continue
+		}
+		text, err := k.ConfigText()
+		if err != nil {
+			return nil, err
+		}
+		if regexp.MustCompile(`(?m)^CONFIG_GCOV_KERNEL=y$`).Match(text) {
+			ids = append(ids, k.ID)
+		}
+	}
+	return ids, nil
+}
+
+// CoverageReport is what Coverage made: the tracefiles, by cell and
+// merged, and their figures per source file.
+type CoverageReport struct {
+	Merged  lcov.Tracefile
+	Cells   map[string]lcov.Tracefile
+	Dir     string // the report's directory: kmod.info, <cell>.info, html/
+	Sources string // where the sources were read from
+}
+
+// Coverage merges the tracefiles the last runs of cells left in their
+// results (CoverageFile) into out/kmod.info, keeps each as
+// out/<cell>.info, and renders them as HTML with Debian's lcov (genhtml):
+// out/html/index.html merged, out/html/<cell>/ per cell. Paths in the
+// tracefiles are relative to root, where genhtml reads the sources.
+func Coverage(root, out string, cells []string) (*CoverageReport, error) {
+	if len(cells) == 0 {
+		return nil, errors.New("no cell profiles the module: a cell built from source needs CONFIG_GCOV_KERNEL=y in its fragments")
+	}
+	for _, tool := range []string{"lcov", "genhtml"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s not found (apt-get install lcov)", tool)
+		}
+	}
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(out, "html"), 0o755); err != nil {
+		return nil, err
+	}
+	rep := &CoverageReport{Cells: map[string]lcov.Tracefile{}, Dir: out, Sources: root}
+	merge := []string{"--quiet", "--rc", "lcov_branch_coverage=1"}
+	for _, id := range cells {
+		src := filepath.Join(ResultsDir(root, id), CoverageFile)
+		b, err := os.ReadFile(src)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cell %s has no coverage from a run (%s): run `make coverage`, or KMMAP_CELLS=%s go test -run '^TestGuest$' ./vmtests", id, src, id)
+		} else if err != nil {
+			return nil, err
+		}
+		t, err := lcov.Parse(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		rep.Cells[id] = t
+		info := filepath.Join(out, id+".info")
+		if err := os.WriteFile(info, b, 0o644); err != nil {
+			return nil, err
+		}
+		if err := genhtml(root, filepath.Join(out, "html", id), "kmmap.ko on "+id, info); err != nil {
+			return nil, err
+		}
+		merge = append(merge, "-a", info)
+	}
+	merged := filepath.Join(out, CoverageFile)
+	cmd := exec.Command("lcov", append(merge, "-o", merged)...)
+	cmd.Dir = root
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("lcov %s: %v\n%s", strings.Join(cmd.Args[1:], " "), err, o)
+	}
+	b, err := os.ReadFile(merged)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Merged, err = lcov.Parse(bytes.NewReader(b)); err != nil {
+		return nil, fmt.Errorf("%s: %w", merged, err)
+	}
+	return rep, genhtml(root, filepath.Join(out, "html"), "kmmap.ko on "+strings.Join(cells, ", "), merged)
+}
+
+func genhtml(root, dir, title, info string) error {
+	cmd := exec.Command("genhtml", "--quiet", "--branch-coverage", "--function-coverage", "--legend",
+		"--title", title, "--output-directory", dir, info)
+	cmd.Dir = root
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("genhtml %s: %v\n%s", strings.Join(cmd.Args[1:], " "), err, o)
+	}
+	return nil
+}
