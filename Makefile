@@ -4,6 +4,10 @@
 #   make test        everything: vet, the harness's own tests and the vmtests
 #   make shell KERNEL=<cell>  boot one cell with the module loaded, shell on
 #                    this terminal (KMMAP_GDB=1: halted, with QEMU's gdb stub)
+#   make coverage    the guest suite on the cells that profile the module
+#                    (gcov): coverage/kmod.info and coverage/html/index.html
+#   make mutants     each mutant of vmtests/mutants/ against the guest suite;
+#                    writes MUTANTS.md
 #   make bench       measure boots, the matrix, the edit loop and zero copy
 #                    against copies; writes BENCHMARKS.md (about 20 minutes)
 #   make kernels     download, verify and unpack the pinned kernels
@@ -38,7 +42,8 @@ TOOLS := \
 	arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm \
-	gdb-multiarch:gdb-multiarch
+	gdb-multiarch:gdb-multiarch \
+	genhtml:lcov
 # files -> package: firmware QEMU loads for x86, and what creates the
 # per-suite toolchain roots as a normal user (mmdebstrap --mode=unshare maps
 # the user's subordinate ids with newuidmap)
@@ -53,7 +58,7 @@ FILES := \
 	/usr/i686-linux-gnu/lib/libc.a:libc6-dev-i386-cross \
 	/usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross
 
-.PHONY: all deps vmtests test vet kernels toolchains shell bench
+.PHONY: all deps vmtests test vet kernels toolchains shell bench coverage mutants
 
 # go test -json, read by `kmmap report`: a line per cell and per package.
 REPORT = $(GO) run ./cmd/kmmap report $(if $(V),-v)
@@ -109,6 +114,17 @@ shell: deps
 # a cached result (-count=1): the point is to boot the kernels.
 test: deps vet
 	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) ./... | $(REPORT)
+
+# Module coverage: the debug cells (CONFIG_GCOV_KERNEL) run the suite and
+# leave their counters as results/<cell>/kmod.info; then merged and drawn.
+coverage: deps
+	cells=$$($(GO) run ./cmd/kmmap coverage cells) && \
+	KMMAP_CELLS=$$cells $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
+	$(GO) run ./cmd/kmmap coverage report
+
+# Mutation testing of kmod/ against the guest suite.
+mutants: deps
+	$(GO) run ./cmd/kmmap mutate -o MUTANTS.md
 
 # Benchmarks, not tests: nothing fails because the machine is slow.
 bench: deps

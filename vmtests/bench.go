@@ -12,16 +12,8 @@ import (
 // means nothing).
 func Measure(c *Cell) (Timeline, error) {
 	r := boot(c)
-	if p := c.problems(r); len(p) > 0 {
-		return r.times, fmt.Errorf("%s: %s", c.ID, strings.Join(p, "\n"))
-	}
-	for name, s := range r.con.splats {
-		return r.times, fmt.Errorf("%s: kernel report during %s:\n%s", c.ID, name, strings.Join(s, "\n"))
-	}
-	for _, name := range r.res.list {
-		if tr := r.res.tests[name]; tr == nil || (tr.action != "pass" && tr.action != "skip") {
-			return r.times, fmt.Errorf("%s: guest test %s did not pass", c.ID, name)
-		}
+	if what, detail := c.failures(r); len(what) > 0 {
+		return r.times, fmt.Errorf("%s: %s:\n%s", c.ID, strings.Join(what, ", "), detail)
 	}
 	return r.times, nil
 }

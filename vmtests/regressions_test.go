@@ -22,7 +22,7 @@ type regression struct {
 
 // regressionCell has init_on_alloc=0 (kernels.lock): where a missing
 // __GFP_ZERO shows.
-const regressionCell = "6.12-amd64"
+const regressionCell = DefaultMutantCell
 
 var regressions = []regression{
 	{

@@ -6,6 +6,11 @@
 //	                              the kernel KMMAP_KERNEL and KMMAP_KDIR name)
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
 //	kmmap bench [-runs N]         measure the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
+//	kmmap mutate [-mutants DIR] [-run RE] [-j N] [-o FILE]
+//	                              run each mutant of kmod/ (vmtests/mutants) against the guest suite
+//	kmmap coverage cells          the cells whose kernels profile the module (gcov)
+//	kmmap coverage report [-o DIR] [-markdown]
+//	                              merge those cells' last coverage into coverage/kmod.info and coverage/html
 //
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
@@ -50,6 +55,16 @@ func main() {
 	case len(args) >= 1 && args[0] == "bench":
 		if err := bench(ctx, args[1:]); err != nil {
 			log.Fatalf("kmmap bench: %v", err)
+		}
+		return
+	case len(args) >= 1 && args[0] == "mutate":
+		if err := mutate(ctx, args[1:], os.Stdout); err != nil {
+			log.Fatalf("kmmap mutate: %v", err)
+		}
+		return
+	case len(args) >= 1 && args[0] == "coverage":
+		if err := coverage(args[1:], os.Stdout); err != nil {
+			log.Fatalf("kmmap coverage: %v", err)
 		}
 		return
 	case len(args) >= 1 && args[0] == "report":

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmmap/kmmap/kernels"
+	"github.com/kmmap/kmmap/vmtests"
+)
+
+// mutate runs each mutant of the module against the guest suite on its
+// cells and writes the table of verdicts (make mutants: MUTANTS.md).
+func mutate(ctx context.Context, args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("mutate", flag.ContinueOnError)
+	dir := fs.String("mutants", "", "the directory of mutants, one .patch each (default: "+vmtests.MutantsDir+")")
+	outPath := fs.String("o", "", "write the table here too (Markdown)")
+	jobs := fs.Int("j", runtime.NumCPU(), "mutants run at once (each boots a VM)")
+	only := fs.String("run", "", "only the mutants whose names match this regular expression")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lock, _, root, err := loadLock()
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		*dir = filepath.Join(root, vmtests.MutantsDir)
+	}
+	mutants, err := vmtests.LoadMutants(*dir)
+	if err != nil {
+		return err
+	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			return fmt.Errorf("-run: %w", err)
+		}
+		mutants = slices.DeleteFunc(mutants, func(m vmtests.Mutant) bool { return !re.MatchString(m.Name) })
+		if len(mutants) == 0 {
+			return fmt.Errorf("-run %q matches no mutant in %s", *only, *dir)
+		}
+	}
+	if *jobs < 1 {
+		return fmt.Errorf("-j %d: want 1 or more", *jobs)
+	}
+	start := time.Now()
+	f, err := vmtests.NewFetcher(func(string, ...any) {})
+	if err != nil {
+		return err
+	}
+	// Every cell a mutant names: its kernel, and the unmutated suite's
+	// verdict there (which must be a pass) and time.
+	var cells []string
+	for _, m := range mutants {
+		for _, c := range m.Cells {
+			if !slices.Contains(cells, c) {
+				cells = append(cells, c)
+			}
+		}
+	}
+	trees := map[string]*kernels.Tree{}
+	base := map[string]time.Duration{}
+	var mu sync.Mutex
+	err = parallel(*jobs, len(cells), func(i int) error {
+		k, err := lock.Kernel(cells[i])
+		if err != nil {
+			return err
+		}
+		t, err := f.Fetch(ctx, k)
+		if err != nil {
+			return err
+		}
+		d, err := vmtests.Baseline(ctx, root, f, t)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		trees[k.ID], base[k.ID] = t, d
+		fmt.Fprintf(w, "baseline %-20s passes (%.1f s)\n", k.ID, d.Seconds())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	type job struct {
+		m    vmtests.Mutant
+		cell string
+	}
+	var all []job
+	for _, m := range mutants {
+		for _, c := range m.Cells {
+			all = append(all, job{m, c})
+		}
+	}
+	results := make([]vmtests.MutantResult, len(all))
+	err = parallel(*jobs, len(all), func(i int) error {
+		j := all[i]
+		// A hang kills the mutant: three times the unmutated boot, at
+		// least a minute, is long enough to know.
+		timeout := max(time.Minute, 3*base[j.cell])
+		r, err := vmtests.RunMutant(ctx, root, f, trees[j.cell], j.m, timeout)
+		if err != nil {
+			return fmt.Errorf("mutant %s on %s: %w", j.m.Name, j.cell, err)
+		}
+		results[i] = r
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "%-40s %-20s %-14s %5.1f s  %s\n", j.m.Name, j.cell, r.Verdict, r.Elapsed.Seconds(), strings.Join(first(r.KilledBy, 4), "; "))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var md bytes.Buffer
+	writeMutants(&md, mutants, results, time.Since(start), *jobs, *dir, root)
+	fmt.Fprint(w, "\n", md.String())
+	if *outPath != "" {
+		return os.WriteFile(*outPath, md.Bytes(), 0o644)
+	}
+	return nil
+}
+
+// parallel runs fn(0..n-1) on at most jobs goroutines; the first error
+// wins (the others finish what they started).
+func parallel(jobs, n int, fn func(int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  int
+	)
+	for range min(jobs, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := first != nil
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// writeMutants writes the Markdown report: totals, then a row per mutant.
+// A mutant is killed when any of its cells killed it.
+func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.MutantResult, took time.Duration, jobs int, dir, root string) {
+	byName := map[string][]vmtests.MutantResult{}
+	for _, r := range results {
+		byName[r.Mutant.Name] = append(byName[r.Mutant.Name], r)
+	}
+	verdict := func(rs []vmtests.MutantResult) string {
+		v := vmtests.NotCompiling
+		for _, r := range rs {
+			switch r.Verdict {
+			case vmtests.Killed:
+				return vmtests.Killed
+			case vmtests.Survived:
+				v = vmtests.Survived
+			}
+		}
+		return v
+	}
+	count := map[string]int{}
+	for _, m := range mutants {
+		count[verdict(byName[m.Name])]++
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || !filepath.IsLocal(rel) {
+		rel = dir
+	}
+	fmt.Fprintf(w, "# Mutants of kmod/\n\n")
+	fmt.Fprintf(w, "Each mutant in `%s` is one realistic change of the module; the whole guest suite ran on each of its cells, and a mutant is killed when a guest test failed, a kernel report appeared or the guest did not end cleanly.\n\n", rel)
+	fmt.Fprintf(w, "Command: `make mutants` (`go run ./cmd/kmmap mutate -o MUTANTS.md -j %d`), %s, %s; %d runs in %s.\n\n",
+		jobs, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), len(results), took.Round(time.Second))
+	compiled := len(mutants) - count[vmtests.NotCompiling]
+	fmt.Fprintf(w, "**%d of %d mutants killed** (%s of those that compile) · %d survived · %d not compiling.\n\n",
+		count[vmtests.Killed], len(mutants), pct(count[vmtests.Killed], compiled), count[vmtests.Survived], count[vmtests.NotCompiling])
+	fmt.Fprintf(w, "| mutant | what it breaks | cells | verdict | killed by |\n|---|---|---|---|---|\n")
+	for _, m := range mutants {
+		rs := byName[m.Name]
+		var cells, by []string
+		for _, r := range rs {
+			cells = append(cells, fmt.Sprintf("%s (%.0f s)", r.Cell, r.Elapsed.Seconds()))
+			if r.Verdict == vmtests.Killed {
+				by = append(by, fmt.Sprintf("%s: %s", r.Cell, strings.Join(first(r.KilledBy, 4), ", ")))
+			}
+		}
+		v := verdict(rs)
+		switch {
+		case v == vmtests.Survived && m.Survives != "":
+			by = append(by, "known gap: "+m.Survives)
+		case v == vmtests.Killed && m.Survives != "":
+			by = append(by, "(its `Survives:` line is stale)")
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", m.Name, cell(m.Why), strings.Join(cells, "<br>"), v, cell(strings.Join(by, "<br>")))
+	}
+}
+
+// first is the first n of what, and how many more there were.
+func first(what []string, n int) []string {
+	if len(what) <= n {
+		return what
+	}
+	return append(what[:n:n], fmt.Sprintf("%d more", len(what)-n))
+}
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(n)/float64(of))
+}
+
+// cell escapes a Markdown table cell.
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

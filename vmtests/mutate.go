@@ -1,0 +1,257 @@
+package vmtests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// MutantsDir holds the committed mutants of kmod/, one patch each.
+const MutantsDir = "vmtests/mutants"
+
+// DefaultMutantCell is where a mutant runs when its patch names no cell:
+// a distribution kernel with two CPUs booted with init_on_alloc=0
+// (kernels.lock), where a missing zeroing and a race can show.
+const DefaultMutantCell = "6.12-amd64"
+
+// Mutant is one realistic single-point change of the module: a patch
+// against the repository (git diff of kmod/), headed by lines
+//
+//	Cells: 6.12-amd64-debug     where it runs (default DefaultMutantCell)
+//	Why: what the change breaks
+//	Survives: why no test on these cells can kill it (a known gap)
+//
+// before the diff; `git apply` ignores them.
+type Mutant struct {
+	Name     string // the file's name without .patch
+	Patch    []byte
+	Cells    []string
+	Why      string
+	Survives string
+}
+
+// LoadMutants reads every *.patch in dir, sorted by name.
+func LoadMutants(dir string) ([]Mutant, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.patch"))
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no mutant (*.patch) in %s", dir)
+	}
+	sort.Strings(paths)
+	var out []Mutant
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		m, err := parseMutant(strings.TrimSuffix(filepath.Base(p), ".patch"), b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func parseMutant(name string, b []byte) (Mutant, error) {
+	m := Mutant{Name: name, Patch: b}
+	files := 0
+	inHeader := true
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "diff ") || strings.HasPrefix(l, "--- ") {
+			inHeader = false
+		}
+		if inHeader {
+			key, val, ok := strings.Cut(l, ":")
+			val = strings.TrimSpace(val)
+			switch {
+			case !ok:
+			case key == "Cells":
+				m.Cells = strings.FieldsFunc(val, func(r rune) bool { return r == ',' || r == ' ' })
+			case key == "Why":
+				m.Why = val
+			case key == "Survives":
+				m.Survives = val
+			}
+			continue
+		}
+		if f, ok := strings.CutPrefix(l, "+++ "); ok {
+			f = strings.TrimPrefix(strings.Fields(f)[0], "b/")
+			if !strings.HasPrefix(f, "kmod/") {
+				return m, fmt.Errorf("the patch changes %s: a mutant changes only kmod/", f)
+			}
+			files++
+		}
+	}
+	if files == 0 {
+		return m, errors.New("no diff in it (make one with: git diff kmod/ > vmtests/mutants/NAME.patch)")
+	}
+	if m.Why == "" {
+		return m, errors.New("no `Why:` line saying what the change breaks")
+	}
+	if len(m.Cells) == 0 {
+		m.Cells = []string{DefaultMutantCell}
+	}
+	return m, nil
+}
+
+// Apply copies root's kmod/ under dir and applies the mutant to the copy
+// with git apply; it returns the mutated module's directory.
+func (m Mutant) Apply(root, dir string) (string, error) {
+	src := filepath.Join(dir, "kmod")
+	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("git", "apply", "--whitespace=nowarn", "-")
+	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(m.Patch)
+	// dir is outside any repository: git apply works as patch(1) there.
+	cmd.Env = append(os.Environ(), "GIT_CEILING_DIRECTORIES="+filepath.Dir(dir))
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mutant %s no longer applies to kmod/ (update its patch): %v\n%s", m.Name, err, o)
+	}
+	return src, nil
+}
+
+// Verdicts of a mutant on a cell.
+const (
+	Killed       = "killed"
+	Survived     = "survived"
+	NotCompiling = "not compiling"
+)
+
+// MutantResult is a mutant's run on one cell.
+type MutantResult struct {
+	Mutant  Mutant
+	Cell    string
+	Verdict string
+	// KilledBy names what failed: guest tests, kernel reports, or what
+	// went wrong with the boot (a hang, a module that would not unload).
+	KilledBy []string
+	Detail   string // the first failure's text
+	Elapsed  time.Duration
+}
+
+// RunMutant builds the mutant for tree's kernel and runs the whole guest
+// suite on it, timeout at most. err is the harness failing, not the
+// module.
+func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kernels.Tree, m Mutant, timeout time.Duration) (res MutantResult, err error) {
+	res = MutantResult{Mutant: m, Cell: tree.Kernel.ID}
+	start := time.Now()
+	defer func() { res.Elapsed = time.Since(start) }()
+	dir, err := os.MkdirTemp("", "kmmap-mutant-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	src, err := m.Apply(root, dir)
+	if err != nil {
+		return res, err
+	}
+	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID})
+	var be *BuildError
+	if errors.As(err, &be) {
+		res.Verdict, res.Detail = NotCompiling, be.Error()
+		return res, nil
+	} else if err != nil {
+		return res, err
+	}
+	cell.Timeout = timeout
+	r := boot(cell)
+	if err := cell.writeResults(r); err != nil {
+		return res, err
+	}
+	res.KilledBy, res.Detail = cell.failures(r)
+	res.Verdict = Survived
+	if len(res.KilledBy) > 0 {
+		res.Verdict = Killed
+	}
+	return res, nil
+}
+
+// Baseline runs the unmutated module's suite on tree's cell: it must
+// pass before a mutant's failure means anything. It returns how long the
+// boot took.
+func Baseline(ctx context.Context, root string, f *kernels.Fetcher, tree *kernels.Tree) (time.Duration, error) {
+	cell, err := Prepare(ctx, root, f, tree, Options{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
+	if err != nil {
+		return 0, err
+	}
+	r := boot(cell)
+	if err := cell.writeResults(r); err != nil {
+		return 0, err
+	}
+	if what, detail := cell.failures(r); len(what) > 0 {
+		return 0, fmt.Errorf("%s: the unmutated module fails the suite (%s), so no mutant can be judged:\n%s", tree.Kernel.ID, strings.Join(what, ", "), detail)
+	}
+	return r.elapsed, nil
+}
+
+// failures lists what of run r did not pass: the boot's problems, kernel
+// reports (by kind and test), guest tests that failed or never finished;
+// detail is the text of the first.
+func (c *Cell) failures(r run) (what []string, detail string) {
+	add := func(w, d string) {
+		if !slices.Contains(what, w) {
+			what = append(what, w)
+		}
+		if detail == "" {
+			detail = d
+		}
+	}
+	for _, p := range c.problems(r) {
+		first, _, _ := strings.Cut(p, ";")
+		add("boot: "+firstLine(first), p)
+	}
+	names := make([]string, 0, len(r.con.splats))
+	for name := range r.con.splats {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := r.con.splats[name]
+		if name == "" {
+			continue // problems() has it
+		}
+		add(fmt.Sprintf("%s (%s)", topLevel(name), kindsOf(s)), strings.Join(s, "\n"))
+	}
+	for _, name := range r.res.list {
+		tr := r.res.tests[name]
+		switch {
+		case tr == nil || tr.action == "":
+			add(name+" (did not finish)", "")
+		case tr.action == "fail":
+			out := tr.output.String()
+			for _, ch := range tr.children {
+				if r.res.tests[ch].action == "fail" {
+					out += r.res.tests[ch].output.String()
+				}
+			}
+			add(name, out)
+		}
+	}
+	if r.res.unloadErr != "" {
+		add("unload (a leaked reference?)", r.res.unloadErr)
+	}
+	if len(what) == 0 && r.res.exitErr != "" {
+		add("guest test binary: "+r.res.exitErr, "")
+	}
+	return what, detail
+}
+
+func topLevel(test string) string {
+	top, _, _ := strings.Cut(test, "/")
+	return top
+}

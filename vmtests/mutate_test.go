@@ -1,0 +1,69 @@
+package vmtests
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMutantsApply: every committed mutant names what it breaks, applies
+// to today's kmod/ and changes it, so `make mutants` cannot rot unseen.
+func TestMutantsApply(t *testing.T) {
+	root, lock := loadLock(t)
+	mutants, err := LoadMutants(filepath.Join(root, MutantsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mutants) < 20 {
+		t.Errorf("%d mutants: the list must keep at least 20", len(mutants))
+	}
+	orig, err := hashTree(filepath.Join(root, "kmod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mutants {
+		t.Run(m.Name, func(t *testing.T) {
+			for _, c := range m.Cells {
+				if _, err := lock.Kernel(c); err != nil {
+					t.Errorf("Cells: %v", err)
+				}
+			}
+			src, err := m.Apply(root, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, err := hashTree(src); err != nil || h == orig {
+				t.Errorf("the mutated copy is the same as kmod/ (%v)", err)
+			}
+		})
+	}
+}
+
+func TestMutantRefused(t *testing.T) {
+	root, _ := loadLock(t)
+	diff := "--- a/kmod/main.c\n+++ b/kmod/main.c\n@@ -1 +1 @@\n-// SPDX-License-Identifier: GPL-2.0\n+// SPDX-License-Identifier: GPL-2.0 \n"
+	for _, c := range []struct{ name, patch, want string }{
+		{"no-why", "Cells: 6.12-amd64\n\n" + diff, "Why:"},
+		{"no-diff", "Why: nothing\n", "no diff"},
+		{"outside", "Why: x\n\n" + strings.ReplaceAll(diff, "kmod/main.c", "vmtests/run.go"), "only kmod/"},
+	} {
+		if _, err := parseMutant(c.name, []byte(c.patch)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+	// A patch that no longer applies names the mutant and what to do.
+	m, err := parseMutant("stale", []byte("Why: x\n\n"+strings.ReplaceAll(diff, "SPDX", "XDPS")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Apply(root, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
+		t.Errorf("a stale patch: err %v", err)
+	}
+	m, err = parseMutant("default-cell", []byte("Why: x\n\n"+diff))
+	if err != nil || len(m.Cells) != 1 || m.Cells[0] != DefaultMutantCell {
+		t.Errorf("no Cells: line: cells %v (%v), want [%s]", m.Cells, err, DefaultMutantCell)
+	}
+	if _, err := LoadMutants(t.TempDir()); err == nil {
+		t.Error("an empty directory of mutants was accepted")
+	}
+}
