@@ -148,6 +148,15 @@ func TestRing(t *testing.T) {
 	if got := atomic.LoadUint64(&r.hdr.Produced); got != uint64(10+nr+1) {
 		t.Errorf("produced = %d, want %d", got, 10+nr+1)
 	}
+	// One EMIT is at most 2^20 records: four billion would hold the
+	// ioctl for minutes.
+	c := RingCtl{Count: 1<<20 + 1}
+	if err := ioctl(r.d.fd, IocRingEmit, unsafe.Pointer(&c)); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("RING_EMIT of 2^20+1 records: err = %v, want EINVAL", err)
+	}
+	if got := atomic.LoadUint64(&r.hdr.Produced) + atomic.LoadUint64(&r.hdr.Dropped); got != uint64(10+nr+1+5) {
+		t.Errorf("a refused EMIT changed the counts: produced + dropped = %d, want %d", got, 10+nr+1+5)
+	}
 }
 
 // TestRingTimer: records from the kernel's own timer wake epoll.
@@ -223,5 +232,94 @@ func TestRingScribbledHeader(t *testing.T) {
 	var next uint64
 	if n := r.drain(t, &next); n != 1 {
 		t.Errorf("drained %d records, want 1", n)
+	}
+}
+
+// TestRingWakesPoller: a poll() or epoll_wait() asleep on an empty ring
+// wakes when a record arrives, whoever produced it: not at its timeout.
+func TestRingWakesPoller(t *testing.T) {
+	const timeout = 10 * time.Second
+	for _, c := range []struct {
+		name    string
+		produce func(t *testing.T, r *ring)
+		wait    func(t *testing.T, r *ring) error
+	}{
+		{"emit-poll", func(t *testing.T, r *ring) { r.emit(t, 1) }, func(t *testing.T, r *ring) error {
+			revents, err := pollIn(r.d.fd, int(timeout.Milliseconds()))
+			if err == nil && revents&unix.POLLIN == 0 {
+				err = errors.New("poll returned without POLLIN")
+			}
+			return err
+		}},
+		{"timer-epoll", func(t *testing.T, r *ring) {
+			c := RingCtl{Count: 1, Ms: 5}
+			if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
+				t.Error(err)
+			}
+		}, func(t *testing.T, r *ring) error {
+			ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(ep)
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, r.d.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.d.fd)}); err != nil {
+				return err
+			}
+			ev := make([]unix.EpollEvent, 1)
+			for {
+				n, err := unix.EpollWait(ep, ev, int(timeout.Milliseconds()))
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if err == nil && n != 1 {
+					err = errors.New("epoll_wait timed out")
+				}
+				return err
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := openRing(t, 2)
+			woke := make(chan error, 1)
+			start := time.Now()
+			go func() { woke <- c.wait(t, r) }()
+			time.Sleep(100 * time.Millisecond) // the waiter is asleep by now
+			c.produce(t, r)
+			if err := <-woke; err != nil {
+				t.Fatalf("waiting for a record: %v", err)
+			}
+			if d := time.Since(start); d > timeout/2 {
+				t.Errorf("the waiter woke %v after the record was produced: the producer did not wake it", d.Round(time.Millisecond))
+			}
+			stop := RingCtl{}
+			if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestRingSetupAgain: a new ring starts from nothing, whatever the old
+// one produced and dropped.
+func TestRingSetupAgain(t *testing.T) {
+	d := openDev(t)
+	d.setup(t, BackingRing, 2)
+	r := mapRing(t, d)
+	nr := r.hdr.Nr_records
+	r.emit(t, nr+3)
+	if got := atomic.LoadUint64(&r.hdr.Dropped); got != 3 {
+		t.Fatalf("dropped = %d, want 3", got)
+	}
+	if err := unix.Munmap(r.mem); err != nil {
+		t.Fatal(err)
+	}
+	d.setup(t, BackingRing, 2)
+	r = mapRing(t, d)
+	r.emit(t, 1)
+	if p, dr, h := atomic.LoadUint64(&r.hdr.Produced), atomic.LoadUint64(&r.hdr.Dropped), atomic.LoadUint32(&r.hdr.Head); p != 1 || dr != 0 || h != 1 {
+		t.Errorf("the new ring after one record: produced %d, dropped %d, head %d; want 1, 0, 1", p, dr, h)
+	}
+	if seq := r.record(0).Seq; seq != 0 {
+		t.Errorf("the new ring's first record has seq %d, want 0", seq)
 	}
 }
