@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,10 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 			_, err := buildModule(context.Background(), tree, brokenModule(t, c.code), t.TempDir(), nil)
 			if err == nil {
 				t.Fatalf("a module with a compiler %s built", c.name)
+			}
+			var be *BuildError
+			if !errors.As(err, &be) {
+				t.Errorf("the error is a %T, not a *BuildError (kmmap mutate would not call it \"not compiling\")", err)
 			}
 			for _, want := range []string{tree.Kernel.ID, "main.c", c.want, c.name} {
 				if !strings.Contains(err.Error(), want) {

@@ -160,16 +160,21 @@ func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kerne
 	if err != nil {
 		return res, err
 	}
-	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID})
+	// The guest boots while the mutant builds; one that does not build
+	// makes the agent give up at once.
+	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID, BootWhileBuilding: true})
+	if err != nil {
+		return res, err
+	}
+	cell.Timeout = timeout
+	r := boot(cell)
 	var be *BuildError
-	if errors.As(err, &be) {
+	if _, err := cell.Module(); errors.As(err, &be) {
 		res.Verdict, res.Detail = NotCompiling, be.Error()
 		return res, nil
 	} else if err != nil {
 		return res, err
 	}
-	cell.Timeout = timeout
-	r := boot(cell)
 	if err := cell.writeResults(r); err != nil {
 		return res, err
 	}

@@ -124,7 +124,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	var md bytes.Buffer
-	writeMutants(&md, mutants, results, time.Since(start), *jobs, *dir, root)
+	writeMutants(&md, mutants, results, time.Since(start), strings.Join(args, " "), *dir, root)
 	fmt.Fprint(w, "\n", md.String())
 	if *outPath != "" {
 		return os.WriteFile(*outPath, md.Bytes(), 0o644)
@@ -170,7 +170,7 @@ func parallel(jobs, n int, fn func(int) error) error {
 
 // writeMutants writes the Markdown report: totals, then a row per mutant.
 // A mutant is killed when any of its cells killed it.
-func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.MutantResult, took time.Duration, jobs int, dir, root string) {
+func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.MutantResult, took time.Duration, args, dir, root string) {
 	byName := map[string][]vmtests.MutantResult{}
 	for _, r := range results {
 		byName[r.Mutant.Name] = append(byName[r.Mutant.Name], r)
@@ -197,8 +197,8 @@ func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.Mutan
 	}
 	fmt.Fprintf(w, "# Mutants of kmod/\n\n")
 	fmt.Fprintf(w, "Each mutant in `%s` is one realistic change of the module; the whole guest suite ran on each of its cells, and a mutant is killed when a guest test failed, a kernel report appeared or the guest did not end cleanly.\n\n", rel)
-	fmt.Fprintf(w, "Command: `make mutants` (`go run ./cmd/kmmap mutate -o MUTANTS.md -j %d`), %s, %s; %d runs in %s.\n\n",
-		jobs, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), len(results), took.Round(time.Second))
+	fmt.Fprintf(w, "Command: `go run ./cmd/kmmap mutate %s` (`make mutants`: `-o MUTANTS.md`), %s, %s; %d runs in %s.\n\n",
+		args, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), len(results), took.Round(time.Second))
 	compiled := len(mutants) - count[vmtests.NotCompiling]
 	fmt.Fprintf(w, "**%d of %d mutants killed** (%s of those that compile) · %d survived · %d not compiling.\n\n",
 		count[vmtests.Killed], len(mutants), pct(count[vmtests.Killed], compiled), count[vmtests.Survived], count[vmtests.NotCompiling])

@@ -861,6 +861,43 @@ func TestAllocFailures(t *testing.T) {
 				}
 				_ = ioctl(d.fd, IocUnpin, nil)
 			})
+			// open() allocates the file's first buffer: one that fails
+			// fails the open with ENOMEM and leaves no buffer behind.
+			t.Run("open", func(t *testing.T) {
+				fa.t = t
+				live := moduleCounter(t, "live_buffers")
+				failures := 0
+				for space := 0; space < 1<<20; space += fa.step {
+					fd := -1
+					err, inj := fa.failing(space, func() error {
+						var err error
+						fd, err = unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+						return err
+					})
+					if err == nil {
+						unix.Close(fd)
+					}
+					if !inj {
+						if err != nil {
+							t.Fatalf("open with no failure injected: %v", err)
+						}
+						break
+					}
+					if err != nil {
+						failures++
+						if !errors.Is(err, unix.ENOMEM) {
+							t.Fatalf("open with the allocation after %d bytes failed: %v, want ENOMEM", space, err)
+						}
+					}
+				}
+				if failures == 0 {
+					t.Errorf("no injected %s failure made open fail", fa.name)
+				}
+				if got := moduleCounter(t, "live_buffers"); got != live {
+					t.Errorf("live_buffers %d after the failed opens, was %d", got, live)
+				}
+				t.Logf("%d opens failed by an injected %s failure", failures, fa.name)
+			})
 		})
 	}
 }

@@ -1,0 +1,68 @@
+//go:build kmmap_guest
+
+package guest
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// pageOwnerStacks is page_owner's table of the stacks that allocated the
+// pages allocated now, with how many each (6.10+, page_owner=on).
+const pageOwnerStacks = "/sys/kernel/debug/page_owner_stacks/show_stacks"
+
+// notTheModulesPages are frames under which a stack through the module
+// allocated a page that is not the module's to free: a slab page other
+// objects share, KASAN's shadow of vmalloc space and kernel page tables
+// (both kept until vmalloc's lazy purge, or for good).
+var notTheModulesPages = regexp.MustCompile(`(^|\s)(allocate_slab|new_slab|kasan_\w+|_*p(te|md|ud|4d)_alloc\w*)\+`)
+
+// TestPagesLeaked runs after every other test (Go runs a package's tests
+// in file order, and this file sorts last): every file the suite opened is
+// closed, so the module must hold no page. page_owner counts the pages
+// each allocation stack holds now; a stack through the module that still
+// holds pages is a leak the module's own counters (live_buffers) cannot
+// see: a page a buffer lost on its way back.
+func TestPagesLeaked(t *testing.T) {
+	mark(t)
+	b, err := os.ReadFile(pageOwnerStacks)
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("SKIP LOUDLY: no " + pageOwnerStacks + " (CONFIG_PAGE_OWNER, page_owner=on, 6.10+: the debug cells)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := moduleCounter(t, "live_buffers"); n != 0 {
+		t.Fatalf("%d buffers are still allocated after the suite: a file is still open", n)
+	}
+	held, leaks := moduleStacks(string(b))
+	if held > 0 {
+		t.Errorf("%d pages allocated through the module are still allocated with no file open (page_owner):\n%s", held, strings.Join(leaks, "\n"))
+	}
+}
+
+// moduleStacks sums the pages held by the stacks of show_stacks that went
+// through the module and allocated a page of its own.
+func moduleStacks(table string) (held int, stacks []string) {
+	for _, block := range strings.Split(table, "\n\n") {
+		if !strings.Contains(block, "[kmmap]") || notTheModulesPages.MatchString(block) {
+			continue
+		}
+		i := strings.LastIndex(block, "nr_base_pages: ")
+		if i < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(block[i+len("nr_base_pages: "):]))
+		if err != nil || n <= 0 {
+			continue
+		}
+		held += n
+		stacks = append(stacks, strings.TrimSpace(block))
+	}
+	return held, stacks
+}
