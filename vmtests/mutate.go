@@ -162,7 +162,8 @@ func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kerne
 	}
 	// The guest boots while the mutant builds; one that does not build
 	// makes the agent give up at once.
-	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID, BootWhileBuilding: true})
+	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID,
+		BootWhileBuilding: true, GuestFailFast: true})
 	if err != nil {
 		return res, err
 	}
@@ -204,8 +205,8 @@ func Baseline(ctx context.Context, root string, f *kernels.Fetcher, tree *kernel
 	return r.elapsed, nil
 }
 
-// failures lists what of run r did not pass: the boot's problems, kernel
-// reports (by kind and test), guest tests that failed or never finished;
+// failures lists what of run r did not pass: kernel reports (by kind and
+// test), guest tests that failed or never finished, the boot's problems;
 // detail is the text of the first.
 func (c *Cell) failures(r run) (what []string, detail string) {
 	add := func(w, d string) {
@@ -215,10 +216,6 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 		if detail == "" {
 			detail = d
 		}
-	}
-	for _, p := range c.problems(r) {
-		first, _, _ := strings.Cut(p, ";")
-		add("boot: "+firstLine(first), p)
 	}
 	names := make([]string, 0, len(r.con.splats))
 	for name := range r.con.splats {
@@ -232,11 +229,14 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 		}
 		add(fmt.Sprintf("%s (%s)", topLevel(name), kindsOf(s)), strings.Join(s, "\n"))
 	}
+	var unrun []string
 	for _, name := range r.res.list {
 		tr := r.res.tests[name]
 		switch {
-		case tr == nil || tr.action == "":
-			add(name+" (did not finish)", "")
+		case tr == nil:
+			unrun = append(unrun, name) // after a crash, or -test.failfast
+		case tr.action == "":
+			add(name+" (did not finish)", tr.output.String())
 		case tr.action == "fail":
 			out := tr.output.String()
 			for _, ch := range tr.children {
@@ -245,6 +245,17 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 				}
 			}
 			add(name, out)
+		}
+	}
+	// What the boot as a whole says (a panic, a hang) after the reports
+	// and tests that name the cause.
+	for _, p := range c.problems(r) {
+		first, _, _ := strings.Cut(p, ";")
+		add("boot: "+firstLine(first), p)
+	}
+	if len(what) == 0 {
+		for _, name := range unrun {
+			add(name+" (never ran)", "")
 		}
 	}
 	if r.res.unloadErr != "" {

@@ -67,3 +67,31 @@ func TestMutantRefused(t *testing.T) {
 		t.Error("an empty directory of mutants was accepted")
 	}
 }
+
+// A mutant's run is judged by what failed in it: the kernel's reports
+// and failed tests first, a test that never ran only when nothing else
+// explains the failure.
+func TestMutantVerdict(t *testing.T) {
+	cell := &Cell{ID: "6.12-amd64"}
+	r := run{con: newConsole(), res: newResults()}
+	r.res.list = []string{"TestA", "TestB", "TestC"}
+	r.res.test("TestA").action = "pass"
+	r.res.unloaded, r.res.exited = true, true
+	if what, _ := cell.failures(r); len(what) != 2 || what[0] != "TestB (never ran)" || what[1] != "TestC (never ran)" {
+		t.Errorf("TestB and TestC never ran: failures %q, want both", what)
+	}
+	r.res.test("TestB").action = "fail"
+	r.res.test("TestB").output.WriteString("want 1, got 2")
+	r.con.splats["TestB/sub"] = []string{"BUG: KASAN: use-after-free in kmmap_fault"}
+	what, detail := cell.failures(r)
+	if len(what) != 2 || what[0] != "TestB (KASAN)" || what[1] != "TestB" || !strings.Contains(detail, "KASAN") {
+		t.Errorf("failures %q (detail %q), want the KASAN report during TestB, then TestB", what, detail)
+	}
+	passed := run{con: newConsole(), res: newResults()}
+	passed.res.list = []string{"TestA"}
+	passed.res.test("TestA").action = "pass"
+	passed.res.unloaded, passed.res.exited = true, true
+	if what, _ := cell.failures(passed); len(what) != 0 {
+		t.Errorf("a clean run: failures %q", what)
+	}
+}

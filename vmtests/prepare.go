@@ -30,6 +30,9 @@ type Options struct {
 	// GuestCount runs each guest test this many times in one boot
 	// (-test.count), for a race that shows only now and then.
 	GuestCount int
+	// GuestFailFast stops the guest suite at its first failing test
+	// (-test.failfast): a mutant needs one.
+	GuestFailFast bool
 	// Shell boots to an interactive shell with the module loaded instead
 	// of running the suite.
 	Shell bool
@@ -198,6 +201,9 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: append([]string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}, testArgs...)}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
+	}
+	if o.GuestFailFast {
+		spec.TestArgs = append(spec.TestArgs, "-test.failfast")
 	}
 	if o.GuestCount > 1 {
 		spec.TestArgs = append(spec.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
