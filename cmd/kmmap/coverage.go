@@ -73,14 +73,14 @@ func writeFigures(w io.Writer, rep *vmtests.CoverageReport, cells []string, mark
 		if markdown {
 			fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
 		} else {
-			fmt.Fprintf(w, "%-28s %-20s %-20s %s\n", cols[0], cols[1], cols[2], cols[3])
+			fmt.Fprintf(w, "%-34s %-20s %-20s %s\n", cols[0], cols[1], cols[2], cols[3])
 		}
 	}
 	head := func(title string) {
 		if markdown {
 			fmt.Fprintf(w, "\n%s\n\n| file | lines | functions | branches |\n|---|---|---|---|\n", title)
 		} else {
-			fmt.Fprintf(w, "\n%s\n%-28s %-20s %-20s %s\n", title, "file", "lines", "functions", "branches")
+			fmt.Fprintf(w, "\n%s\n%-34s %-20s %-20s %s\n", title, "file", "lines", "functions", "branches")
 		}
 	}
 	head(fmt.Sprintf("Coverage of the module by the guest suite, merged over %s:", strings.Join(cells, ", ")))

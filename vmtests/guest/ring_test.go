@@ -323,3 +323,37 @@ func TestRingSetupAgain(t *testing.T) {
 		t.Errorf("the new ring's first record has seq %d, want 0", seq)
 	}
 }
+
+// TestRingCloseWithTimerRunning: the last close of a ring whose timer is
+// running stops the timer before the file's memory goes: a tick queued
+// then must never run over freed memory (KASAN on the debug cells), nor
+// a SETUP that replaces the ring leave it producing into the old one.
+func TestRingCloseWithTimerRunning(t *testing.T) {
+	mark(t)
+	for i := range 20 {
+		fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := Setup{Backing: BackingRing, Pages: 2}
+		if err := ioctl(fd, IocSetup, unsafe.Pointer(&s)); err != nil {
+			t.Fatal(err)
+		}
+		c := RingCtl{Count: 4, Ms: 1}
+		if err := ioctl(fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%4) * time.Millisecond)
+		if i%2 == 1 {
+			// SETUP stops the old ring's timer too.
+			s = Setup{Backing: BackingFault, Pages: 1}
+			if err := ioctl(fd, IocSetup, unsafe.Pointer(&s)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := unix.Close(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // any tick left would run by now
+}

@@ -16,11 +16,13 @@ import (
 // pages allocated now, with how many each (6.10+, page_owner=on).
 const pageOwnerStacks = "/sys/kernel/debug/page_owner_stacks/show_stacks"
 
-// notTheModulesPages are frames under which a stack through the module
-// allocated a page that is not the module's to free: a slab page other
-// objects share, KASAN's shadow of vmalloc space and kernel page tables
-// (both kept until vmalloc's lazy purge, or for good).
-var notTheModulesPages = regexp.MustCompile(`(^|\s)(allocate_slab|new_slab|kasan_\w+|_*p(te|md|ud|4d)_alloc\w*)\+`)
+// notTheModulesPages are frames between the module and the page
+// allocator on a path that allocated a page that is not the module's to
+// free: a slab page other objects share, KASAN's shadow of vmalloc space
+// and kernel page tables (both kept until vmalloc's lazy purge, or for
+// good), a user page faulted in by a copy to or from userland or by
+// pinning (the process's own).
+var notTheModulesPages = regexp.MustCompile(`(^|\s)(allocate_slab|new_slab|kasan_\w+|_*p(te|md|ud|4d)_alloc\w*|handle_mm_fault)\+`)
 
 // TestPagesLeaked runs after every other test (Go runs a package's tests
 // in file order, and this file sorts last): every file the suite opened is
@@ -50,7 +52,8 @@ func TestPagesLeaked(t *testing.T) {
 // through the module and allocated a page of its own.
 func moduleStacks(table string) (held int, stacks []string) {
 	for _, block := range strings.Split(table, "\n\n") {
-		if !strings.Contains(block, "[kmmap]") || notTheModulesPages.MatchString(block) {
+		path, _, through := strings.Cut(block, "[kmmap]") // the allocator's frames, innermost first
+		if !through || notTheModulesPages.MatchString(path) {
 			continue
 		}
 		i := strings.LastIndex(block, "nr_base_pages: ")
