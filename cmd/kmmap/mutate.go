@@ -196,8 +196,8 @@ func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.Mutan
 		rel = dir
 	}
 	fmt.Fprintf(w, "# Mutants of kmod/\n\n")
-	fmt.Fprintf(w, "Each mutant in `%s` is one realistic change of the module; the whole guest suite ran on each of its cells, and a mutant is killed when a guest test failed, a kernel report appeared or the guest did not end cleanly.\n\n", rel)
-	fmt.Fprintf(w, "Command: `go run ./cmd/kmmap mutate %s` (`make mutants`: `-o MUTANTS.md`), %s, %s; %d runs in %s.\n\n",
+	fmt.Fprintf(w, "Each mutant in `%s` is one realistic change of the module; the guest suite ran on each of its cells up to its first failing test (`-test.failfast`), and a mutant is killed when a guest test failed, a kernel report appeared or the guest did not end cleanly.\n\n", rel)
+	fmt.Fprintf(w, "Command: `go run ./cmd/kmmap mutate %s` (`make mutants`), %s, %s; %d runs in %s.\n\n",
 		args, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), len(results), took.Round(time.Second))
 	compiled := len(mutants) - count[vmtests.NotCompiling]
 	fmt.Fprintf(w, "**%d of %d mutants killed** (%s of those that compile) · %d survived · %d not compiling.\n\n",
