@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -458,4 +459,50 @@ func TestVMFlags(t *testing.T) {
 			t.Errorf("pfn backing: VmFlags %v lack pf (VM_PFNMAP)", flags)
 		}
 	})
+}
+
+// TestUserCopyFaults: every copy back to userland can fault, and each
+// fault is EFAULT with nothing else changed: the PFN array of INFO and
+// the argument of INFO and CHECKSUM in read-only memory (read in, not
+// written back), the ring ioctls' argument at NULL.
+func TestUserCopyFaults(t *testing.T) {
+	d := openDev(t)
+	ps := os.Getpagesize()
+	ro := func(t *testing.T, arg []byte) unsafe.Pointer {
+		m, err := unix.Mmap(-1, 0, ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Munmap(m) })
+		copy(m, arg)
+		if err := unix.Mprotect(m, unix.PROT_READ); err != nil {
+			t.Fatal(err)
+		}
+		return unsafe.Pointer(&m[0])
+	}
+	asBytes := func(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
+
+	info := Info{Pfns: uint64(uintptr(ro(t, nil))), Pfns_len: 1}
+	if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&info)); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("INFO with its PFN array read-only: err = %v, want EFAULT", err)
+	}
+	info = Info{}
+	if err := ioctl(d.fd, IocInfo, ro(t, asBytes(unsafe.Pointer(&info), unsafe.Sizeof(info)))); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("INFO with its argument read-only: err = %v, want EFAULT", err)
+	}
+	r := Range{Length: uint64(d.size())}
+	if err := ioctl(d.fd, IocChecksum, ro(t, asBytes(unsafe.Pointer(&r), unsafe.Sizeof(r)))); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("CHECKSUM with its argument read-only: err = %v, want EFAULT", err)
+	}
+	d.setup(t, BackingRing, 2)
+	for _, req := range []uint{IocRingEmit, IocRingTimer} {
+		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("ring ioctl %#x with a NULL argument: err = %v, want EFAULT", req, err)
+		}
+	}
+	r2 := mapRing(t, d)
+	r2.emit(t, 0)
+	if p := atomic.LoadUint64(&r2.hdr.Produced); p != 0 {
+		t.Errorf("EMIT of 0 records produced %d", p)
+	}
 }
