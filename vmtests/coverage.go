@@ -38,7 +38,8 @@ func keepNotes(tmp, ko string) error {
 	var notes []string
 	err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.HasSuffix(p, ".gcno") {
-			notes = append(notes, p)
+			rel, _ := filepath.Rel(tmp, p)
+			notes = append(notes, rel)
 		}
 		return err
 	})
@@ -49,18 +50,8 @@ func keepNotes(tmp, ko string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	for _, p := range notes {
-		rel, _ := filepath.Rel(tmp, p)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
-			return err
-		}
+	if err := copyFiles(dir, tmp, notes); err != nil {
+		return err
 	}
 	return os.WriteFile(filepath.Join(dir, builddirFile), []byte(tmp), 0o644)
 }
@@ -129,11 +120,7 @@ func (c *Cell) coverage(ctx context.Context, files map[string][]byte, cacheDir s
 			return nil, fmt.Errorf("counters for %s but no notes: %w", rel, err)
 		}
 		for name, body := range map[string][]byte{rel: data, gcno: n} {
-			dst := filepath.Join(work, name)
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(dst, body, 0o644); err != nil {
+			if err := writeFile(filepath.Join(work, name), body); err != nil {
 				return nil, err
 			}
 		}

@@ -125,19 +125,30 @@ func copySources(dst, src string) error {
 	if err != nil {
 		return err
 	}
-	for _, rel := range files {
+	return copyFiles(dst, src, files)
+}
+
+// copyFiles copies the files rels (relative to src) to the same paths
+// under dst.
+func copyFiles(dst, src string, rels []string) error {
+	for _, rel := range rels {
 		b, err := os.ReadFile(filepath.Join(src, rel))
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(rel)), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, rel), b, 0o644); err != nil {
+		if err := writeFile(filepath.Join(dst, rel), b); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeFile writes b to path, making its directory first.
+func writeFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // hashTree hashes the module's sources with the strings that select the
