@@ -102,8 +102,9 @@ func (c *Cell) coverage(ctx context.Context, files map[string][]byte, cacheDir s
 		return nil, fmt.Errorf("no gcov notes beside %s (kmod/Kbuild must set GCOV_PROFILE): %w", ko, err)
 	}
 	builddir := string(b)
-	// Inside the root only the cache is visible: work under it.
-	work, err := os.MkdirTemp(cacheDir, ".gcov-")
+	// Inside the root only the cache is visible: work under it (in kmod/,
+	// which kmmap kernels prune sweeps of what an interrupted run left).
+	work, err := os.MkdirTemp(filepath.Join(cacheDir, "kmod"), ".gcov-")
 	if err != nil {
 		return nil, err
 	}
