@@ -28,7 +28,7 @@ const DefaultMutantCell = "6.12-amd64"
 // against the repository (git diff of kmod/), headed by lines
 //
 //	Cells: 6.12-amd64-debug     where it runs (default DefaultMutantCell)
-//	Why: what the change breaks
+//	Why: what the change breaks (required of the committed list)
 //	Survives: why no test on these cells can kill it (a known gap)
 //
 // before the diff; `git apply` ignores them.
@@ -36,8 +36,9 @@ type Mutant struct {
 	Name     string // the file's name without .patch
 	Patch    []byte
 	Cells    []string
-	Why      string
+	Why      string // optional in a list of your own
 	Survives string
+	strip    int // git apply -p: 1 for git diff's a/ b/, 0 for bare paths
 }
 
 // LoadMutants reads every *.patch in dir, sorted by name.
@@ -66,7 +67,7 @@ func LoadMutants(dir string) ([]Mutant, error) {
 }
 
 func parseMutant(name string, b []byte) (Mutant, error) {
-	m := Mutant{Name: name, Patch: b}
+	m := Mutant{Name: name, Patch: b, strip: 1}
 	files := 0
 	inHeader := true
 	for _, l := range strings.Split(string(b), "\n") {
@@ -88,7 +89,13 @@ func parseMutant(name string, b []byte) (Mutant, error) {
 			continue
 		}
 		if f, ok := strings.CutPrefix(l, "+++ "); ok {
-			f = strings.TrimPrefix(strings.Fields(f)[0], "b/")
+			f = strings.Fields(f)[0]
+			// git diff's b/kmod/..., or diff -u's kmod/... as it is.
+			if rest, ok := strings.CutPrefix(f, "b/"); ok {
+				f = rest
+			} else {
+				m.strip = 0
+			}
 			if !strings.HasPrefix(f, "kmod/") {
 				return m, fmt.Errorf("the patch changes %s: a mutant changes only kmod/", f)
 			}
@@ -97,9 +104,6 @@ func parseMutant(name string, b []byte) (Mutant, error) {
 	}
 	if files == 0 {
 		return m, errors.New("no diff in it (make one with: git diff kmod/ > vmtests/mutants/NAME.patch)")
-	}
-	if m.Why == "" {
-		return m, errors.New("no `Why:` line saying what the change breaks")
 	}
 	if len(m.Cells) == 0 {
 		m.Cells = []string{DefaultMutantCell}
@@ -114,7 +118,7 @@ func (m Mutant) Apply(root, dir string) (string, error) {
 	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
 		return "", err
 	}
-	cmd := exec.Command("git", "apply", "--whitespace=nowarn", "-")
+	cmd := exec.Command("git", "apply", "--whitespace=nowarn", fmt.Sprintf("-p%d", m.strip), "-")
 	cmd.Dir = dir
 	cmd.Stdin = bytes.NewReader(m.Patch)
 	// dir is outside any repository: git apply works as patch(1) there.

@@ -23,6 +23,9 @@ func TestMutantsApply(t *testing.T) {
 	}
 	for _, m := range mutants {
 		t.Run(m.Name, func(t *testing.T) {
+			if m.Why == "" {
+				t.Errorf("no `Why:` line saying what the change breaks")
+			}
 			for _, c := range m.Cells {
 				if _, err := lock.Kernel(c); err != nil {
 					t.Errorf("Cells: %v", err)
@@ -43,7 +46,6 @@ func TestMutantRefused(t *testing.T) {
 	root, _ := loadLock(t)
 	diff := "--- a/kmod/main.c\n+++ b/kmod/main.c\n@@ -1 +1 @@\n-// SPDX-License-Identifier: GPL-2.0\n+// SPDX-License-Identifier: GPL-2.0 \n"
 	for _, c := range []struct{ name, patch, want string }{
-		{"no-why", "Cells: 6.12-amd64\n\n" + diff, "Why:"},
 		{"no-diff", "Why: nothing\n", "no diff"},
 		{"outside", "Why: x\n\n" + strings.ReplaceAll(diff, "kmod/main.c", "vmtests/run.go"), "only kmod/"},
 	} {
@@ -58,6 +60,21 @@ func TestMutantRefused(t *testing.T) {
 	}
 	if _, err := m.Apply(root, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
 		t.Errorf("a stale patch: err %v", err)
+	}
+	// A bare diff (no header, diff -u's paths without a/ b/) is a mutant
+	// too: lists written elsewhere need not know this one's headers.
+	committed, err := LoadMutants(filepath.Join(root, MutantsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(committed[0].Patch), "\n--- ")
+	bare := strings.NewReplacer("a/kmod/", "kmod/", "b/kmod/", "kmod/").Replace("--- " + body)
+	m, err = parseMutant("bare", []byte(bare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Apply(root, t.TempDir()); err != nil {
+		t.Errorf("a bare diff -u: %v", err)
 	}
 	m, err = parseMutant("default-cell", []byte("Why: x\n\n"+diff))
 	if err != nil || len(m.Cells) != 1 || m.Cells[0] != DefaultMutantCell {

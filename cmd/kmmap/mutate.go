@@ -219,7 +219,11 @@ func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.Mutan
 		case v == vmtests.Killed && m.Survives != "":
 			by = append(by, "(its `Survives:` line is stale)")
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", m.Name, cell(m.Why), strings.Join(cells, "<br>"), v, cell(strings.Join(by, "<br>")))
+		why := m.Why
+		if why == "" {
+			why = "(no `Why:` line)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", m.Name, cell(why), strings.Join(cells, "<br>"), v, cell(strings.Join(by, "<br>")))
 	}
 }
 
