@@ -214,15 +214,15 @@ func lcovFromGcov(docs []byte, builddir, label, test string) ([]byte, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	var hit int
-	for _, f := range t {
-		hit += f.Figures().LinesHit
-	}
-	if hit == 0 {
+	if t.Figures().LinesHit == 0 {
 		return nil, fmt.Errorf("gcov reported no line of the module's own sources run (%d files): the counters are not the module's", len(t))
 	}
 	return t.Encode(test), nil
 }
+
+// gcovFragment is the line of a config fragment that makes a kernel
+// profile the module.
+var gcovFragment = regexp.MustCompile(`(?m)^CONFIG_GCOV_KERNEL=y$`)
 
 // CoverageCells are the cells of the lock whose kernels profile the
 // module: built here with CONFIG_GCOV_KERNEL=y in their fragments.
@@ -236,7 +236,7 @@ func CoverageCells(lock *kernels.Lock) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if regexp.MustCompile(`(?m)^CONFIG_GCOV_KERNEL=y$`).Match(text) {
+		if gcovFragment.Match(text) {
 			ids = append(ids, k.ID)
 		}
 	}
@@ -246,10 +246,9 @@ func CoverageCells(lock *kernels.Lock) ([]string, error) {
 // CoverageReport is what Coverage made: the tracefiles, by cell and
 // merged, and their figures per source file.
 type CoverageReport struct {
-	Merged  lcov.Tracefile
-	Cells   map[string]lcov.Tracefile
-	Dir     string // the report's directory: kmod.info, <cell>.info, html/
-	Sources string // where the sources were read from
+	Merged lcov.Tracefile
+	Cells  map[string]lcov.Tracefile
+	Dir    string // the report's directory: kmod.info, <cell>.info, html/
 }
 
 // Coverage merges the tracefiles the last runs of cells left in their
@@ -272,7 +271,7 @@ func Coverage(root, out string, cells []string) (*CoverageReport, error) {
 	if err := os.MkdirAll(filepath.Join(out, "html"), 0o755); err != nil {
 		return nil, err
 	}
-	rep := &CoverageReport{Cells: map[string]lcov.Tracefile{}, Dir: out, Sources: root}
+	rep := &CoverageReport{Cells: map[string]lcov.Tracefile{}, Dir: out}
 	merge := []string{"--quiet", "--rc", "lcov_branch_coverage=1"}
 	for _, id := range cells {
 		src := filepath.Join(ResultsDir(root, id), CoverageFile)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,12 +222,7 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 			detail = d
 		}
 	}
-	names := make([]string, 0, len(r.con.splats))
-	for name := range r.con.splats {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(r.con.splats)) {
 		s := r.con.splats[name]
 		if name == "" {
 			continue // problems() has it

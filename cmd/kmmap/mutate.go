@@ -17,6 +17,7 @@ import (
 
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
+	"golang.org/x/sync/errgroup"
 )
 
 // mutate runs each mutant of the module against the guest suite on its
@@ -72,7 +73,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 	trees := map[string]*kernels.Tree{}
 	base := map[string]time.Duration{}
 	var mu sync.Mutex
-	err = parallel(*jobs, len(cells), func(i int) error {
+	err = parallel(ctx, *jobs, len(cells), func(i int) error {
 		k, err := lock.Kernel(cells[i])
 		if err != nil {
 			return err
@@ -105,7 +106,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		}
 	}
 	results := make([]vmtests.MutantResult, len(all))
-	err = parallel(*jobs, len(all), func(i int) error {
+	err = parallel(ctx, *jobs, len(all), func(i int) error {
 		j := all[i]
 		// A hang kills the mutant: three times the unmutated boot, at
 		// least a minute, is long enough to know.
@@ -132,40 +133,20 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 	return nil
 }
 
-// parallel runs fn(0..n-1) on at most jobs goroutines; the first error
-// wins (the others finish what they started).
-func parallel(jobs, n int, fn func(int) error) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  int
-	)
-	for range min(jobs, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := first != nil
-				mu.Unlock()
-				if i >= n || stop {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
+// parallel runs fn(0..n-1), at most jobs at once; after the first error
+// no new one starts, and that error is returned.
+func parallel(ctx context.Context, jobs, n int, fn func(int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for i := range n {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-		}()
+			return fn(i)
+		})
 	}
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // writeMutants writes the Markdown report: totals, then a row per mutant.

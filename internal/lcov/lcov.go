@@ -90,6 +90,15 @@ func (f *File) Figures() Figures {
 	return s
 }
 
+// Figures counts what of every file of t was found and hit.
+func (t Tracefile) Figures() Figures {
+	var s Figures
+	for _, f := range t {
+		s = s.Add(f.Figures())
+	}
+	return s
+}
+
 // Percent is hit/found as a percentage, "-" when nothing was found.
 func Percent(hit, found int) string {
 	if found == 0 {
