@@ -386,10 +386,7 @@ func TestConcurrentMapUnmap(t *testing.T) {
 // counted as dropped.
 func TestRingConcurrentProducers(t *testing.T) {
 	r := openRing(t, 2)
-	c := RingCtl{Count: 3, Ms: 1}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
-		t.Fatal(err)
-	}
+	r.timer(t, 3, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -194,14 +194,11 @@ func setupErr(fd int, backing, pages uint32) error {
 func TestRacePollSetup(t *testing.T) {
 	d := openDev(t)
 	d.setup(t, BackingRing, 2)
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := epollIn(d.fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(ep)
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, d.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(d.fd)}); err != nil {
-		t.Fatal(err)
-	}
 	var readable atomic.Int64
 	race(t, 300, 400*time.Millisecond,
 		func(round int) {

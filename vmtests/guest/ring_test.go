@@ -70,10 +70,7 @@ func (r *ring) drain(t testing.TB, next *uint64) int {
 // returns the kernel's counts.
 func (r *ring) finish(t testing.TB, next *uint64, got int) (produced, dropped uint64) {
 	t.Helper()
-	stop := RingCtl{}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
-		t.Fatal(err)
-	}
+	r.timer(t, 0, 0)
 	got += r.drain(t, next)
 	produced, dropped = atomic.LoadUint64(&r.hdr.Produced), atomic.LoadUint64(&r.hdr.Dropped)
 	if uint64(got) != produced {
@@ -97,6 +94,29 @@ func (r *ring) readable(t testing.TB, timeout time.Duration) bool {
 		t.Fatalf("poll: %v", err)
 	}
 	return revents&unix.POLLIN != 0
+}
+
+// timer sets the ring's timer: count records every ms milliseconds; 0, 0
+// stops it (and waits for a tick that runs).
+func (r *ring) timer(t testing.TB, count, ms uint32) {
+	t.Helper()
+	c := RingCtl{Count: count, Ms: ms}
+	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
+		t.Fatalf("KMMAP_IOC_RING_TIMER(%d records every %d ms): %v", count, ms, err)
+	}
+}
+
+// epollIn returns an epoll instance watching fd for input.
+func epollIn(fd int) (int, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		unix.Close(ep)
+		return -1, err
+	}
+	return ep, nil
 }
 
 // pollIn polls fd for input for up to ms milliseconds and returns its
@@ -162,18 +182,12 @@ func TestRing(t *testing.T) {
 // TestRingTimer: records from the kernel's own timer wake epoll.
 func TestRingTimer(t *testing.T) {
 	r := openRing(t, 2)
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := epollIn(r.d.fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(ep)
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, r.d.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.d.fd)}); err != nil {
-		t.Fatal(err)
-	}
-	c := RingCtl{Count: 2, Ms: 5}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
-		t.Fatalf("KMMAP_IOC_RING_TIMER: %v", err)
-	}
+	r.timer(t, 2, 5)
 	var next uint64
 	got := 0
 	deadline := time.Now().Add(10 * time.Second)
@@ -189,10 +203,7 @@ func TestRingTimer(t *testing.T) {
 		}
 		got += r.drain(t, &next)
 	}
-	c = RingCtl{}
-	if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
-		t.Fatalf("stopping the timer: %v", err)
-	}
+	r.timer(t, 0, 0)
 	if got < 20 {
 		t.Fatalf("the timer produced %d records in 10s, want at least 20", got)
 	}
@@ -251,20 +262,12 @@ func TestRingWakesPoller(t *testing.T) {
 			}
 			return err
 		}},
-		{"timer-epoll", func(t *testing.T, r *ring) {
-			c := RingCtl{Count: 1, Ms: 5}
-			if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
-				t.Error(err)
-			}
-		}, func(t *testing.T, r *ring) error {
-			ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		{"timer-epoll", func(t *testing.T, r *ring) { r.timer(t, 1, 5) }, func(t *testing.T, r *ring) error {
+			ep, err := epollIn(r.d.fd)
 			if err != nil {
 				return err
 			}
 			defer unix.Close(ep)
-			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, r.d.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.d.fd)}); err != nil {
-				return err
-			}
 			ev := make([]unix.EpollEvent, 1)
 			for {
 				n, err := unix.EpollWait(ep, ev, int(timeout.Milliseconds()))
@@ -291,10 +294,7 @@ func TestRingWakesPoller(t *testing.T) {
 			if d := time.Since(start); d > timeout/2 {
 				t.Errorf("the waiter woke %v after the record was produced: the producer did not wake it", d.Round(time.Millisecond))
 			}
-			stop := RingCtl{}
-			if err := ioctl(r.d.fd, IocRingTimer, unsafe.Pointer(&stop)); err != nil {
-				t.Fatal(err)
-			}
+			r.timer(t, 0, 0)
 		})
 	}
 }
