@@ -1,8 +1,8 @@
 // Package initramfs builds the guest's initramfs: a u-root image holding
-// u-root's init, the kmmap guest agent (as uinit), test2json and the guest
-// test binary, built once per architecture and cached by content hash; and
-// per cell, a small cpio appended to it with the kernel modules and the
-// module under test.
+// u-root's init, the guest agent (as uinit), test2json, the guest test
+// binary and the suite's files, built once per architecture and cached by
+// content hash; and per cell, a small cpio appended to it with the
+// kernel's own modules and the agent's manifest.
 package initramfs
 
 import (
@@ -33,11 +33,11 @@ const agentPkg = "github.com/kmmap/kmmap/initramfs/agent"
 const GuestTestPath = "/kmmap/guest.test"
 
 // Base returns a cached u-root initramfs for arch holding the agent and
-// files (guest path -> host path; GuestTestPath must be one). srcRoot is
-// the module root (go.mod); the cache key covers go.mod, go.sum, the
-// agent's sources, the Go version and every file, so any change to them
-// rebuilds it.
-func Base(arch, srcRoot string, files map[string]string, logf func(string, ...any)) (string, error) {
+// files (guest path -> host path; GuestTestPath must be one), in cache.
+// srcRoot is kmmap's module root (its go.mod), where the agent and u-root
+// are built; the cache key covers go.mod, go.sum, the agent's sources, the
+// Go version and every file, so any change to them rebuilds it.
+func Base(arch, srcRoot, cache string, files map[string]string, logf func(string, ...any)) (string, error) {
 	if files[GuestTestPath] == "" {
 		return "", fmt.Errorf("initramfs %s: no guest test binary for %s", arch, GuestTestPath)
 	}
@@ -53,10 +53,6 @@ func Base(arch, srcRoot string, files map[string]string, logf func(string, ...an
 		hostFiles = append(hostFiles, files[g])
 	}
 	key, err := baseKey(arch, srcRoot, guestPaths, hostFiles)
-	if err != nil {
-		return "", err
-	}
-	cache, err := kernels.CacheDir()
 	if err != nil {
 		return "", err
 	}

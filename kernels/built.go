@@ -75,7 +75,7 @@ func (f *Fetcher) build(ctx context.Context, k Kernel, env BuildEnv, src Package
 	}
 	t, err := f.builder.Build(ctx, k, env, deb, config, final)
 	if err != nil {
-		if !keepFailed() {
+		if !f.keepFailed {
 			os.RemoveAll(final)
 		}
 		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
@@ -87,7 +87,3 @@ func (f *Fetcher) build(ctx context.Context, k Kernel, env BuildEnv, src Package
 	}
 	return t, writeFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
 }
-
-// keepFailed reports whether a failed kernel build is left in the cache to
-// be looked at (KMMAP_KEEP_FAILED=1); it is rebuilt from scratch next time.
-func keepFailed() bool { return os.Getenv("KMMAP_KEEP_FAILED") == "1" }

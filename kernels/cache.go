@@ -11,15 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CacheEnv overrides the cache directory.
+// CacheEnv is the variable the harness's configuration takes another
+// cache directory from (vmtests.Vars); errors about the cache name it.
 const CacheEnv = "KMMAP_CACHE"
 
-// CacheDir is where downloads, unpacked kernels and built artefacts live:
-// $KMMAP_CACHE, or kmmap/ under the user's cache directory.
-func CacheDir() (string, error) {
-	if d := os.Getenv(CacheEnv); d != "" {
-		return filepath.Abs(d)
-	}
+// DefaultCacheDir is where downloads, unpacked kernels and built artefacts
+// live unless the configuration says otherwise: kmmap/ under the user's
+// cache directory.
+func DefaultCacheDir() (string, error) {
 	d, err := os.UserCacheDir()
 	if err != nil {
 		return "", fmt.Errorf("no cache directory: set %s: %w", CacheEnv, err)

@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -48,12 +46,15 @@ type Fetcher struct {
 	logf     func(format string, args ...any)
 	progress io.Writer // where download progress goes, nil for none
 	builder  SourceBuilder
+	// keepFailed leaves a failed kernel build in the cache to be looked
+	// at; it is rebuilt from scratch next time.
+	keepFailed bool
 }
 
 // Option configures a Fetcher.
 type Option func(*Fetcher)
 
-// WithCacheDir sets the cache directory (default: CacheDir()).
+// WithCacheDir sets the cache directory (default: DefaultCacheDir()).
 func WithCacheDir(dir string) Option { return func(f *Fetcher) { f.cache = dir } }
 
 // WithMirror sets the Debian mirror (default: Mirror("/etc/apt")).
@@ -80,6 +81,9 @@ func WithHostArch(arch string) Option { return func(f *Fetcher) { f.hostArch = a
 // (Kernel.FromSource); without one, fetching such a kernel fails.
 func WithSourceBuilder(b SourceBuilder) Option { return func(f *Fetcher) { f.builder = b } }
 
+// WithKeepFailed leaves a failed kernel build's tree in the cache.
+func WithKeepFailed(keep bool) Option { return func(f *Fetcher) { f.keepFailed = keep } }
+
 // NewFetcher returns a Fetcher.
 func NewFetcher(opts ...Option) (*Fetcher, error) {
 	f := &Fetcher{
@@ -92,7 +96,7 @@ func NewFetcher(opts ...Option) (*Fetcher, error) {
 		o(f)
 	}
 	if f.cache == "" {
-		d, err := CacheDir()
+		d, err := DefaultCacheDir()
 		if err != nil {
 			return nil, err
 		}
@@ -341,32 +345,13 @@ func (f *Fetcher) download(ctx context.Context, k Kernel, p Package, out string)
 }
 
 // PageSize is the page size the kernel was configured with, from its
-// config (CONFIG_ARM64_16K_PAGES and friends); 4096 otherwise.
-func (t *Tree) PageSize() (int, error) {
-	sizes := map[string]int{"CONFIG_ARM64_16K_PAGES": 16384, "CONFIG_ARM64_64K_PAGES": 65536, "CONFIG_PAGE_SIZE_16KB": 16384, "CONFIG_PAGE_SIZE_64KB": 65536}
-	set, err := t.ConfigSet(slices.Collect(maps.Keys(sizes))...)
-	if err != nil {
-		return 0, err
-	}
-	for opt, size := range sizes {
-		if set[opt] {
-			return size, nil
-		}
-	}
-	return 4096, nil
-}
-
-// ConfigSet reports whether the kernel's config sets each option to y.
-func (t *Tree) ConfigSet(opts ...string) (map[string]bool, error) {
-	b, err := os.ReadFile(t.Config)
+// ReadConfig reads the kernel's config.
+func (t *Tree) ReadConfig() (Config, error) {
+	c, err := ReadConfig(t.Config)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", t.Kernel.ID, err)
 	}
-	set := make(map[string]bool, len(opts))
-	for _, o := range opts {
-		set[o] = strings.Contains("\n"+string(b), "\n"+o+"=y\n")
-	}
-	return set, nil
+	return c, nil
 }
 
 // progressReader prints "<label> 42% (30/70 MB)" on one terminal line.

@@ -217,12 +217,6 @@ func TestMirrorFromAptSources(t *testing.T) {
 			}
 		})
 	}
-	t.Run("env wins", func(t *testing.T) {
-		t.Setenv(MirrorEnv, "http://env.example/debian/")
-		if got, _ := Mirror(t.TempDir()); got != "http://env.example/debian" {
-			t.Errorf("Mirror = %q", got)
-		}
-	})
 	t.Run("none", func(t *testing.T) {
 		t.Setenv(MirrorEnv, "")
 		if _, err := Mirror(t.TempDir()); err == nil || !strings.Contains(err.Error(), MirrorEnv) {

@@ -230,9 +230,6 @@ func HostArch() string { return runtime.GOARCH }
 
 // DefaultLockPath finds kernels/kernels.lock from the working directory up.
 func DefaultLockPath() (string, error) {
-	if p := os.Getenv("KMMAP_LOCK"); p != "" {
-		return p, nil
-	}
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err

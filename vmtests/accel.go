@@ -10,26 +10,27 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/arch"
 )
 
-// accelerator picks how QEMU runs a guest of arch: "kvm" only when the guest
-// is the host's arch and a real boot under KVM works, else "tcg".
-// KMMAP_ACCEL=kvm|tcg skips the probe. /dev/kvm opening is not enough: on
-// nested hosts without virtualisation support it opens, and guests then
-// hang or die with an emulation failure.
-type accelerator struct {
+// kvmProbe picks how QEMU runs a guest of arch: "kvm" only when the guest
+// is the host's arch and a real boot under KVM works, else "tcg"; one
+// verdict per harness. /dev/kvm opening is not enough: on nested hosts
+// without virtualisation support it opens, and guests then hang or die
+// with an emulation failure.
+type kvmProbe struct {
 	once   sync.Once
 	result string
 	why    string
 }
 
-var accel accelerator
-
-// get returns the accelerator for a guest of arch; probeKernel is a kernel
-// image of the host's arch to try a KVM boot with.
-func (a *accelerator) get(arch, probeKernel, cacheDir string) (string, string) {
-	if env := os.Getenv("KMMAP_ACCEL"); env != "" {
-		return env, "KMMAP_ACCEL"
+// accel returns the accelerator for a guest of arch: forced (the
+// configuration's KMMAP_ACCEL) when not "", else probed; probeKernel is a
+// kernel image of the host's arch to try a KVM boot with.
+func (a *kvmProbe) accel(forced, arch, probeKernel, cacheDir string) (string, string) {
+	if forced != "" {
+		return forced, "KMMAP_ACCEL"
 	}
 	if arch != runtime.GOARCH {
 		return "tcg", "guest arch differs from the host's"
@@ -53,10 +54,13 @@ func probeKVM(kernel, cacheDir string) (string, string) {
 		v, why, _ := strings.Cut(string(b), "\n")
 		return v, why + " (cached for this host boot)"
 	}
-	m := machines[runtime.GOARCH]
+	m, err := arch.Host()
+	if err != nil {
+		return "tcg", err.Error()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	args := append(append([]string{}, m.Args...), "-accel", "kvm", "-nographic", "-no-reboot", "-nic", "none",
+	args := append(append([]string{}, m.Machine...), "-accel", "kvm", "-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", kernel, "-append", "console="+m.Console+" panic=-1")
 	out, err := exec.CommandContext(ctx, m.QEMU, args...).CombinedOutput()
 	v, why := "tcg", ""

@@ -1,17 +1,20 @@
 package vmtests
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/kmmap/kmmap/internal/arch"
 )
 
 // Measure boots a prepared cell once and returns how long each stage took;
 // an error if the run was not a clean pass (a benchmark of a failing cell
 // means nothing).
-func Measure(c *Cell) (Timeline, error) {
-	r := boot(c)
+func Measure(ctx context.Context, c *Cell) (Timeline, error) {
+	r := boot(ctx, c)
 	if what, detail := c.failures(r); len(what) > 0 {
 		return r.times, fmt.Errorf("%s: %s:\n%s", c.ID, strings.Join(what, ", "), detail)
 	}
@@ -29,8 +32,8 @@ var benchLineRe = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`
 
 // GuestBench boots a cell prepared with Options.Bench and returns its
 // benchmarks' results.
-func GuestBench(c *Cell) ([]BenchResult, error) {
-	r := boot(c)
+func GuestBench(ctx context.Context, c *Cell) ([]BenchResult, error) {
+	r := boot(ctx, c)
 	if p := c.problems(r); len(p) > 0 && !(len(r.res.list) == 0 && len(p) == 1) {
 		return nil, fmt.Errorf("%s: %s", c.ID, strings.Join(p, "\n"))
 	}
@@ -66,9 +69,11 @@ func parseBench(s string) []BenchResult {
 }
 
 // BuildGuestImage builds the guest binaries and the base initramfs for
-// arch (through the disk cache, not the once-per-process memo).
-func BuildGuestImage(root, arch string, logf func(string, ...any)) (string, error) {
-	guestImages.Delete(arch)
-	defer guestImages.Delete(arch) // its cache may be a temporary one
-	return guestImage(root, arch, logf)
+// arch, through the disk cache, not the harness's memo of them.
+func (h *Harness) BuildGuestImage(name string, logf func(string, ...any)) (string, error) {
+	a, err := arch.Lookup(name)
+	if err != nil {
+		return "", err
+	}
+	return h.buildGuestImage(a, logf)
 }

@@ -1,7 +1,6 @@
 package vmtests
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -125,15 +124,16 @@ const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 // on the debug cells, the data race on the KCSAN cells, in every run;
 // KMMAP_CAPTURE_SPLATS=1 runs them all and refreshes the fixtures.
 func TestInjectedBugs(t *testing.T) {
-	root, lock := loadLock(t)
-	capture := os.Getenv(CaptureEnv) == "1"
+	h := kmmapHarness(t)
+	root, lock := h.Root(), h.Lock()
+	capture := h.Config().CaptureSplats
 	ran := 0
 	for _, b := range bugs {
 		if !b.live && !capture {
 			continue
 		}
 		for _, k := range lock.Kernels {
-			if !selected(k.ID) || !b.runsOn(k) {
+			if !selected(t, k.ID) || !b.runsOn(k) {
 				continue
 			}
 			ran++
@@ -186,17 +186,21 @@ func editedModule(t *testing.T, root, name string, edits []edit) string {
 func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, count int, args []string, resultsID string) run {
 	t.Helper()
 	src := editedModule(t, root, name, edits)
-	f := cellFetcher(t)
-	tree, err := f.Fetch(context.Background(), k)
+	h := kmmapHarness(t)
+	f, err := h.Fetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, KmodDir: src, KernelArgs: args,
+	tree, err := f.Fetch(t.Context(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, ModuleDir: src, KernelArgs: args,
 		GuestRun: "^" + test + "$", GuestCount: count, ResultsID: resultsID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := boot(cell)
+	r := boot(t.Context(), cell)
 	if err := cell.writeResults(r); err != nil {
 		t.Error(err)
 	}

@@ -20,7 +20,7 @@ func hostTree(t *testing.T) *kernels.Tree {
 	_, lock := loadLock(t)
 	f := cellFetcher(t)
 	for _, k := range lock.Kernels {
-		if k.Arch == "amd64" && selected(k.ID) && !toolchain.NeedsRoot(k) {
+		if k.Arch == "amd64" && selected(t, k.ID) && !toolchain.NeedsRoot(k) {
 			tree, err := f.Fetch(context.Background(), k)
 			if err != nil {
 				t.Fatal(err)
@@ -60,7 +60,7 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 		{"warning", "int kmmap_broken(void); int kmmap_broken(void) { int unused_local; return 0; }", "unused_local"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := buildModule(context.Background(), tree, brokenModule(t, c.code), t.TempDir(), nil)
+			_, err := buildModule(context.Background(), tree, Module{Dir: brokenModule(t, c.code)}, t.TempDir(), nil)
 			if err == nil {
 				t.Fatalf("a module with a compiler %s built", c.name)
 			}
@@ -80,15 +80,18 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 	tree := hostTree(t)
 	root, _ := loadLock(t)
-	ko, err := buildModule(context.Background(), tree, filepath.Join(root, "kmod"), t.TempDir(), nil)
+	ko, err := buildModule(context.Background(), tree, KmmapModule(root), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := checkCompiler(ko, tree.Config); err != nil {
+	config, err := tree.ReadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkCompiler(ko, config); err != nil {
 		t.Errorf("module built with the kernel's compiler rejected: %v", err)
 	}
-	cfg := filepath.Join(t.TempDir(), "config")
-	os.WriteFile(cfg, []byte(`CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1.0-1) 99.1.0"`+"\n"), 0o644)
+	cfg := kernels.ParseConfig([]byte(`CONFIG_CC_VERSION_TEXT="gcc-99 (Debian 99.1.0-1) 99.1.0"` + "\n"))
 	if _, err := checkCompiler(ko, cfg); err == nil || !strings.Contains(err.Error(), "gcc-99") {
 		t.Errorf("err = %v, want a mismatch naming gcc-99", err)
 	}
@@ -100,14 +103,13 @@ func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 // instead of waiting for the VM timeout.
 func TestBrokenModuleWhileBooting(t *testing.T) {
 	tree := hostTree(t)
-	root, _ := loadLock(t)
 	src := brokenModule(t, "int kmmap_broken(void) { return undeclared_symbol; }")
-	cell, err := Prepare(context.Background(), root, cellFetcher(t), tree, Options{Logf: t.Logf, KmodDir: src,
+	cell, err := kmmapHarness(t).Prepare(t.Context(), cellFetcher(t), tree, CellOptions{Logf: t.Logf, ModuleDir: src,
 		ResultsID: tree.Kernel.ID + "-broken-module", BootWhileBuilding: true})
 	if err != nil {
 		t.Fatalf("Prepare with BootWhileBuilding returned the build's error: %v", err)
 	}
-	r := boot(cell)
+	r := boot(t.Context(), cell)
 	if r.elapsed > time.Minute {
 		t.Errorf("the guest ran %s: it should give up as soon as the host says there is no module", r.elapsed)
 	}

@@ -3,31 +3,28 @@ package vmtests
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
-	"os"
+
 	"regexp"
 	"strings"
+
+	"github.com/kmmap/kmmap/kernels"
 )
 
 var (
-	ccTextRe  = regexp.MustCompile(`(?m)^CONFIG_CC_VERSION_TEXT="([^"]*)"`)
 	gccVerRe  = regexp.MustCompile(`\) (\d+)\.\d+(?:\.\d+)?\s*$`)
 	gccNameRe = regexp.MustCompile(`GCC: \(.*\) (\d+)\.\d+`)
 )
 
 // checkCompiler verifies that the module at ko was compiled by the same GCC
-// major as the kernel whose config is at config (CONFIG_CC_VERSION_TEXT):
-// a module built by another compiler than its kernel is not trusted.
-func checkCompiler(ko, config string) (string, error) {
-	cfg, err := os.ReadFile(config)
-	if err != nil {
-		return "", err
+// major as the kernel of config (CONFIG_CC_VERSION_TEXT): a module built
+// by another compiler than its kernel is not trusted.
+func checkCompiler(ko string, config kernels.Config) (string, error) {
+	kernelCC := config.Value("CONFIG_CC_VERSION_TEXT")
+	if kernelCC == "" {
+		return "", errors.New("the kernel's config has no CONFIG_CC_VERSION_TEXT")
 	}
-	m := ccTextRe.FindSubmatch(cfg)
-	if m == nil {
-		return "", fmt.Errorf("%s has no CONFIG_CC_VERSION_TEXT", config)
-	}
-	kernelCC := string(m[1])
 	km := gccVerRe.FindStringSubmatch(kernelCC)
 	if km == nil {
 		return kernelCC, nil // not GCC (clang): nothing to compare here

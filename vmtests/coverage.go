@@ -11,12 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/kmmap/kmmap/internal/lcov"
-	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -59,8 +57,7 @@ func keepNotes(tmp, ko string) error {
 // wantsCoverage reports whether the cell's kernel profiles the module:
 // then its run must bring back counters.
 func (c *Cell) wantsCoverage() (bool, error) {
-	set, err := c.Tree.ConfigSet("CONFIG_GCOV_KERNEL")
-	return set["CONFIG_GCOV_KERNEL"], err
+	return c.config.Enabled("CONFIG_GCOV_KERNEL"), nil
 }
 
 // keepCoverage writes the module's tracefile of run r into the cell's
@@ -132,7 +129,7 @@ func (c *Cell) coverage(ctx context.Context, files map[string][]byte, cacheDir s
 	}
 	slices.Sort(gcnos)
 	k := c.Tree.Kernel
-	prefix, pkg := toolchain.Cross(k.Arch, k.Compiler)
+	prefix, pkg := c.Arch.Cross(k.Compiler)
 	gcov := prefix + strings.Replace(k.Compiler, "gcc", "gcov", 1)
 	if k.Compiler == "" {
 		gcov = prefix + "gcov"
@@ -220,10 +217,6 @@ func lcovFromGcov(docs []byte, builddir, label, test string) ([]byte, error) {
 	return t.Encode(test), nil
 }
 
-// gcovFragment is the line of a config fragment that makes a kernel
-// profile the module.
-var gcovFragment = regexp.MustCompile(`(?m)^CONFIG_GCOV_KERNEL=y$`)
-
 // CoverageCells are the cells of the lock whose kernels profile the
 // module: built here with CONFIG_GCOV_KERNEL=y in their fragments.
 func CoverageCells(lock *kernels.Lock) ([]string, error) {
@@ -236,7 +229,7 @@ func CoverageCells(lock *kernels.Lock) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if gcovFragment.Match(text) {
+		if kernels.ParseConfig(text).Enabled("CONFIG_GCOV_KERNEL") {
 			ids = append(ids, k.ID)
 		}
 	}
@@ -255,8 +248,10 @@ type CoverageReport struct {
 // results (CoverageFile) into out/kmod.info, keeps each as
 // out/<cell>.info, and renders them as HTML with Debian's lcov (genhtml):
 // out/html/index.html merged, out/html/<cell>/ per cell. Paths in the
-// tracefiles are relative to root, where genhtml reads the sources.
-func Coverage(root, out string, cells []string) (*CoverageReport, error) {
+// tracefiles are relative to the harness's root, where genhtml reads the
+// sources.
+func (h *Harness) Coverage(out string, cells []string) (*CoverageReport, error) {
+	root := h.Root()
 	if len(cells) == 0 {
 		return nil, errors.New("no cell profiles the module: a cell built from source needs CONFIG_GCOV_KERNEL=y in its fragments")
 	}
@@ -274,7 +269,7 @@ func Coverage(root, out string, cells []string) (*CoverageReport, error) {
 	rep := &CoverageReport{Cells: map[string]lcov.Tracefile{}, Dir: out}
 	merge := []string{"--quiet", "--rc", "lcov_branch_coverage=1"}
 	for _, id := range cells {
-		src := filepath.Join(ResultsDir(root, id), CoverageFile)
+		src := filepath.Join(h.ResultsDir(id), CoverageFile)
 		b, err := os.ReadFile(src)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("cell %s has no coverage from a run (%s): run `make coverage`, or KMMAP_CELLS=%s go test -run '^TestGuest$' ./vmtests", id, src, id)

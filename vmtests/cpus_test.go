@@ -26,15 +26,15 @@ func TestCPUsFor(t *testing.T) {
 		{"9", distro, 0, "from 1 to 8"},
 		{"two", distro, 0, "KMMAP_CPUS=\"two\""},
 	} {
-		t.Setenv(CPUsEnv, c.env)
-		got, err := cpusFor(c.k)
+		cfg, err := parseConfig(map[string]string{"KMMAP_CPUS": c.env})
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("KMMAP_CPUS=%q: err %v, want one saying %q", c.env, err, c.err)
 			}
 			continue
 		}
-		if err != nil || got != c.want {
+		h := &Harness{cfg: cfg}
+		if got := h.cpusFor(c.k); err != nil || got != c.want {
 			t.Errorf("KMMAP_CPUS=%q, %s: %d, %v; want %d", c.env, c.k.ID, got, err, c.want)
 		}
 	}

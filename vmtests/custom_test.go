@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/kernels"
 )
 
 func TestCustomTreeErrors(t *testing.T) {
@@ -27,14 +29,18 @@ func TestCustomTreeErrors(t *testing.T) {
 			if c.setup != "" {
 				os.WriteFile(filepath.Join(kdir, c.setup), []byte("6.99.0-custom\n"), 0o644)
 			}
-			t.Setenv("KMMAP_KERNEL", c.kernel)
-			t.Setenv("KMMAP_KDIR", c.kdir)
-			t.Setenv("KMMAP_ARCH", c.arch)
-			tree, ok, err := customTree()
+			cfg, err := parseConfig(map[string]string{"KMMAP_KERNEL": c.kernel, "KMMAP_KDIR": c.kdir, "KMMAP_ARCH": c.arch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tree *kernels.Tree
+			if cfg.Custom.set() {
+				tree, err = customTree(cfg.Custom)
+			}
 			switch {
 			case c.kernel == "" && c.kdir == "":
-				if ok || err != nil {
-					t.Errorf("no variables: ok %v, err %v", ok, err)
+				if cfg.Custom.set() || err != nil {
+					t.Errorf("no variables: custom kernel %+v, err %v", cfg.Custom, err)
 				}
 			case c.want != "":
 				if err == nil || !strings.Contains(err.Error(), c.want) {

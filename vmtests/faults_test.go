@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/arch"
+
 	"github.com/u-root/mkuimage/cpio"
 )
 
@@ -19,10 +21,13 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 	t.Helper()
 	_, lock := loadLock(t)
 	for _, k := range lock.Kernels {
-		if k.Arch != "amd64" || !selected(k.ID) {
+		if k.Arch != "amd64" || !selected(t, k.ID) {
 			continue
 		}
-		m, err := machineFor(k.Arch)
+		a, err := arch.Lookup(k.Arch)
+		if err == nil {
+			err = a.CheckQEMU()
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,8 +44,9 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &Cell{ID: k.ID + "-fault", Tree: tree, Machine: m, Image: img, Initramfs: path,
-			KernelArgs: kernelArgs(m), Accel: "tcg", Timeout: timeout}
+		c := &Cell{ID: k.ID + "-fault", Tree: tree, Arch: a, Image: img, Initramfs: path, Accel: "tcg", Timeout: timeout}
+		c.QEMUArgs, c.KernelArgs = join([]device{serialConsole(a), exitOnPanic(), accelDevice(c.Accel), cpus(a, false, 1)})
+		return c
 	}
 	t.Skip("no amd64 cell selected by KMMAP_CELLS: the fault tests boot an amd64 kernel")
 	return nil
@@ -66,7 +72,7 @@ func wantProblem(t *testing.T, problems []string, want ...string) {
 func TestPanicEndsRunAtOnce(t *testing.T) {
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 3*time.Minute)
-	r := boot(c)
+	r := boot(t.Context(), c)
 	if r.elapsed >= time.Minute {
 		t.Errorf("a panicking guest took %s to stop", r.elapsed)
 	}
@@ -79,8 +85,8 @@ func TestPanicEndsRunAtOnce(t *testing.T) {
 func TestHungGuestTimesOut(t *testing.T) {
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 20*time.Second)
-	c.KernelArgs = []string{"console=" + c.Machine.Console, "panic=0"} // panic, then spin forever
-	r := boot(c)
+	c.KernelArgs = []string{"console=" + c.Arch.Console, "panic=0"} // panic, then spin forever
+	r := boot(t.Context(), c)
 	if r.elapsed < c.Timeout || r.err == nil {
 		t.Errorf("hung guest: ran %s, err %v; want killed at the %s timeout", r.elapsed, r.err, c.Timeout)
 	}
@@ -94,7 +100,7 @@ func TestRebootingGuestCaught(t *testing.T) {
 #include <unistd.h>
 int main(void) { sync(); return reboot(RB_AUTOBOOT); }`)
 	c := faultCell(t, init, 3*time.Minute)
-	r := boot(c)
+	r := boot(t.Context(), c)
 	wantProblem(t, c.problems(r), "rebooted instead of powering off")
 }
 
@@ -103,16 +109,20 @@ int main(void) { sync(); return reboot(RB_AUTOBOOT); }`)
 func TestQEMUFailureReported(t *testing.T) {
 	t.Parallel()
 	c := faultCell(t, []byte("x"), time.Minute)
-	c.Machine.Args = []string{"-machine", "no-such-machine"}
-	r := boot(c)
+	c.Arch.Machine = []string{"-machine", "no-such-machine"}
+	r := boot(t.Context(), c)
 	wantProblem(t, c.problems(r), "QEMU: exit status", "unsupported machine type")
 }
 
 func TestQEMUMissingNamesPackage(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	for arch, pkg := range map[string]string{"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"} {
-		if _, err := machineFor(arch); err == nil || !strings.Contains(err.Error(), "apt-get install "+pkg) {
-			t.Errorf("%s without QEMU: err = %v, want one naming %s", arch, err, pkg)
+	for name, pkg := range map[string]string{"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"} {
+		a, err := arch.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.CheckQEMU(); err == nil || !strings.Contains(err.Error(), "apt-get install "+pkg) {
+			t.Errorf("%s without QEMU: err = %v, want one naming %s", name, err, pkg)
 		}
 	}
 }

@@ -1,15 +1,14 @@
 package vmtests
 
 import (
-	"context"
 	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestGDBStub runs a cell as KMMAP_GDB=1 does and attaches gdb-multiarch
@@ -22,10 +21,11 @@ func TestGDBStub(t *testing.T) {
 	if err != nil {
 		t.Fatal("gdb-multiarch not found (apt-get install gdb-multiarch): the KMMAP_GDB path is tested with it")
 	}
-	root, lock := loadLock(t)
+	h := kmmapHarness(t)
+	lock := h.Lock()
 	var id string
 	for _, k := range lock.Kernels {
-		if selected(k.ID) && k.Arch == "amd64" && !k.FromSource() {
+		if selected(t, k.ID) && k.Arch == "amd64" && !k.FromSource() {
 			id = k.ID
 			break
 		}
@@ -34,20 +34,23 @@ func TestGDBStub(t *testing.T) {
 		t.Skipf("KMMAP_CELLS=%q selects no amd64 distribution cell to attach gdb to", os.Getenv("KMMAP_CELLS"))
 	}
 	f := cellFetcher(t)
-	tree, err := TreeFor(context.Background(), lock, f, id)
+	tree, err := h.Tree(t.Context(), id, f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := Prepare(context.Background(), root, f, tree, Options{Logf: t.Logf, GDB: true, GuestRun: "^TestTwoMappingsReadKernelContents$"})
+	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, GDB: true, GuestRun: "^TestTwoMappingsReadKernelContents$"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cell.GDB == 0 || cell.Timeout != 0 {
 		t.Fatalf("GDB option: port %d, timeout %s; want a port and no timeout", cell.GDB, cell.Timeout)
 	}
-	cell.Timeout = vmTimeoutOrDefault(t) // keep a broken test from hanging
+	if !slices.Contains(cell.KernelArgs, "nokaslr") {
+		t.Errorf("the gdb stub's guest boots without nokaslr (%q): `file vmlinux` addresses would not match", cell.KernelArgs)
+	}
+	cell.Timeout = h.Config().timeout() // keep a broken test from hanging
 	done := make(chan run)
-	go func() { done <- boot(cell) }()
+	go func() { done <- boot(t.Context(), cell) }()
 
 	// gdb attaches, reads where the CPU is, and lets the guest run to its end.
 	cmd := exec.Command(gdb, "-batch", "-nx",
@@ -114,12 +117,4 @@ func symbolAddr(ko, sym, text string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s in .text", ko, sym)
-}
-
-func vmTimeoutOrDefault(t *testing.T) time.Duration {
-	d, err := VMTimeout()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
 }

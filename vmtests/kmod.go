@@ -19,19 +19,23 @@ import (
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
-var kbuildArch = map[string]string{"amd64": "x86_64", "arm64": "arm64"}
-
-// buildModule builds the module in src for tree's kernel with the compiler
-// that kernel was built with: in root (a toolchain root of the kernel's
-// suite) if not nil, else with the host's. The .ko is cached by (kernel,
-// toolchain, sources).
-func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, root *toolchain.Root) (string, error) {
+// buildModule builds module m for tree's kernel with the compiler that
+// kernel was built with: in root (a toolchain root of the kernel's suite)
+// if not nil, else with the host's. The .ko is cached by (kernel,
+// toolchain, sources, make arguments).
+func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir string, root *toolchain.Root) (string, error) {
 	k := tree.Kernel
-	prefix, pkg := toolchain.Cross(k.Arch, k.Compiler)
+	a, err := arch.Lookup(k.Arch)
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: %w", k.ID, err)
+	}
+	src := m.Dir
+	prefix, pkg := a.Cross(k.Compiler)
 	where := "host"
 	if root != nil {
 		where = root.Dir
@@ -40,17 +44,24 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 			return "", fmt.Errorf("kernel %s was built with %s: %s not found (apt-get install %s)", k.ID, k.Compiler, prefix+k.Compiler, pkg)
 		}
 	}
-	key, err := hashTree(src, tree.Dir, prefix, where, "warnings-are-errors")
+	extra := []string{tree.Dir, prefix, where}
+	if !m.AllowWarnings {
+		extra = append(extra, "warnings-are-errors")
+	}
+	if len(m.MakeArgs) > 0 { // so that modules built before MakeArgs existed keep their key
+		extra = append(extra, fmt.Sprintf("make %q", m.MakeArgs))
+	}
+	key, err := hashTree(src, extra...)
 	if err != nil {
 		return "", err
 	}
-	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+key+".ko")
+	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+filepath.Base(src)+"-"+key+".ko")
 	return kernels.Build(ko, func(tmp string) (string, error) {
 		if err := copySources(tmp, src); err != nil {
 			return "", err
 		}
 		// -j: the module's four files in parallel (6.1-amd64: 3.1 -> 1.9 s on 2 cores).
-		args := []string{"-j" + strconv.Itoa(runtime.NumCPU()), "-C", tree.KDir, "M=" + tmp, "ARCH=" + kbuildArch[k.Arch], "modules"}
+		args := []string{"-j" + strconv.Itoa(runtime.NumCPU()), "-C", tree.KDir, "M=" + tmp, "ARCH=" + a.Kbuild}
 		if prefix != "" {
 			args = append(args, "CROSS_COMPILE="+prefix)
 		}
@@ -59,6 +70,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 			// tree built here was built with these.
 			args = append(args, "CC="+prefix+k.Compiler, "HOSTCC="+k.Compiler)
 		}
+		args = append(append(args, m.MakeArgs...), "modules")
 		cmd := exec.CommandContext(ctx, "make", args...)
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
@@ -68,18 +80,49 @@ func buildModule(ctx context.Context, tree *kernels.Tree, src, cacheDir string, 
 			return "", &BuildError{fmt.Sprintf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)}
 		}
 		// The module must build warning-free on every kernel.
-		if bytes.Contains(b, []byte("warning:")) {
+		if !m.AllowWarnings && bytes.Contains(b, []byte("warning:")) {
 			return "", &BuildError{fmt.Sprintf("kernel %s: the module built with warnings (make %s):\n%s", k.ID, strings.Join(args, " "), b)}
 		}
-		built := filepath.Join(tmp, "kmmap.ko")
-		if _, err := os.Stat(built); err != nil {
-			return "", fmt.Errorf("kernel %s: make succeeded but made no kmmap.ko: %w", k.ID, err)
+		built, err := builtModule(tmp)
+		if err != nil {
+			return "", fmt.Errorf("kernel %s: %w", k.ID, err)
 		}
 		if err := keepNotes(tmp, ko); err != nil {
 			return "", fmt.Errorf("kernel %s: keeping the module's coverage notes: %w", k.ID, err)
 		}
 		return built, nil
 	})
+}
+
+// builtModule is the one module a build in dir made, from Kbuild's
+// modules.order (one line per module: "kmmap.o"; before 5.16 "kmmap.ko",
+// on some kernels with the build directory's absolute path).
+func builtModule(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	if err != nil {
+		return "", fmt.Errorf("make succeeded but wrote no modules.order: does the Kbuild file set obj-m? (%w)", err)
+	}
+	var kos []string
+	for _, l := range strings.Fields(string(b)) {
+		ko := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(l, "kernel/"), ".o"), ".ko") + ".ko"
+		if !filepath.IsAbs(ko) {
+			ko = filepath.Join(dir, ko)
+		}
+		kos = append(kos, ko)
+	}
+	switch {
+	case len(kos) == 0:
+		return "", errors.New("make succeeded but built no module (modules.order is empty): does the Kbuild file set obj-m?")
+	case len(kos) > 1:
+		return "", fmt.Errorf("the build made %d modules (%s): the harness loads one; build the others into it, or test each in its own directory", len(kos), strings.Join(kos, ", "))
+	}
+	if _, err := os.Stat(kos[0]); err != nil {
+		return "", fmt.Errorf("modules.order names %s but it was not built: %w", kos[0], err)
+	}
+	if name, err := kernels.ModInfo(kos[0], "name"); err != nil || name == "" {
+		return "", fmt.Errorf("%s has no module name in its .modinfo (%v)", kos[0], err)
+	}
+	return kos[0], nil
 }
 
 // BuildError is the module's sources failing to build (or building with
@@ -173,83 +216,45 @@ func hashTree(src string, extra ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-// demo32 is the compiler of 32-bit programs for each guest arch (the
-// kernel runs them through IA32_EMULATION or COMPAT): Debian's cross
-// compilers, since gcc-multilib cannot be installed beside the aarch64
-// cross compiler.
-var demo32 = map[string]struct{ cc, pkg string }{
-	"amd64": {"i686-linux-gnu-gcc", "gcc-i686-linux-gnu libc6-dev-i386-cross"},
-	"arm64": {"arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"},
-}
-
-// guestPrograms are the C programs the guest suite runs, as guest path ->
-// source (relative to the repository root): the C demo of every backing,
-// also built 32-bit (kmmap-demo32, see demo32), and TestMemcgLimit's
-// single-threaded SETUP.
-var guestPrograms = map[string]string{
-	"/kmmap/kmmap-demo":  "kmod/examples/demo.c",
-	"/kmmap/kmmap-setup": "vmtests/guest/testdata/setup.c",
-}
-
-// buildGuestPrograms compiles guestPrograms, and the demo for the arch's
-// 32-bit userland, as static binaries for arch into dir: guest path ->
-// host path.
-func buildGuestPrograms(root, arch, dir string) (map[string]string, error) {
-	prefix, _ := toolchain.Cross(arch, "gcc")
-	pkg := "gcc libc6-dev"
-	if prefix != "" {
-		pkg = "gcc-" + strings.TrimSuffix(prefix, "-") + " libc6-dev-" + arch + "-cross"
-	}
-	c32, ok := demo32[arch]
-	if !ok {
-		return nil, fmt.Errorf("no 32-bit compiler known for %s", arch)
-	}
-	type build struct{ cc, src, pkg string }
-	builds := map[string]build{"/kmmap/kmmap-demo32": {c32.cc, guestPrograms["/kmmap/kmmap-demo"], c32.pkg}}
-	for guest, src := range guestPrograms {
-		builds[guest] = build{prefix + "gcc", src, pkg}
-	}
-	out := map[string]string{}
-	for guest, b := range builds {
-		bin := filepath.Join(dir, filepath.Base(guest))
-		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror",
-			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", bin, filepath.Join(root, b.src))
-		if o, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building %s for %s (%s): %v\n%s(apt-get install %s)", b.src, arch, strings.Join(cmd.Args, " "), err, o, b.pkg)
-		}
-		out[guest] = bin
-	}
-	return out, nil
-}
-
 // moduleBuild is the module under test being built for a cell: with
 // Options.BootWhileBuilding the guest boots meanwhile and the module goes
 // to it over event.ModulePort when ready.
 type moduleBuild struct {
 	done chan struct{}
 	ko   string
+	name string // from its .modinfo
 	err  error
 }
 
 // startModuleBuild builds (or finds in the cache) the module in src for
 // tree's kernel in the background, checking the compiler it was built
 // with against the kernel's.
-func startModuleBuild(ctx context.Context, tree *kernels.Tree, src, cacheDir string, tc *toolchain.Root, logf func(string, ...any)) *moduleBuild {
+func startModuleBuild(ctx context.Context, tree *kernels.Tree, m Module, cacheDir string, tc *toolchain.Root, logf func(string, ...any)) *moduleBuild {
 	b := &moduleBuild{done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
-		ko, err := buildModule(ctx, tree, src, cacheDir, tc)
+		ko, err := buildModule(ctx, tree, m, cacheDir, tc)
 		if err != nil {
 			b.err = err
 			return
 		}
-		cc, err := checkCompiler(ko, tree.Config)
+		config, err := tree.ReadConfig()
+		if err != nil {
+			b.err = err
+			return
+		}
+		name, err := kernels.ModInfo(ko, "name")
+		if err != nil {
+			b.err = err
+			return
+		}
+		cc, err := checkCompiler(ko, config)
 		if err != nil {
 			b.err = fmt.Errorf("kernel %s: %v", tree.Kernel.ID, err)
 			return
 		}
 		logf("%s: module built with the kernel's compiler, %s", tree.Kernel.ID, cc)
-		b.ko = ko
+		b.ko, b.name = ko, name
 	}()
 	return b
 }
@@ -261,6 +266,19 @@ func (c *Cell) Module() (string, error) {
 	}
 	<-c.kmod.done
 	return c.kmod.ko, c.kmod.err
+}
+
+// moduleName is the module's name once it is built, "" before.
+func (c *Cell) moduleName() string {
+	if c.kmod == nil {
+		return ""
+	}
+	select {
+	case <-c.kmod.done:
+		return c.kmod.name
+	default:
+		return ""
+	}
 }
 
 // modulePort adds the virtio-serial port the module under test goes to

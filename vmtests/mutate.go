@@ -152,7 +152,7 @@ type MutantResult struct {
 // RunMutant builds the mutant for tree's kernel and runs the whole guest
 // suite on it, timeout at most. err is the harness failing, not the
 // module.
-func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kernels.Tree, m Mutant, timeout time.Duration) (res MutantResult, err error) {
+func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree, m Mutant, timeout time.Duration) (res MutantResult, err error) {
 	res = MutantResult{Mutant: m, Cell: tree.Kernel.ID}
 	start := time.Now()
 	defer func() { res.Elapsed = time.Since(start) }()
@@ -161,19 +161,19 @@ func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kerne
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	src, err := m.Apply(root, dir)
+	src, err := m.Apply(h.Root(), dir)
 	if err != nil {
 		return res, err
 	}
 	// The guest boots while the mutant builds; one that does not build
 	// makes the agent give up at once.
-	cell, err := Prepare(ctx, root, f, tree, Options{KmodDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID,
+	cell, err := h.Prepare(ctx, f, tree, CellOptions{ModuleDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID,
 		BootWhileBuilding: true, GuestFailFast: true})
 	if err != nil {
 		return res, err
 	}
 	cell.Timeout = timeout
-	r := boot(cell)
+	r := boot(ctx, cell)
 	var be *BuildError
 	if _, err := cell.Module(); errors.As(err, &be) {
 		res.Verdict, res.Detail = NotCompiling, be.Error()
@@ -195,12 +195,12 @@ func RunMutant(ctx context.Context, root string, f *kernels.Fetcher, tree *kerne
 // Baseline runs the unmutated module's suite on tree's cell: it must
 // pass before a mutant's failure means anything. It returns how long the
 // boot took.
-func Baseline(ctx context.Context, root string, f *kernels.Fetcher, tree *kernels.Tree) (time.Duration, error) {
-	cell, err := Prepare(ctx, root, f, tree, Options{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
+func Baseline(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree) (time.Duration, error) {
+	cell, err := h.Prepare(ctx, f, tree, CellOptions{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
 	if err != nil {
 		return 0, err
 	}
-	r := boot(cell)
+	r := boot(ctx, cell)
 	if err := cell.writeResults(r); err != nil {
 		return 0, err
 	}

@@ -90,7 +90,7 @@ func TestMutantRefused(t *testing.T) {
 // explains the failure.
 func TestMutantVerdict(t *testing.T) {
 	cell := &Cell{ID: "6.12-amd64"}
-	r := run{con: newConsole(), res: newResults()}
+	r := run{con: kmmapConsole(), res: newResults()}
 	r.res.list = []string{"TestA", "TestB", "TestC"}
 	r.res.test("TestA").action = "pass"
 	r.res.unloaded, r.res.exited = true, true
@@ -104,7 +104,7 @@ func TestMutantVerdict(t *testing.T) {
 	if len(what) != 2 || what[0] != "TestB (KASAN)" || what[1] != "TestB" || !strings.Contains(detail, "KASAN") {
 		t.Errorf("failures %q (detail %q), want the KASAN report during TestB, then TestB", what, detail)
 	}
-	passed := run{con: newConsole(), res: newResults()}
+	passed := run{con: kmmapConsole(), res: newResults()}
 	passed.res.list = []string{"TestA"}
 	passed.res.test("TestA").action = "pass"
 	passed.res.unloaded, passed.res.exited = true, true

@@ -5,24 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kmmap/kmmap/initramfs"
-	"github.com/kmmap/kmmap/internal/kernelbuild"
-	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/kernels"
 )
 
-// ResultsEnv overrides where each cell's results go (default: results/ in
-// the repository).
-const ResultsEnv = "KMMAP_RESULTS"
-
-// Options says how a cell is prepared and run.
-type Options struct {
+// CellOptions says how one cell is prepared and run.
+type CellOptions struct {
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
 	// GuestRun is the guest suite's -test.run pattern ("" runs it all).
@@ -37,10 +30,11 @@ type Options struct {
 	// of running the suite.
 	Shell bool
 	// GDB starts QEMU halted with its gdb stub on a free port, and no
-	// time limit.
+	// time limit (also when the configuration says so).
 	GDB bool
-	// KmodDir is the module's source directory (default: kmod/).
-	KmodDir string
+	// ModuleDir builds the module from another directory than the
+	// harness's (a mutant of it).
+	ModuleDir string
 	// KernelArgs are added to the guest's command line.
 	KernelArgs []string
 	// ResultsID names the results directory (default: the cell's ID).
@@ -54,151 +48,98 @@ type Options struct {
 	BootWhileBuilding bool
 }
 
-// NewFetcher returns the fetcher the harness uses: progress to logf, and
-// kernels built from source by kernelbuild.
-func NewFetcher(logf func(string, ...any), opts ...kernels.Option) (*kernels.Fetcher, error) {
-	return kernels.NewFetcher(append([]kernels.Option{kernels.WithLogf(logf), kernels.WithSourceBuilder(kernelbuild.New())}, opts...)...)
+// guestTimeout is the guest suite's -test.timeout for a VM timeout d: a
+// little under it, so that a hung guest test ends with Go's panic naming
+// it and every goroutine's stack, not with QEMU killed at the timeout.
+func guestTimeout(d time.Duration) time.Duration {
+	return d - max(d/10, min(30*time.Second, d/2))
 }
 
-// guestImages builds the guest test binary and the base initramfs once per
-// arch for the whole process.
-var guestImages sync.Map // arch -> func() (string, error)
-
-func guestImage(root, arch string, logf func(string, ...any)) (string, error) {
-	f, _ := guestImages.LoadOrStore(arch, sync.OnceValues(func() (string, error) {
-		dir, err := os.MkdirTemp("", "kmmap-guest-"+arch+"-")
-		if err != nil {
-			return "", err
-		}
-		defer os.RemoveAll(dir) // Base copies what it needs into the image
-		bin := filepath.Join(dir, "guest.test")
-		cmd := exec.Command("go", "test", "-c", "-tags", "kmmap_guest", "-trimpath", "-ldflags=-s -w", "-o", bin, "./vmtests/guest")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("building the guest suite for %s: %v\n%s", arch, err, out)
-		}
-		files, err := buildGuestPrograms(root, arch, dir)
-		if err != nil {
-			return "", err
-		}
-		files[initramfs.GuestTestPath] = bin
-		return initramfs.Base(arch, root, files, logf)
-	}))
-	return f.(func() (string, error))()
-}
-
-// VMTimeout is how long a guest may run: KMMAP_VM_TIMEOUT, or 5 minutes
-// (TCG boots take seconds, but a loaded CI host is slow).
-func VMTimeout() (time.Duration, error) {
-	d := 5 * time.Minute
-	if s := os.Getenv("KMMAP_VM_TIMEOUT"); s != "" {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("KMMAP_VM_TIMEOUT=%q: %v (want a Go duration such as 90s)", s, err)
-		}
-	}
-	return d, nil
-}
-
-// ResultsDir is where cell id's results go: $KMMAP_RESULTS/<id> or
-// <root>/results/<id>. It is emptied for each run.
-func ResultsDir(root, id string) string {
-	base := os.Getenv(ResultsEnv)
-	if base == "" {
-		base = filepath.Join(root, "results")
-	}
-	return filepath.Join(base, id)
-}
-
-// Prepare builds everything a cell needs to boot: its module (with its
-// kernel's compiler), its initramfs (in the cell's results directory), its
-// QEMU setup.
-func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *kernels.Tree, o Options) (*Cell, error) {
+// Prepare builds everything a cell of tree's kernel needs to boot: its
+// module (with its kernel's compiler), its initramfs (in the cell's
+// results directory), its QEMU setup.
+func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels.Tree, o CellOptions) (*Cell, error) {
 	logf := o.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
 	k := tree.Kernel
-	m, err := machineFor(k.Arch)
+	a, err := arch.Lookup(k.Arch)
 	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
+	}
+	if err := a.CheckQEMU(); err != nil {
 		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
 	}
 	mods, err := tree.GuestModules()
 	if err != nil {
 		return nil, err
 	}
-	var tc *toolchain.Root
-	if toolchain.NeedsRoot(k) {
-		mirror, err := fetcher.Mirror()
-		if err != nil {
-			return nil, err
-		}
-		if tc, err = toolchain.Ensure(ctx, fetcher.CacheDir(), k.Suite, k.Compiler, mirror, logf); err != nil {
-			return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
-		}
+	tc, err := h.toolchainFor(ctx, f, k, logf)
+	if err != nil {
+		return nil, err
 	}
-	if o.KmodDir == "" {
-		o.KmodDir = filepath.Join(root, "kmod")
+	mod := h.module
+	if o.ModuleDir != "" {
+		mod.Dir = o.ModuleDir
 	}
-	kmod := startModuleBuild(ctx, tree, o.KmodDir, fetcher.CacheDir(), tc, logf)
+	kmod := startModuleBuild(ctx, tree, mod, h.cache, tc, logf)
 	if !o.BootWhileBuilding {
 		<-kmod.done
 		if kmod.err != nil {
 			return nil, kmod.err
 		}
 	}
-	pageSize, err := tree.PageSize()
+	config, err := tree.ReadConfig()
 	if err != nil {
 		return nil, err
 	}
-	args, err := memoryDebugArgs(tree, k.FromSource() || os.Getenv(MemDebugEnv) == "1")
-	if err != nil {
-		return nil, err
-	}
-	cpus, err := cpusFor(k)
-	if err != nil {
-		return nil, err
-	}
-	confArgs, testArgs, err := configArgs(tree, cpus)
-	if err != nil {
-		return nil, err
-	}
-	args = append(append(args, confArgs...), k.Cmdline...)
-	timeout, err := VMTimeout()
-	if err != nil {
-		return nil, err
-	}
+	kern := Kernel{ID: k.ID, Arch: k.Arch, Release: k.Release, PageSize: config.PageSize(), CPUs: h.cpusFor(k), Config: config, Seed: h.cfg.Seed}
+	timeout := h.cfg.timeout()
 	if o.ResultsID == "" {
 		o.ResultsID = k.ID
 	}
-	results := ResultsDir(root, o.ResultsID)
+	results := h.ResultsDir(o.ResultsID)
 	if err := os.RemoveAll(results); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(results, 0o755); err != nil {
 		return nil, err
 	}
-	label := o.KmodDir
-	if rel, err := filepath.Rel(root, o.KmodDir); err == nil && filepath.IsLocal(rel) {
+	label := mod.Dir
+	if rel, err := filepath.Rel(h.root, mod.Dir); err == nil && filepath.IsLocal(rel) {
 		label = rel
 	}
-	cell := &Cell{ID: k.ID, Tree: tree, Machine: m, kmod: kmod, KmodSrc: o.KmodDir, kmodLabel: label, toolchain: tc, Modules: mods,
-		KernelArgs: append(append(kernelArgs(m), args...), o.KernelArgs...), CPUs: cpus, Timeout: timeout, Results: results}
-	if o.GDB {
-		if cell.GDB, err = FreePort(); err != nil {
-			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
-		}
-		cell.Timeout = 0
-	}
-	if cell.Image, err = bootImage(tree, fetcher.CacheDir(), logf); err != nil {
+	cell := &Cell{ID: k.ID, Tree: tree, Arch: a, kmod: kmod, KmodSrc: mod.Dir, kmodLabel: label, toolchain: tc, Modules: mods,
+		CPUs: kern.CPUs, Timeout: timeout, Results: results, config: config, allow: h.allow, cfg: &h.cfg}
+	if cell.Image, err = bootImage(tree, h.cache, logf); err != nil {
 		return nil, err
 	}
 	var why string
-	cell.Accel, why = accel.get(k.Arch, tree.Vmlinuz, fetcher.CacheDir())
+	cell.Accel, why = h.kvm.accel(h.cfg.Accel, k.Arch, tree.Vmlinuz, h.cache)
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
+	devs := []device{serialConsole(a), exitOnPanic(), quietCrypto(), accelDevice(cell.Accel),
+		cpus(a, config.Enabled("CONFIG_JUMP_LABEL"), kern.CPUs), kernelOnly(memoryDebugArgs(config, k.FromSource() || h.cfg.MemDebug)...)}
+	if h.guest.KernelArgs != nil {
+		devs = append(devs, kernelOnly(h.guest.KernelArgs(kern)...))
+	}
+	devs = append(devs, kernelOnly(k.Cmdline...), kernelOnly(h.kernelArgs...), qemuOnly(h.qemuArgs...), kernelOnly(o.KernelArgs...))
+	if o.GDB || h.cfg.GDB {
+		if cell.GDB, err = FreePort(); err != nil {
+			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
+		}
+		devs = append(devs, gdbStub(cell.GDB))
+		cell.Timeout = 0
+	}
+	cell.QEMUArgs, cell.KernelArgs = join(devs)
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime, TestArgs: append([]string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize)}, testArgs...)}
+	spec := initramfs.CellSpec{Modules: mods, KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime}
+	if h.guest.Flags != nil {
+		spec.TestArgs = append(spec.TestArgs, h.guest.Flags(kern)...)
+	}
+	if cell.Timeout > 0 {
+		spec.TestArgs = append(spec.TestArgs, "-test.timeout="+guestTimeout(cell.Timeout).String())
+	}
 	if o.GuestRun != "" {
 		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
 	}
@@ -208,10 +149,7 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 	if o.GuestCount > 1 {
 		spec.TestArgs = append(spec.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
 	}
-	if seed := os.Getenv("KMMAP_RANDOM_SEED"); seed != "" {
-		spec.TestArgs = append(spec.TestArgs, "-kmmap.seed="+seed)
-	}
-	base, err := guestImage(root, k.Arch, logf)
+	base, err := h.guestImage(a, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -219,67 +157,6 @@ func Prepare(ctx context.Context, root string, fetcher *kernels.Fetcher, tree *k
 		return nil, err
 	}
 	return cell, nil
-}
-
-// configArgs derives from the kernel's config what its guest's command
-// line and the guest suite need:
-//   - 32-bit programs (the C demo built -m32 or for armhf, through
-//     compat_ioctl) where the kernel runs them; Debian turns ia32 emulation
-//     off by default from 6.7 (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and
-//     ia32_emulation=1 turns it back on (arm64: COMPAT, which Debian's 16K
-//     kernels have too).
-//   - the largest sizes of TestLargeWork under a short soft-lockup
-//     threshold where KASAN and the soft-lockup detector are built in,
-//     and TestAllocFailures where failslab and fail_page_alloc are (the
-//     debug cells).
-//   - the race tests' denser KCSAN sampling where KCSAN is built in.
-//   - the guest's number of CPUs, which the suite checks, and what a
-//     guest with several needs (smpArgs).
-func configArgs(tree *kernels.Tree, cpus int) (kernelArgs, testArgs []string, err error) {
-	set, err := tree.ConfigSet("CONFIG_IA32_EMULATION", "CONFIG_IA32_EMULATION_DEFAULT_DISABLED", "CONFIG_COMPAT",
-		"CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_KASAN", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC", "CONFIG_FAULT_INJECTION_DEBUG_FS", "CONFIG_KCSAN",
-		"CONFIG_JUMP_LABEL")
-	if err != nil {
-		return nil, nil, err
-	}
-	kernelArgs = smpArgs(tree.Kernel.Arch, set["CONFIG_JUMP_LABEL"], cpus)
-	testArgs = append(testArgs, fmt.Sprintf("-kmmap.cpus=%d", cpus))
-	compat := set["CONFIG_COMPAT"]
-	if tree.Kernel.Arch == "amd64" {
-		compat = set["CONFIG_IA32_EMULATION"]
-		if set["CONFIG_IA32_EMULATION_DEFAULT_DISABLED"] {
-			kernelArgs = append(kernelArgs, "ia32_emulation=1")
-		}
-	}
-	testArgs = append(testArgs, fmt.Sprintf("-kmmap.compat=%t", compat))
-	if set["CONFIG_SOFTLOCKUP_DETECTOR"] && set["CONFIG_KASAN"] {
-		testArgs = append(testArgs, "-kmmap.large")
-	}
-	if set["CONFIG_FAILSLAB"] && set["CONFIG_FAIL_PAGE_ALLOC"] && set["CONFIG_FAULT_INJECTION_DEBUG_FS"] {
-		testArgs = append(testArgs, "-kmmap.faultinject")
-	}
-	if set["CONFIG_KCSAN"] {
-		testArgs = append(testArgs, "-kmmap.kcsan")
-	}
-	return kernelArgs, testArgs, nil
-}
-
-// TreeFor returns the kernel tree of cell id: "custom" for the kernel the
-// environment names (see customTree), else the lock's kernel, fetched (or
-// built) into the cache.
-func TreeFor(ctx context.Context, lock *kernels.Lock, fetcher *kernels.Fetcher, id string) (*kernels.Tree, error) {
-	if id == CustomID {
-		t, ok, err := customTree()
-		if !ok && err == nil {
-			err = fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)
-		}
-		return t, err
-	}
-	k, err := lock.Kernel(id)
-	if err != nil {
-		return nil, err
-	}
-	return fetcher.Fetch(ctx, k)
 }
 
 // writeResults keeps what a person needs to look into a run: the whole

@@ -118,7 +118,7 @@ func TestRegressionsCaught(t *testing.T) {
 		if err != nil {
 			t.Fatalf("regression %s: %v", reg.name, err)
 		}
-		if !selected(k.ID) {
+		if !selected(t, k.ID) {
 			continue
 		}
 		ran++

@@ -3,34 +3,27 @@ package vmtests
 import (
 	"flag"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 )
 
-// reproducerEnv are the variables that change what a run does; the
-// reproducer line carries those that are set.
-var reproducerEnv = []string{"KMMAP_KERNEL", "KMMAP_KDIR", "KMMAP_ARCH", "KMMAP_KMODS", "KMMAP_RANDOM_SEED", "KMMAP_VM_TIMEOUT", "KMMAP_ACCEL", ResultsEnv}
-
 // reproducer is the line that reruns exactly test (a guest test's full
 // name; "" for the whole cell) on exactly cell c, and where its results are.
 func reproducer(c *Cell, test string) string {
-	parts := []string{"^TestGuest$", "^" + regexp.QuoteMeta(c.ID) + "$"}
+	parts := []string{"^" + regexp.QuoteMeta(c.test) + "$", "^" + regexp.QuoteMeta(c.ID) + "$"}
 	if test != "" {
 		for _, p := range strings.Split(test, "/") {
 			parts = append(parts, "^"+regexp.QuoteMeta(p)+"$")
 		}
 	}
 	var env []string
-	for _, v := range reproducerEnv {
-		if s, ok := os.LookupEnv(v); ok {
-			env = append(env, v+"="+shellQuote(s))
+	if c.cfg != nil {
+		env = c.cfg.rerunEnv()
+		if c.ID == CustomID && len(c.cfg.Cells) > 0 {
+			env = append(env, "KMMAP_CELLS="+CustomID)
 		}
 	}
-	if c.ID == CustomID && os.Getenv("KMMAP_CELLS") != "" {
-		env = append(env, "KMMAP_CELLS="+CustomID)
-	}
-	cmd := strings.Join(append(env, "go test ./vmtests -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
+	cmd := strings.Join(append(env, "go test "+c.pkg+" -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
 	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, the module, initramfs.cpio)", cmd, c.Results)
 }
 

@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -52,28 +53,27 @@ func (t Timeline) PowerOff() time.Duration     { return t.Exited - t.TestsDone }
 // printkTime matches a console line's printk timestamp (printk.time=1).
 var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 
-// TraceEnv, set to 1, prints each guest agent event and the start of each
-// top-level guest test with its time since QEMU started.
-const TraceEnv = "KMMAP_TRACE"
-
-// boot runs the cell's VM to the end and returns what it printed and sent.
-func boot(cell *Cell) run {
+// boot runs the cell's VM to the end (or until ctx is done) and returns
+// what it printed and sent. With the configuration's Trace, each guest
+// agent event and the start of each top-level guest test are printed with
+// their time since QEMU started.
+func boot(ctx context.Context, cell *Cell) run {
 	var mu sync.Mutex
-	con, res := newConsole(), newResults()
+	con, res := newConsole(cell.moduleName, cell.allow), newResults()
 	r := run{con: con, res: res}
-	trace := os.Getenv(TraceEnv) == "1"
+	trace := cell.cfg != nil && cell.cfg.Trace
 	port, err := cell.modulePort()
 	if err != nil {
 		r.err = err
 		return r
 	}
 	start := time.Now()
-	vm, err := qemu.Start(cell.Machine.QEMUArch,
-		qemu.WithQEMUCommand(cell.Machine.QEMU+" "+strings.Join(cell.Machine.Args, " ")),
+	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch,
+		qemu.WithQEMUCommand(cell.Arch.QEMU+" "+strings.Join(cell.Arch.Machine, " ")),
 		qemu.WithKernel(cell.Image),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
-		qemu.ArbitraryArgs(cell.qemuArgs()...),
+		qemu.ArbitraryArgs(cell.QEMUArgs...),
 		qemu.WithVMTimeout(cell.Timeout),
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()
@@ -112,7 +112,7 @@ func boot(cell *Cell) run {
 		port, // after the event channel, which adds the virtio-serial bus
 	)
 	if err != nil {
-		r.err = fmt.Errorf("start %s: %w", cell.Machine.QEMU, err)
+		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
 		return r
 	}
 	if cell.GDB != 0 {

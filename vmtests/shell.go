@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/hugelgupf/vmtest/qemu"
@@ -18,13 +17,6 @@ import (
 	"github.com/kmmap/kmmap/initramfs/event"
 	"golang.org/x/term"
 )
-
-// GDBEnv, set to 1, starts guests halted with QEMU's gdb stub listening on
-// a free local port, and prints the gdb commands to attach.
-const GDBEnv = "KMMAP_GDB"
-
-// WantGDB reports whether KMMAP_GDB asks for the gdb stub.
-func WantGDB() bool { return os.Getenv(GDBEnv) == "1" }
 
 // FreePort returns a TCP port on 127.0.0.1 nothing listens on now.
 func FreePort() (int, error) {
@@ -109,15 +101,6 @@ func compDir(ko string) (string, error) {
 	}
 }
 
-// qemuArgs are the arguments the harness adds to the machine's.
-func (c *Cell) qemuArgs() []string {
-	args := []string{"-no-reboot", "-accel", c.Accel, "-smp", strconv.Itoa(max(c.CPUs, 1))}
-	if c.GDB != 0 {
-		args = append(args, "-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", c.GDB), "-S")
-	}
-	return args
-}
-
 // Shell boots a cell prepared with Options.Shell and connects the guest's
 // console to this terminal; it returns when the guest powers off (leave the
 // shell) or QEMU is stopped (Ctrl-A x).
@@ -127,12 +110,12 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	vm, err := qemu.StartContext(ctx, c.Machine.QEMUArch,
-		qemu.WithQEMUCommand(c.Machine.QEMU+" "+strings.Join(c.Machine.Args, " ")),
+	vm, err := qemu.StartContext(ctx, c.Arch.QEMUArch,
+		qemu.WithQEMUCommand(c.Arch.QEMU+" "+strings.Join(c.Arch.Machine, " ")),
 		qemu.WithKernel(c.Image),
 		qemu.WithInitramfs(c.Initramfs),
 		qemu.WithAppendKernel(c.KernelArgs...),
-		qemu.ArbitraryArgs(c.qemuArgs()...),
+		qemu.ArbitraryArgs(c.QEMUArgs...),
 		qemu.WithSerialOutput(nopCloser{stdout}),
 		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
 			switch {
@@ -145,7 +128,7 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 		port,
 	)
 	if err != nil {
-		return fmt.Errorf("start %s: %w", c.Machine.QEMU, err)
+		return fmt.Errorf("start %s: %w", c.Arch.QEMU, err)
 	}
 	go io.Copy(io.Discard, vm.Console) // the serial output goes to stdout above
 	if term.IsTerminal(int(stdin.Fd())) {

@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/kmmap/kmmap/vmtests/testmain"
 )
 
 // splatRe matches the first line of a kernel report that must fail a test.
@@ -34,16 +36,19 @@ var kinds = []struct {
 	{"panic", regexp.MustCompile(`Kernel panic - not syncing`)},
 	{"WARN", regexp.MustCompile(`WARNING: `)},
 	{"BUG", regexp.MustCompile(`BUG: `)},
-	{"module warning", moduleLineRe},
+	{"module warning", regexp.MustCompile(`^\[\s*\d+\.\d+\] (.*\[[\w-]+\]|[\w-]+: )`)},
 }
 
-// moduleLineRe matches a kernel console line that names the module under
-// test: its own messages (pr_fmt "kmmap: ") and the kernel's about it
-// ("[kmmap]", as in "work func kmmap_pin_work [kmmap] enqueued on
-// deprecated workqueue"). The guest boots with loglevel=5, so every
-// kernel line on the console is at warning level or above: each such line
-// fails the test it appears in, unless allowRe says why it is expected.
-var moduleLineRe = regexp.MustCompile(`^\[\s*\d+\.\d+\] (.*\[kmmap\]|kmmap: )`)
+// moduleLine matches a kernel console line that names module: its own
+// messages (pr_fmt "kmmap: ") and the kernel's about it ("[kmmap]", as in
+// "work func kmmap_pin_work [kmmap] enqueued on deprecated workqueue").
+// The guest boots with loglevel=5, so every kernel line on the console is
+// at warning level or above: each such line fails the test it appears in,
+// unless an allowed line says why it is expected.
+func moduleLine(module string) *regexp.Regexp {
+	m := regexp.QuoteMeta(module)
+	return regexp.MustCompile(`^\[\s*\d+\.\d+\] (.*\[` + m + `\]|` + m + `: )`)
+}
 
 // kindOf names the kind of a kernel report (see kinds), "kernel report"
 // when none matches.
@@ -56,13 +61,14 @@ func kindOf(report string) string {
 	return "kernel report"
 }
 
-// allowRe are lines that look alarming but are expected; each with why.
+// allowRe are lines that look alarming but are expected of any module;
+// each with why.
 var allowRe = []*regexp.Regexp{
-	// Debian enables MODULE_SIG without enforcing it: our unsigned module
+	// Debian enables MODULE_SIG without enforcing it: an unsigned module
 	// loads with this taint line.
 	regexp.MustCompile(`module verification failed: signature and/or required key missing - tainting kernel`),
 	// Every out-of-tree module taints the kernel once, at its first load.
-	regexp.MustCompile(`kmmap: loading out-of-tree module taints kernel\.`),
+	regexp.MustCompile(`[\w-]+: loading out-of-tree module taints kernel\.`),
 }
 
 var ansiRe = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
@@ -74,11 +80,11 @@ func cleanLine(s string) string {
 }
 
 // isSplat reports whether a console line starts a kernel report.
-func isSplat(line string) bool {
-	if !splatRe.MatchString(line) && !moduleLineRe.MatchString(line) {
+func (c *console) isSplat(line string) bool {
+	if !splatRe.MatchString(line) && (c.modLine() == nil || !c.modLine().MatchString(line)) {
 		return false
 	}
-	for _, a := range allowRe {
+	for _, a := range append(allowRe, c.allow...) {
 		if a.MatchString(line) {
 			return false
 		}
@@ -86,11 +92,23 @@ func isSplat(line string) bool {
 	return true
 }
 
+// modLine is moduleLine of the module under test, once its name is known
+// (the module is built before the guest can load it, so before a line
+// can name it).
+func (c *console) modLine() *regexp.Regexp {
+	if c.modRe == nil && c.module != nil {
+		if name := c.module(); name != "" {
+			c.modRe = moduleLine(name)
+		}
+	}
+	return c.modRe
+}
+
 // ruleRe is the line of "=" that ends a KASAN or KCSAN report (and starts
 // one: that line comes before the BUG: line that opens the report here).
 var ruleRe = regexp.MustCompile(`^\[\s*\d+\.\d+\] ={20,}$`)
 
-var markRe = regexp.MustCompile(`kmmap-test: (start|end) (\S+)`)
+var markRe = regexp.MustCompile(regexp.QuoteMeta(testmain.Marker) + ` (start|end) (\S+)`)
 
 // maxReport bounds how many lines of one kernel report are kept.
 const maxReport = 80
@@ -106,6 +124,12 @@ type console struct {
 	// kernelRaces are KCSAN reports of the kernel's own races with its
 	// devices (kernelsOwnRace): logged, never failed.
 	kernelRaces []string
+	// module names the module under test ("" until it is built); modRe
+	// matches its lines once known.
+	module func() string
+	modRe  *regexp.Regexp
+	// allow are expected lines beside allowRe.
+	allow []*regexp.Regexp
 }
 
 // report is one kernel report: its first line and those that follow, up
@@ -120,7 +144,7 @@ func (c *console) closeReport() {
 		return
 	}
 	r := strings.Join(c.open.lines, "\n")
-	if kernelsOwnRace(r) {
+	if kernelsOwnRace(r, c.modLine()) {
 		c.kernelRaces = append(c.kernelRaces, r)
 	} else {
 		c.splats[c.open.key] = append(c.splats[c.open.key], r)
@@ -135,11 +159,23 @@ func (c *console) closeReport() {
 // (virtqueue_get_buf_ctx reading the used index QEMU writes); the module's
 // races always have a frame of it ("... [kmmap]"). Such reports are
 // logged, not failed.
-func kernelsOwnRace(r string) bool {
-	return kindOf(r) == "KCSAN" && strings.Contains(r, "race at unknown origin") && !strings.Contains(r, "[kmmap]")
+func kernelsOwnRace(r string, mod *regexp.Regexp) bool {
+	if kindOf(r) != "KCSAN" || !strings.Contains(r, "race at unknown origin") {
+		return false
+	}
+	for _, l := range strings.Split(r, "\n") {
+		if mod != nil && mod.MatchString(l) {
+			return false
+		}
+	}
+	return true
 }
 
-func newConsole() *console { return &console{splats: map[string][]string{}} }
+// newConsole returns a console of a run whose module under test module
+// names, with allow's lines expected.
+func newConsole(module func() string, allow []*regexp.Regexp) *console {
+	return &console{splats: map[string][]string{}, module: module, allow: allow}
+}
 
 func (c *console) add(raw string) {
 	line := cleanLine(raw)
@@ -153,7 +189,7 @@ func (c *console) add(raw string) {
 		}
 		return
 	}
-	if c.open == nil && isSplat(line) {
+	if c.open == nil && c.isSplat(line) {
 		cur := ""
 		if len(c.stack) > 0 {
 			cur = c.stack[len(c.stack)-1]
@@ -176,6 +212,17 @@ func (c *console) contains(s string) bool {
 		}
 	}
 	return false
+}
+
+// from returns the console from the first line containing s on (at most
+// 60 lines), "" when no line does.
+func (c *console) from(s string) string {
+	for i, l := range c.lines {
+		if strings.Contains(l, s) {
+			return strings.Join(c.lines[i:min(len(c.lines), i+60)], "\n")
+		}
+	}
+	return ""
 }
 
 // finish closes a report the console ended in the middle of.

@@ -11,7 +11,7 @@ import (
 )
 
 func TestConsoleAttributesSplats(t *testing.T) {
-	c := newConsole()
+	c := kmmapConsole()
 	for _, l := range []string{
 		"\x1b[0m[    1.0] kmmap: module verification failed: signature and/or required key missing - tainting kernel\r",
 		"[    1.1] kmmap-test: start TestA",
@@ -139,7 +139,7 @@ func TestSplatFixtures(t *testing.T) {
 				kindsSeen[wantSlug] = map[string]bool{}
 			}
 			kindsSeen[wantSlug][arch] = true
-			c := newConsole()
+			c := kmmapConsole()
 			for _, l := range benignLines {
 				c.add(l)
 			}
@@ -217,7 +217,7 @@ func TestKernelsOwnRace(t *testing.T) {
 			report string
 			ours   bool
 		}{{report, false}, {ours, true}} {
-			con := newConsole()
+			con := kmmapConsole()
 			con.add("[   10.000000] kmmap-test: start TestX")
 			for _, l := range strings.Split(c.report, "\n") {
 				con.add(l)
@@ -235,3 +235,6 @@ func TestKernelsOwnRace(t *testing.T) {
 		}
 	}
 }
+
+// kmmapConsole is the console of a run of kmmap.ko.
+func kmmapConsole() *console { return newConsole(func() string { return "kmmap" }, nil) }

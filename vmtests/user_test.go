@@ -40,7 +40,7 @@ func TestCellJobAsUser(t *testing.T) {
 	var cells []kernels.Kernel
 	for _, needsRoot := range []bool{true, false} {
 		for _, k := range slices.Backward(lock.Kernels) {
-			if selected(k.ID) && k.Arch == "amd64" && !k.FromSource() && toolchain.NeedsRoot(k) == needsRoot {
+			if selected(t, k.ID) && k.Arch == "amd64" && !k.FromSource() && toolchain.NeedsRoot(k) == needsRoot {
 				cells = append(cells, k)
 				break
 			}

@@ -86,7 +86,7 @@ const (
 // sysctl): what TestCellJobAsUser proves for a normal user is what the
 // workflows run.
 func TestWorkflowJobs(t *testing.T) {
-	root, err := repoRoot()
+	root, err := goModuleRoot("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestWorkflowJobs(t *testing.T) {
 
 // TestActionlint lints every workflow with actionlint (a tool of go.mod).
 func TestActionlint(t *testing.T) {
-	root, err := repoRoot()
+	root, err := goModuleRoot("")
 	if err != nil {
 		t.Fatal(err)
 	}

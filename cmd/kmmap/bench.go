@@ -34,10 +34,11 @@ func bench(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	lock, _, root, err := loadLock()
+	h, err := harness()
 	if err != nil {
 		return err
 	}
+	lock, root := h.Lock(), h.Root()
 	cells := lock.IDs()
 	if *only != "" {
 		cells = strings.Split(*only, ",")
@@ -49,7 +50,7 @@ func bench(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "Figures are from one run of the command on this machine; compare ratios within a run, not absolute numbers across runs. This host's speed drifts between runs: SHA-256 of 1 GiB on one core took %s at the start of this run.\n", secs(hostSpeed()))
 
 	quiet := func(string, ...any) {}
-	f, err := vmtests.NewFetcher(quiet)
+	f, err := h.Fetcher(quiet)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func bench(ctx context.Context, args []string) error {
 		}
 	}
 	if want("cells") {
-		if err := benchCells(ctx, w, root, lock, f, cells, *runs); err != nil {
+		if err := benchCells(ctx, w, h, f, cells, *runs); err != nil {
 			return err
 		}
 	}
@@ -81,7 +82,7 @@ func bench(ctx context.Context, args []string) error {
 			if !slices.Contains(cells, id) {
 				continue
 			}
-			if err := guestBench(ctx, w, root, lock, f, id); err != nil {
+			if err := guestBench(ctx, w, h, f, id); err != nil {
 				return err
 			}
 		}
@@ -160,7 +161,7 @@ func benchEdit(w io.Writer, root, cell string) error {
 func benchInitramfs(w io.Writer, root string) error {
 	fmt.Fprintf(w, "\n## Initramfs (guest test binary, C demo, u-root image)\n\n| arch | cold | warm |\n|---|---:|---:|\n")
 	for _, arch := range []string{"amd64", "arm64"} {
-		c, wm, err := initramfsTimes(root, arch)
+		c, wm, err := initramfsTimes(arch)
 		if err != nil {
 			return err
 		}
@@ -170,30 +171,30 @@ func benchInitramfs(w io.Writer, root string) error {
 }
 
 // benchCells: each cell booted runs times, to its verdict, split by stage.
-func benchCells(ctx context.Context, w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher, cells []string, runs int) error {
+func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels.Fetcher, cells []string, runs int) error {
 	quiet := func(string, ...any) {}
 	fmt.Fprintf(w, "\n## Per cell: boot → verdict, median of %d boots (the whole guest suite each time)\n\n", runs)
 	fmt.Fprintf(w, "QEMU start: until the kernel's clock began (printk time 0, from the first console line's timestamp; on arm64 the kernel runs ~0.2 s before its clock starts, counted here); kernel boot: until init started the guest agent (the uptime the agent reports); virtio: the agent loading the kernel's virtio modules and opening its channel; agent: loading kmmap.ko, listing the tests, starting the test binary; guest tests: the suite; one test: QEMU's start to its exit when the guest runs only %s (its four backings), as the rerun line of a failure does.\n\n", oneTest)
 	fmt.Fprintln(w, "| cell | accel | QEMU start | kernel boot | virtio | agent | guest tests | power-off | **total** | one test |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, id := range cells {
-		tree, err := vmtests.TreeFor(ctx, lock, f, id)
+		tree, err := h.Tree(ctx, id, f)
 		if err != nil {
 			return err
 		}
-		c, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Logf: quiet})
+		c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet})
 		if err != nil {
 			return err
 		}
-		tl, err := measure(c, runs)
+		tl, err := measure(ctx, c, runs)
 		if err != nil {
 			return err
 		}
 		// The inner loop on one test: what the rerun line of a failure runs.
-		one, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Logf: quiet, GuestRun: "^" + oneTest + "$", ResultsID: id + "-one-test"})
+		one, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: "^" + oneTest + "$", ResultsID: id + "-one-test"})
 		if err != nil {
 			return err
 		}
-		tlOne, err := measure(one, runs)
+		tlOne, err := measure(ctx, one, runs)
 		if err != nil {
 			return err
 		}
@@ -217,10 +218,10 @@ func benchCells(ctx context.Context, w io.Writer, root string, lock *kernels.Loc
 const oneTest = "TestSamePages"
 
 // measure boots c runs times.
-func measure(c *vmtests.Cell, runs int) ([]vmtests.Timeline, error) {
+func measure(ctx context.Context, c *vmtests.Cell, runs int) ([]vmtests.Timeline, error) {
 	var tl []vmtests.Timeline
 	for range runs {
-		t, err := vmtests.Measure(c)
+		t, err := vmtests.Measure(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -229,16 +230,16 @@ func measure(c *vmtests.Cell, runs int) ([]vmtests.Timeline, error) {
 	return tl, nil
 }
 
-func guestBench(ctx context.Context, w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetcher, id string) error {
-	tree, err := vmtests.TreeFor(ctx, lock, f, id)
+func guestBench(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels.Fetcher, id string) error {
+	tree, err := h.Tree(ctx, id, f)
 	if err != nil {
 		return err
 	}
-	c, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Bench: ".", BenchTime: "300ms", ResultsID: id + "-bench"})
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Bench: ".", BenchTime: "300ms", ResultsID: id + "-bench"})
 	if err != nil {
 		return err
 	}
-	res, err := vmtests.GuestBench(c)
+	res, err := vmtests.GuestBench(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -302,24 +303,19 @@ func editLoop(root, cell string, i int) (time.Duration, error) {
 }
 
 // initramfsTimes builds arch's guest image in an empty cache, then again.
-func initramfsTimes(root, arch string) (cold, warm time.Duration, err error) {
+func initramfsTimes(arch string) (cold, warm time.Duration, err error) {
 	tmp, err := os.MkdirTemp("", "kmmap-bench-cache-")
 	if err != nil {
 		return 0, 0, err
 	}
 	defer os.RemoveAll(tmp)
-	old, had := os.LookupEnv(kernels.CacheEnv)
-	os.Setenv(kernels.CacheEnv, tmp)
-	defer func() {
-		if had {
-			os.Setenv(kernels.CacheEnv, old)
-		} else {
-			os.Unsetenv(kernels.CacheEnv)
-		}
-	}()
+	h, err := harness(vmtests.WithCache(tmp))
+	if err != nil {
+		return 0, 0, err
+	}
 	for _, d := range []*time.Duration{&cold, &warm} {
 		start := time.Now()
-		if _, err := vmtests.BuildGuestImage(root, arch, func(string, ...any) {}); err != nil {
+		if _, err := h.BuildGuestImage(arch, func(string, ...any) {}); err != nil {
 			return 0, 0, err
 		}
 		*d = time.Since(start)

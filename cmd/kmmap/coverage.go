@@ -16,10 +16,11 @@ import (
 // coverage is `kmmap coverage cells|report`: which cells profile the
 // module, and the report of their last runs (make coverage runs both).
 func coverage(args []string, w io.Writer) error {
-	lock, _, root, err := loadLock()
+	h, err := harness()
 	if err != nil {
 		return err
 	}
+	lock, root := h.Lock(), h.Root()
 	cells, err := vmtests.CoverageCells(lock)
 	if err != nil {
 		return err
@@ -51,7 +52,7 @@ func coverage(args []string, w io.Writer) error {
 		}
 		cells = want
 	}
-	rep, err := vmtests.Coverage(root, *out, cells)
+	rep, err := h.Coverage(*out, cells)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@
 //	kmmap coverage report [-o DIR] [-markdown]
 //	                              merge those cells' last coverage into coverage/kmod.info and coverage/html
 //
+//	kmmap config                  the table of KMMAP_* variables (README, vmtests' package doc)
+//
 //	kmmap kernels list            the cells in kernels/kernels.lock
 //	kmmap kernels fetch [ID...]   download, verify and unpack into the cache
 //	kmmap kernels update          re-pin every cell to the newest ABI its suite serves
@@ -31,9 +33,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kmmap/kmmap/internal/kernelbuild"
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
+	"github.com/kmmap/kmmap/vmtests"
 	"golang.org/x/term"
 )
 
@@ -67,6 +70,9 @@ func main() {
 			log.Fatalf("kmmap coverage: %v", err)
 		}
 		return
+	case len(args) == 1 && args[0] == "config":
+		fmt.Print(vmtests.ConfigTable())
+		return
 	case len(args) >= 1 && args[0] == "report":
 		os.Exit(report(args[1:], os.Stdin, os.Stdout))
 	}
@@ -79,23 +85,29 @@ func main() {
 	}
 }
 
-// loadLock finds and reads kernels/kernels.lock; root is the checkout
-// holding it.
-func loadLock() (lock *kernels.Lock, path, root string, err error) {
-	if path, err = kernels.DefaultLockPath(); err != nil {
-		return nil, "", "", err
+// harness is kmmap's harness in the checkout this runs in, configured
+// from the environment (vmtests.ConfigFromEnv, the one place it is read),
+// then opts.
+func harness(opts ...vmtests.Option) (*vmtests.Harness, error) {
+	cfg, err := vmtests.ConfigFromEnv()
+	if err != nil {
+		return nil, err
 	}
-	if lock, err = kernels.LoadLock(path); err != nil {
-		return nil, "", "", err
+	if cfg.Lock == "" {
+		if cfg.Lock, err = kernels.DefaultLockPath(); err != nil {
+			return nil, err
+		}
 	}
-	return lock, path, filepath.Dir(filepath.Dir(path)), nil
+	root := filepath.Dir(filepath.Dir(cfg.Lock))
+	return vmtests.New(vmtests.KmmapModule(root), vmtests.KmmapGuest(root), append([]vmtests.Option{vmtests.WithConfig(cfg)}, opts...)...)
 }
 
 func run(ctx context.Context, verb string, args []string) error {
-	lock, path, _, err := loadLock()
+	h, err := harness()
 	if err != nil {
 		return err
 	}
+	lock, path := h.Lock(), h.Config().Lock
 	switch verb {
 	case "list":
 		for _, k := range lock.Kernels {
@@ -103,11 +115,11 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "fetch":
-		opts := []kernels.Option{kernels.WithLogf(log.Printf), kernels.WithSourceBuilder(kernelbuild.New())}
+		var opts []kernels.Option
 		if term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("CI") == "" {
 			opts = append(opts, kernels.WithProgress(os.Stderr))
 		}
-		f, err := kernels.NewFetcher(opts...)
+		f, err := h.Fetcher(log.Printf, opts...)
 		if err != nil {
 			return err
 		}
@@ -123,7 +135,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "verify":
-		f, err := kernels.NewFetcher()
+		f, err := h.Fetcher(log.Printf)
 		if err != nil {
 			return err
 		}
@@ -143,7 +155,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		fmt.Printf("every cached package matches the lock (%d not cached)\n", len(missing))
 		return nil
 	case "prune":
-		f, err := kernels.NewFetcher()
+		f, err := h.Fetcher(log.Printf)
 		if err != nil {
 			return err
 		}
@@ -153,14 +165,15 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return err
 	case "toolchains":
-		mirror, err := kernels.Mirror("/etc/apt")
+		f, err := h.Fetcher(log.Printf)
 		if err != nil {
 			return err
 		}
-		cache, err := kernels.CacheDir()
+		mirror, err := f.Mirror()
 		if err != nil {
 			return err
 		}
+		cache := h.CacheDir()
 		done := map[string]bool{}
 		for _, k := range lock.Kernels {
 			key := toolchain.BaseSuite(k.Suite) + "/" + k.Compiler
@@ -176,11 +189,15 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "update":
-		mirror, err := kernels.Mirror("/etc/apt")
+		f, err := h.Fetcher(log.Printf)
 		if err != nil {
 			return err
 		}
-		r := &kernels.Resolver{Mirror: mirror, HostArches: []string{"amd64", "arm64"}}
+		mirror, err := f.Mirror()
+		if err != nil {
+			return err
+		}
+		r := &kernels.Resolver{Mirror: mirror, HostArches: arch.Names()}
 		changes, err := r.Update(ctx, lock)
 		if err != nil {
 			return err

@@ -31,10 +31,11 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	lock, _, root, err := loadLock()
+	h, err := harness()
 	if err != nil {
 		return err
 	}
+	lock, root := h.Lock(), h.Root()
 	if *dir == "" {
 		*dir = filepath.Join(root, vmtests.MutantsDir)
 	}
@@ -56,7 +57,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		return fmt.Errorf("-j %d: want 1 or more", *jobs)
 	}
 	start := time.Now()
-	f, err := vmtests.NewFetcher(func(string, ...any) {})
+	f, err := h.Fetcher(func(string, ...any) {})
 	if err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		d, err := vmtests.Baseline(ctx, root, f, t)
+		d, err := vmtests.Baseline(ctx, h, f, t)
 		if err != nil {
 			return err
 		}
@@ -111,7 +112,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		// A hang kills the mutant: three times the unmutated boot, at
 		// least a minute, is long enough to know.
 		timeout := max(time.Minute, 3*base[j.cell])
-		r, err := vmtests.RunMutant(ctx, root, f, trees[j.cell], j.m, timeout)
+		r, err := vmtests.RunMutant(ctx, h, f, trees[j.cell], j.m, timeout)
 		if err != nil {
 			return fmt.Errorf("mutant %s on %s: %w", j.m.Name, j.cell, err)
 		}

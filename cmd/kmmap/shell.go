@@ -11,19 +11,19 @@ import (
 // shell boots cell with the module loaded and an interactive shell on this
 // terminal.
 func shell(ctx context.Context, cell string) error {
-	lock, _, root, err := loadLock()
+	h, err := harness()
 	if err != nil {
 		return err
 	}
-	f, err := vmtests.NewFetcher(log.Printf)
+	f, err := h.Fetcher(log.Printf)
 	if err != nil {
 		return err
 	}
-	tree, err := vmtests.TreeFor(ctx, lock, f, cell)
+	tree, err := h.Tree(ctx, cell, f)
 	if err != nil {
 		return err
 	}
-	c, err := vmtests.Prepare(ctx, root, f, tree, vmtests.Options{Logf: log.Printf, Shell: true, GDB: vmtests.WantGDB()})
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: log.Printf, Shell: true})
 	if err != nil {
 		return err
 	}

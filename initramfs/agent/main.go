@@ -243,8 +243,8 @@ func sections(name string) (map[string]string, error) {
 // shell runs an interactive shell on the console; when it exits, the
 // module is unloaded and the guest powers off.
 func shell(m event.Manifest) {
-	fmt.Printf("\nkmmap: %s is loaded (/dev/kmmap). The guest suite: %s -test.v; the C demo: /kmmap/kmmap-demo.\n"+
-		"kmmap: leave the shell (exit or Ctrl-D) to unload the module and power off.\n\n", m.KmodName, m.Test)
+	fmt.Printf("\nkmmap: the module %s is loaded. The guest suite: %s -test.v; its files: %s.\n"+
+		"kmmap: leave the shell (exit or Ctrl-D) to unload the module and power off.\n\n", m.KmodName, m.Test, filepath.Dir(m.Test))
 	cmd := exec.Command("/bbin/gosh")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "PATH=/kmmap:/bbin:/bin:/ubin", "HOME=/", "TERM=linux")

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -53,17 +54,6 @@ func New(opts ...Option) *Builder {
 	return b
 }
 
-// kbuild describes how to invoke Kbuild for an arch.
-type kbuild struct {
-	arch  string // ARCH=
-	image string // the boot image, relative to the tree
-}
-
-var arches = map[string]kbuild{
-	"amd64": {arch: "x86", image: "arch/x86/boot/bzImage"},
-	"arm64": {arch: "arm64", image: "arch/arm64/boot/Image"},
-}
-
 func (b *Builder) root(ctx context.Context, k kernels.Kernel, env kernels.BuildEnv) (*toolchain.Root, error) {
 	if k.Compiler == "" {
 		return nil, fmt.Errorf("the lock names no compiler for %s (\"compiler\", e.g. gcc-14)", k.ID)
@@ -83,9 +73,9 @@ func (b *Builder) Toolchain(ctx context.Context, k kernels.Kernel, env kernels.B
 
 // Build implements kernels.SourceBuilder.
 func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.BuildEnv, src string, config []byte, dir string) (*kernels.Tree, error) {
-	kb, ok := arches[k.Arch]
-	if !ok {
-		return nil, fmt.Errorf("no kernel build defined for arch %q", k.Arch)
+	kb, err := arch.Lookup(k.Arch)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
 	}
 	r, err := b.root(ctx, k, env)
 	if err != nil {
@@ -106,8 +96,8 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 		return nil, err
 	}
 	defer log.Close()
-	prefix, _ := toolchain.Cross(k.Arch, k.Compiler)
-	makeArgs := []string{"make", "-C", tree, "-j" + strconv.Itoa(b.jobs), "ARCH=" + kb.arch,
+	prefix, _ := kb.Cross(k.Compiler)
+	makeArgs := []string{"make", "-C", tree, "-j" + strconv.Itoa(b.jobs), "ARCH=" + kb.Kbuild,
 		"CC=" + prefix + k.Compiler, "HOSTCC=" + k.Compiler}
 	if prefix != "" {
 		makeArgs = append(makeArgs, "CROSS_COMPILE="+prefix)
@@ -160,7 +150,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 	}
 	env.Logf("kernel %s: built in %s", k.ID, time.Since(start).Round(time.Second))
 	return &kernels.Tree{
-		Vmlinuz: filepath.Join(tree, kb.image),
+		Vmlinuz: filepath.Join(tree, kb.Image),
 		Config:  filepath.Join(tree, ".config"),
 		KDir:    tree,
 	}, nil

@@ -23,11 +23,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -39,9 +39,6 @@ type Root struct {
 	Dir   string
 	cache string // bind-mounted into Dir at the same path
 }
-
-// triplet is the GNU triplet Debian's cross compiler packages use.
-var triplet = map[string]string{"amd64": "x86-64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 
 // BaseSuite is the suite whose toolchain builds a suite's kernels:
 // trixie-backports kernels are built with trixie's compiler.
@@ -56,9 +53,10 @@ func BaseSuite(suite string) string {
 // sign-file's library).
 func packages(compiler string) []string {
 	pkgs := []string{compiler, "make", "libc6-dev", "libelf-dev", "libssl-dev", "bc", "flex", "bison", "dwarves", "kmod"}
-	for arch, t := range triplet {
-		if arch != runtime.GOARCH {
-			pkgs = append(pkgs, compiler+"-"+t)
+	for _, name := range arch.Names() {
+		if a, _ := arch.Lookup(name); !a.Native() {
+			_, pkg := a.Cross(compiler)
+			pkgs = append(pkgs, pkg)
 		}
 	}
 	sort.Strings(pkgs)
@@ -68,22 +66,13 @@ func packages(compiler string) []string {
 // compilers lists the compiler commands a root for compiler holds.
 func compilers(compiler string) []string {
 	out := []string{compiler}
-	for arch := range triplet {
-		if prefix, _ := Cross(arch, compiler); prefix != "" {
+	for _, name := range arch.Names() {
+		a, _ := arch.Lookup(name)
+		if prefix, _ := a.Cross(compiler); prefix != "" {
 			out = append(out, prefix+compiler)
 		}
 	}
 	return out
-}
-
-// Cross returns CROSS_COMPILE for building arch's code on this host ("" for
-// the host's own arch) and the Debian package with that compiler.
-func Cross(arch, compiler string) (prefix, pkg string) {
-	if arch == runtime.GOARCH {
-		return "", compiler
-	}
-	t := triplet[arch]
-	return strings.ReplaceAll(t, "x86-64", "x86_64") + "-", compiler + "-" + t
 }
 
 // keyring is the Debian archive keyring mmdebstrap checks a suite's

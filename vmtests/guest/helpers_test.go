@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/kmmap/kmmap/vmtests/testmain"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,45 +44,24 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 	}
 }
 
-// mark writes the test's start and end to the kernel log, so the host can
-// attribute any kernel splat on the console to the test that caused it,
-// and checks at the end, after everything the test opened is closed, that
-// the module holds as many buffers and pinned pages as before it (none
-// leaked) and that every page pin taken system-wide was released.
+// mark marks a subtest in the kernel log and checks the suite's
+// invariants around it, as TestMain does for every top-level test
+// (testmain.Mark; a top-level test is not marked twice).
 func mark(t testing.TB) {
 	t.Helper()
-	devkmsgOnce.Do(func() {
-		b, err := os.ReadFile("/proc/sys/kernel/printk_devkmsg")
-		if err != nil || strings.TrimSpace(string(b)) != "on" {
-			devkmsgErr = fmt.Errorf("kernel.printk_devkmsg = %q (%v): /dev/kmsg would drop test markers past 10 per 5 s; boot with printk.devkmsg=on", b, err)
-		}
-	})
-	if devkmsgErr != nil {
-		t.Fatal(devkmsgErr)
-	}
-	kmsg := func(what string) {
-		if err := kmsgFile.write([]byte(fmt.Sprintf("<4>kmmap-test: %s %s\n", what, t.Name()))); err != nil {
-			t.Errorf("/dev/kmsg: %v", err)
-		}
-	}
-	pins := pinBalance(t)
-	counters := []string{"live_buffers", "pinned_pages"}
-	before := map[string]int64{}
-	for _, c := range counters {
-		before[c] = moduleCounter(t, c)
-	}
-	kmsg("start")
-	t.Cleanup(func() {
-		defer kmsg("end")
-		for _, c := range counters {
-			if n := moduleCounter(t, c); n != before[c] {
-				t.Errorf("after the test, the module's %s = %d, was %d before it (leak)", c, n, before[c])
-			}
-		}
-		if d := pinBalance(t) - pins; d != 0 {
-			t.Errorf("after the test, %d page pins are still held (nr_foll_pin_acquired - released)", d)
-		}
-	})
+	testmain.Mark(t)
+}
+
+// invariants are what every test must leave as it found it: the module's
+// live buffers and pinned pages (none leaked) and the page pins taken
+// system-wide (every one released).
+var invariants = []testmain.Invariant{
+	{Name: "the module's live_buffers", Value: func() (int64, error) { return readCounter("live_buffers") }},
+	{Name: "the module's pinned_pages", Value: func() (int64, error) { return readCounter("pinned_pages") }},
+	{Name: "page pins held (nr_foll_pin_acquired - released)", Value: func() (int64, error) {
+		v, err := readVmstat("nr_foll_pin_acquired", "nr_foll_pin_released")
+		return v["nr_foll_pin_acquired"] - v["nr_foll_pin_released"], err
+	}},
 }
 
 // keptFile is a /proc, /sys or /dev file opened once and then read or
@@ -135,18 +115,23 @@ func (f *keptFile) write(b []byte) error {
 }
 
 var (
-	kmsgFile        = &keptFile{path: "/dev/kmsg", flag: unix.O_WRONLY}
 	vmstatFile      = &keptFile{path: "/proc/vmstat", flag: unix.O_RDONLY}
 	statRefreshFile = &keptFile{path: "/proc/sys/vm/stat_refresh", flag: unix.O_WRONLY}
 	counterFiles    = map[string]*keptFile{}
-	devkmsgOnce     sync.Once
-	devkmsgErr      error
 	counterFilesMu  sync.Mutex
 )
 
 // moduleCounter reads one of kmmap's counters from sysfs.
 func moduleCounter(t testing.TB, name string) int64 {
 	t.Helper()
+	n, err := readCounter(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func readCounter(name string) (int64, error) {
 	counterFilesMu.Lock()
 	f := counterFiles[name]
 	if f == nil {
@@ -156,13 +141,13 @@ func moduleCounter(t testing.TB, name string) int64 {
 	counterFilesMu.Unlock()
 	b, err := f.read()
 	if err != nil {
-		t.Fatalf("module counter %s: %v", name, err)
+		return 0, fmt.Errorf("module counter %s: %w", name, err)
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		t.Fatalf("module counter %s: %q", name, b)
+		return 0, fmt.Errorf("module counter %s: %q", name, b)
 	}
-	return n
+	return n, nil
 }
 
 type dev struct {
@@ -332,12 +317,20 @@ func pagemapPFN(t testing.TB, b []byte, off int) uint64 {
 // deltas into them (vm.stat_refresh): small changes are otherwise invisible.
 func vmstat(t testing.TB, names ...string) map[string]int64 {
 	t.Helper()
+	v, err := readVmstat(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func readVmstat(names ...string) (map[string]int64, error) {
 	if err := statRefreshFile.write([]byte("1")); err != nil {
-		t.Fatalf("vm.stat_refresh: %v", err)
+		return nil, fmt.Errorf("vm.stat_refresh: %w", err)
 	}
 	b, err := vmstatFile.read()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
@@ -348,5 +341,5 @@ func vmstat(t testing.TB, names ...string) map[string]int64 {
 			}
 		}
 	}
-	return out
+	return out, nil
 }

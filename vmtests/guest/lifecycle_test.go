@@ -20,6 +20,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/kmmap/kmmap/vmtests/testmain"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,9 @@ import (
 // KMMAP_RANDOM_SEED, so a run is reproducible.
 var randomSeed = flag.Int64("kmmap.seed", 1, "seed of TestRandomArguments")
 
-// TestMain lets the test binary double as a helper process (see helper).
+// TestMain lets the test binary double as a helper process (see helper);
+// else it runs the suite with every test marked in the kernel log and
+// checked against the invariants.
 func TestMain(m *testing.M) {
 	if mode := os.Getenv("KMMAP_HELPER"); mode != "" {
 		if err := helper(mode); err != nil {
@@ -36,7 +39,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(testmain.Run(m, invariants...))
 }
 
 // helper runs in a child process, with the parent's /dev/kmmap as fd 3.

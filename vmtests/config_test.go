@@ -1,0 +1,149 @@
+package vmtests
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Bad values are refused with the variable, its value and what it wants.
+func TestParseConfigErrors(t *testing.T) {
+	for _, c := range []struct{ name, value, want string }{
+		{"KMMAP_VM_TIMEOUT", "soon", "Go duration"},
+		{"KMMAP_VM_TIMEOUT", "-1s", "Go duration"},
+		{"KMMAP_ACCEL", "hvf", "kvm or tcg"},
+		{"KMMAP_CPUS", "9", "from 1 to 8"},
+	} {
+		_, err := parseConfig(map[string]string{c.name: c.value})
+		if err == nil || !strings.Contains(err.Error(), c.name+"=") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s=%s: err %v, want one naming it and saying %q", c.name, c.value, err, c.want)
+		}
+	}
+	cfg, err := parseConfig(map[string]string{"KMMAP_CELLS": " 6.1-amd64, 7.3-arm64,", "KMMAP_VM_TIMEOUT": "90s", "KMMAP_MEMDEBUG": "1"})
+	if err != nil || !slices.Equal(cfg.Cells, []string{"6.1-amd64", "7.3-arm64"}) || cfg.VMTimeout != 90*time.Second || !cfg.MemDebug {
+		t.Errorf("config %+v, %v", cfg, err)
+	}
+	if all, _ := parseConfig(map[string]string{"KMMAP_CELLS": "all"}); !all.selects("5.10-arm64") {
+		t.Errorf("KMMAP_CELLS=all does not select every cell")
+	}
+}
+
+// The rerun line repeats every variable that changes a run, and only
+// those: KMMAP_MEMDEBUG changes the kernel command line, so a failure
+// seen with it must be rerun with it.
+func TestRerunLineCarriesTheRun(t *testing.T) {
+	cfg, err := parseConfig(map[string]string{"KMMAP_MEMDEBUG": "1", "KMMAP_RANDOM_SEED": "42", "KMMAP_TRACE": "1", "KMMAP_CELLS": "6.1-amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cell{ID: "6.1-amd64", Results: "/r/6.1-amd64", cfg: &cfg, test: "TestGuest", pkg: "./vmtests"}
+	got := reproducer(c, "TestSamePages/fault")
+	for _, want := range []string{"KMMAP_MEMDEBUG=1 KMMAP_RANDOM_SEED=42 go test ./vmtests", `'^TestGuest$/^6\.1-amd64$/^TestSamePages$/^fault$'`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rerun line %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "KMMAP_TRACE") {
+		t.Errorf("rerun line %q carries KMMAP_TRACE, which changes nothing of the run", got)
+	}
+	c.test, c.pkg = "TestForeignModule", "./vmtests"
+	if got := reproducer(c, ""); !strings.Contains(got, "-run '^TestForeignModule$/^6\\.1-amd64$'") {
+		t.Errorf("rerun line of another host test: %q", got)
+	}
+}
+
+// Every variable is in the one table, and the table is what the package
+// doc and the README show; no code of the harness below ConfigFromEnv
+// reads the environment.
+func TestConfigTable(t *testing.T) {
+	root := moduleRoot(t)
+	table := ConfigTable()
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), table) {
+		t.Errorf("README.md does not hold the configuration table; paste `go run ./cmd/kmmap config`:\n%s", table)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "vmtests", "cell.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commented []string
+	for _, l := range strings.Split(strings.TrimSpace(table), "\n") {
+		commented = append(commented, "// "+l)
+	}
+	if !strings.Contains(string(doc), strings.Join(commented, "\n")) {
+		t.Errorf("the package doc (vmtests/cell.go) does not hold the configuration table")
+	}
+	names := map[string]bool{}
+	for _, v := range Vars {
+		names[v.Name] = true
+	}
+	fset := token.NewFileSet()
+	for _, dir := range []string{"vmtests", "kernels", "initramfs", "internal/arch", "internal/toolchain", "internal/kernelbuild", "cmd/kmmap"} {
+		files, _ := filepath.Glob(filepath.Join(root, dir, "*.go"))
+		for _, file := range files {
+			f, err := parser.ParseFile(fset, file, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			test := strings.HasSuffix(file, "_test.go")
+			ast.Inspect(f, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.BasicLit:
+					s := strings.Trim(n.Value, "\"`")
+					if n.Kind == token.STRING && strings.HasPrefix(s, "KMMAP_") && !strings.ContainsAny(s, " =") && !names[s] && !test {
+						t.Errorf("%s: %s is not in the table of variables (vmtests.Vars)", fset.Position(n.Pos()), s)
+					}
+				case *ast.SelectorExpr:
+					if id, ok := n.X.(*ast.Ident); ok && id.Name == "os" && (n.Sel.Name == "Getenv" || n.Sel.Name == "LookupEnv") && !test {
+						if fn := enclosing(f, n.Pos()); fn != "ConfigFromEnv" && !(dir == "cmd/kmmap" && fn == "run") {
+							t.Errorf("%s: os.%s in %s: the environment is read in ConfigFromEnv only", fset.Position(n.Pos()), n.Sel.Name, fn)
+						}
+					}
+				}
+				return true
+			})
+		}
+	}
+}
+
+// enclosing names the function of f declared around pos.
+func enclosing(f *ast.File, pos token.Pos) string {
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Pos() <= pos && pos < fd.End() {
+			return fd.Name.Name
+		}
+	}
+	return ""
+}
+
+// Each device brings the kernel arguments its QEMU arguments need.
+func TestDevicesPairArguments(t *testing.T) {
+	q, k := join([]device{gdbStub(1234)})
+	if !slices.Contains(q, "-S") || !slices.Contains(k, "nokaslr") {
+		t.Errorf("gdb stub: QEMU %q, kernel %q; want -S with nokaslr", q, k)
+	}
+	q, k = join([]device{exitOnPanic()})
+	if !slices.Contains(q, "-no-reboot") || !slices.Contains(k, "panic=-1") {
+		t.Errorf("exit on panic: QEMU %q, kernel %q; want -no-reboot with panic=-1", q, k)
+	}
+}
+
+// A hung guest test ends under the suite's own -test.timeout before QEMU
+// is killed at the VM's.
+func TestGuestTimeoutUnderVMTimeout(t *testing.T) {
+	for _, d := range []time.Duration{20 * time.Second, time.Minute, 5 * time.Minute, time.Hour} {
+		g := guestTimeout(d)
+		if g <= 0 || g >= d || d-g > 30*time.Second && d-g > d/10 {
+			t.Errorf("VM timeout %s: guest -test.timeout %s", d, g)
+		}
+	}
+}

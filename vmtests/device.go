@@ -1,0 +1,80 @@
+package vmtests
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/kmmap/kmmap/internal/arch"
+)
+
+// A device is a part of the guest's machine with the QEMU arguments and
+// the kernel arguments it needs, which travel together (as vimto's
+// devices do): adding one can never leave out the other half.
+type device struct {
+	qemu, kernel []string
+}
+
+// serialConsole is the arch's serial console, on which the harness reads
+// the kernel's log: no chatter below warnings (WARNING: splats stay
+// visible), printk timestamps, and every /dev/kmsg record let through
+// (printk.devkmsg=on: the guest suite writes its test markers there, and
+// by default it lets 10 records through per 5 s and drops the rest).
+func serialConsole(a arch.Arch) device {
+	return device{kernel: []string{"console=" + a.Console, "loglevel=5", "printk.time=1", "printk.devkmsg=on"}}
+}
+
+// exitOnPanic ends QEMU at once when the kernel panics, instead of at the
+// timeout: panic=-1 reboots, -no-reboot turns the reboot into an exit. An
+// Oops panics too: it kills only the thread in the module, and the guest's
+// other threads would wait for it until the timeout.
+func exitOnPanic() device {
+	return device{qemu: []string{"-no-reboot"}, kernel: []string{"panic=-1", "oops=panic"}}
+}
+
+// quietCrypto skips the self-tests of every crypto algorithm the kernel
+// registers, which nothing here uses: 0.37 s of a Debian 6.1 boot under
+// TCG (initcall_debug: crypto_algapi_init).
+func quietCrypto() device { return device{kernel: []string{"cryptomgr.notests"}} }
+
+// accelDevice runs the guest under "kvm" or "tcg".
+func accelDevice(name string) device { return device{qemu: []string{"-accel", name}} }
+
+// cpus gives the guest n CPUs. An x86 kernel with jump labels patches its
+// own code while it runs (text_poke_bp: an int3 first, the other CPUs
+// synchronised by IPI), and QEMU 7.2's multi-threaded TCG can run a stale
+// translation of the int3 on the other vCPU after the patch is done:
+// "Oops: int3" in sched_clock_cpu, a panic at boot, when the kernel marks
+// sched_clock stable (a static key) with both CPUs up. 6.12-amd64 with two
+// CPUs: 1 boot in 30 went so; with tsc=unstable, which keeps sched_clock
+// from ever being marked stable (the clocksource is then the HPET), 0 in
+// 20. The kernels built here have no jump labels (allnoconfig) and need
+// nothing.
+func cpus(a arch.Arch, jumpLabels bool, n int) device {
+	d := device{qemu: []string{"-smp", strconv.Itoa(max(n, 1))}}
+	if n >= 2 && a.Name == "amd64" && jumpLabels {
+		d.kernel = []string{"tsc=unstable"}
+	}
+	return d
+}
+
+// gdbStub starts QEMU halted with its gdb stub on port; the kernel boots
+// without KASLR, so that the addresses of `file vmlinux` are the running
+// kernel's on every cell.
+func gdbStub(port int) device {
+	return device{qemu: []string{"-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", port), "-S"}, kernel: []string{"nokaslr"}}
+}
+
+// kernelOnly is kernel arguments that need no QEMU argument.
+func kernelOnly(args ...string) device { return device{kernel: args} }
+
+// qemuOnly is QEMU arguments that need no kernel argument.
+func qemuOnly(args ...string) device { return device{qemu: args} }
+
+// join gathers the devices' QEMU and kernel arguments, in order.
+func join(devs []device) (qemu, kernel []string) {
+	for _, d := range devs {
+		qemu = append(qemu, d.qemu...)
+		kernel = append(kernel, d.kernel...)
+	}
+	return qemu, kernel
+}

@@ -1,0 +1,359 @@
+package vmtests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmmap/kmmap/initramfs"
+	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/kernelbuild"
+	"github.com/kmmap/kmmap/internal/toolchain"
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// kmmapModulePath is the harness's own Go module: the guest agent and
+// u-root's commands are built in it.
+const kmmapModulePath = "github.com/kmmap/kmmap"
+
+// Harness runs one module and its guest suite on the cells of a kernel
+// lock: it holds what is shared between cells (the configuration, the
+// lock, the cache, the accelerator verdict, the guest images built per
+// arch). Make one with New; Run is the usual way in from a test.
+type Harness struct {
+	module Module
+	guest  Guest
+	cfg    Config
+
+	root       string // the Go module the host test runs in
+	lock       *kernels.Lock
+	lockPath   string
+	cache      string
+	results    string
+	kernelArgs []string
+	qemuArgs   []string
+	allow      []*regexp.Regexp
+
+	kmmapDir func() (string, error) // the harness's Go module, for the agent
+	kvm      kvmProbe
+	imagesMu sync.Mutex
+	images   map[string]func() (string, error) // arch -> base image
+}
+
+// Option configures a Harness.
+type Option func(*Harness)
+
+// WithConfig replaces the configuration (default: ConfigFromEnv's in Run,
+// the zero Config in New).
+func WithConfig(c Config) Option { return func(h *Harness) { h.cfg = c } }
+
+// WithLock sets the kernel lock file.
+func WithLock(path string) Option { return func(h *Harness) { h.cfg.Lock = path } }
+
+// WithCache sets the cache directory.
+func WithCache(dir string) Option { return func(h *Harness) { h.cfg.Cache = dir } }
+
+// WithResults sets the directory each cell's results go under.
+func WithResults(dir string) Option { return func(h *Harness) { h.cfg.Results = dir } }
+
+// WithCells runs these cells of the lock (and "custom" for a custom
+// kernel) unless the configuration chooses others.
+func WithCells(ids ...string) Option {
+	return func(h *Harness) {
+		if len(h.cfg.Cells) == 0 {
+			h.cfg.Cells = ids
+		}
+	}
+}
+
+// WithKernelArgs adds arguments to every guest's kernel command line.
+func WithKernelArgs(args ...string) Option {
+	return func(h *Harness) { h.kernelArgs = append(h.kernelArgs, args...) }
+}
+
+// WithQEMUArgs adds arguments to every guest's QEMU command line.
+func WithQEMUArgs(args ...string) Option {
+	return func(h *Harness) { h.qemuArgs = append(h.qemuArgs, args...) }
+}
+
+// WithAllow adds kernel log lines that are expected, not reports.
+func WithAllow(res ...*regexp.Regexp) Option {
+	return func(h *Harness) { h.allow = append(h.allow, res...) }
+}
+
+// WithCustomKernel adds a kernel of one's own as cell "custom".
+func WithCustomKernel(k CustomKernel) Option { return func(h *Harness) { h.cfg.Custom = k } }
+
+// WithVMTimeout bounds each guest's run.
+func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMTimeout = d } }
+
+// New returns a harness for module m and guest suite g.
+func New(m Module, g Guest, opts ...Option) (*Harness, error) {
+	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}}
+	for _, o := range opts {
+		o(h)
+	}
+	root, err := goModuleRoot("")
+	if err != nil {
+		return nil, err
+	}
+	h.root = root
+	if h.guest.Dir == "" {
+		h.guest.Dir = root
+	}
+	if h.module.Dir, err = filepath.Abs(h.module.Dir); err != nil {
+		return nil, err
+	}
+	h.allow = append(h.allow, g.Allow...)
+	h.kmmapDir = sync.OnceValues(func() (string, error) { return goModuleDir(h.guest.Dir, kmmapModulePath) })
+	if h.cache = h.cfg.Cache; h.cache == "" {
+		if h.cache, err = kernels.DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	if h.results = h.cfg.Results; h.results == "" {
+		h.results = filepath.Join(root, "results")
+	}
+	if h.lockPath = h.cfg.Lock; h.lockPath == "" {
+		h.lockPath = filepath.Join(root, "kernels", "kernels.lock")
+		if _, err := os.Stat(h.lockPath); err != nil {
+			dir, err := h.kmmapDir()
+			if err != nil {
+				return nil, fmt.Errorf("no kernels/kernels.lock in %s and kmmap's own not found (%v): set KMMAP_LOCK or use WithLock", root, err)
+			}
+			h.lockPath = filepath.Join(dir, "kernels", "kernels.lock")
+		}
+	}
+	if h.lock, err = kernels.LoadLock(h.lockPath); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Config is the harness's configuration.
+func (h *Harness) Config() Config { return h.cfg }
+
+// Lock is the kernel lock the harness runs.
+func (h *Harness) Lock() *kernels.Lock { return h.lock }
+
+// CacheDir is the harness's cache directory.
+func (h *Harness) CacheDir() string { return h.cache }
+
+// Root is the Go module the host test runs in.
+func (h *Harness) Root() string { return h.root }
+
+// ResultsDir is where cell id's results go (emptied for each run).
+func (h *Harness) ResultsDir(id string) string { return filepath.Join(h.results, id) }
+
+// Fetcher returns a fetcher of the harness's cache whose progress goes to
+// logf, which builds the kernels the lock pins as source.
+func (h *Harness) Fetcher(logf func(string, ...any), opts ...kernels.Option) (*kernels.Fetcher, error) {
+	base := []kernels.Option{kernels.WithLogf(logf), kernels.WithSourceBuilder(kernelbuild.New()),
+		kernels.WithCacheDir(h.cache), kernels.WithKeepFailed(h.cfg.KeepFailed)}
+	if h.cfg.Mirror != "" {
+		base = append(base, kernels.WithMirror(h.cfg.Mirror))
+	}
+	return kernels.NewFetcher(append(base, opts...)...)
+}
+
+// Tree returns the kernel tree of cell id: CustomID for the custom
+// kernel, else the lock's kernel, fetched (or built) into the cache.
+func (h *Harness) Tree(ctx context.Context, id string, f *kernels.Fetcher) (*kernels.Tree, error) {
+	if id == CustomID {
+		if !h.cfg.Custom.set() {
+			return nil, fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)
+		}
+		return customTree(h.cfg.Custom)
+	}
+	k, err := h.lock.Kernel(id)
+	if err != nil {
+		return nil, err
+	}
+	return f.Fetch(ctx, k)
+}
+
+// goModuleRoot finds the directory holding go.mod at or above dir ("" for
+// the working directory).
+func goModuleRoot(dir string) (string, error) {
+	if dir == "" {
+		var err error
+		if dir, err = os.Getwd(); err != nil {
+			return "", err
+		}
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("go.mod not found at or above %s: run from a Go module", dir)
+		}
+	}
+}
+
+// goModuleDir is where Go module path's sources are for the Go module in
+// dir (the module itself, a replace directory or the module cache).
+func goModuleDir(dir, path string) (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", path)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%v: %s", err, ee.Stderr)
+		}
+		return "", fmt.Errorf("go list -m %s in %s: %w", path, dir, err)
+	}
+	d := strings.TrimSpace(string(out))
+	if d == "" {
+		return "", fmt.Errorf("go list -m %s in %s: no directory (run go mod download %s)", path, dir, path)
+	}
+	return d, nil
+}
+
+// guestImage builds the guest test binary, the guest's files and the base
+// initramfs once per arch for the harness.
+func (h *Harness) guestImage(a arch.Arch, logf func(string, ...any)) (string, error) {
+	h.imagesMu.Lock()
+	f := h.images[a.Name]
+	if f == nil {
+		f = sync.OnceValues(func() (string, error) { return h.buildGuestImage(a, logf) })
+		h.images[a.Name] = f
+	}
+	h.imagesMu.Unlock()
+	return f()
+}
+
+func (h *Harness) buildGuestImage(a arch.Arch, logf func(string, ...any)) (string, error) {
+	dir, err := os.MkdirTemp("", "kmmap-guest-"+a.Name+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir) // Base copies what it needs into the image
+	g := h.guest
+	bin := filepath.Join(dir, "guest.test")
+	args := []string{"test", "-c", "-trimpath", "-ldflags=-s -w", "-o", bin}
+	if len(g.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(g.Tags, ","))
+	}
+	cmd := exec.Command("go", append(args, g.Package)...)
+	cmd.Dir = g.Dir
+	cmd.Env = append(os.Environ(), "GOARCH="+a.Name, "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the guest suite %s for %s (go %s in %s): %v\n%s", g.Package, a.Name, strings.Join(args, " "), g.Dir, err, out)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("the guest package %s has no tests (go test -c made no binary)", g.Package)
+	}
+	files := map[string]string{}
+	if g.Files != nil {
+		if files, err = g.Files(a.Name, dir); err != nil {
+			return "", err
+		}
+	}
+	files[initramfs.GuestTestPath] = bin
+	src, err := h.kmmapDir()
+	if err != nil {
+		return "", err
+	}
+	return initramfs.Base(a.Name, src, h.cache, files, logf)
+}
+
+// smpCells are the distribution cells booted with two CPUs: one per arch,
+// so that a bug only two CPUs show fails on a Debian kernel as it is
+// shipped, besides the debug and KCSAN cells (every cell built from
+// source has two). Measured on the 2-core development machine under TCG
+// (QEMU runs a host thread per vCPU): one cell alone, QEMU start to
+// verdict, median of 3 (`KMMAP_CPUS=N go run ./cmd/kmmap bench -parts
+// cells -runs 3 -cells 6.12-amd64,6.12-arm64`): 6.12-amd64 8.0 s with one
+// CPU, 8.4 s with two (suite 4.8 -> 5.3 s); 6.12-arm64 10.9 -> 10.5 s
+// (suite 7.1 -> 6.3 s). Alone, a second CPU is free. In the matrix, where
+// two cells run at once on the two cores, it is not: the ten distribution
+// cells, all with one CPU 76.0/94.8/77.8 s, all with two 103.1/106.2/92.5
+// s (alternating runs, `go test -run '^TestGuest$'`), a third more. So
+// two cells, not ten.
+var smpCells = map[string]bool{"6.12-amd64": true, "6.12-arm64": true}
+
+// cpusFor is how many CPUs cell k's guest gets: the configuration's when
+// set, else 2 for the cells built from source and smpCells, else 1.
+func (h *Harness) cpusFor(k kernels.Kernel) int {
+	switch {
+	case h.cfg.CPUs > 0:
+		return h.cfg.CPUs
+	case k.FromSource() || smpCells[k.ID]:
+		return 2
+	}
+	return 1
+}
+
+// CustomID names the cell of a kernel given through the configuration.
+const CustomID = "custom"
+
+// customTree returns the tree of a custom kernel: its image (what QEMU
+// boots), its Kbuild tree, its arch (default: the host's) and its modules
+// directory (needed only when virtio is built as modules).
+func customTree(c CustomKernel) (*kernels.Tree, error) {
+	if c.Image == "" || c.KDir == "" {
+		return nil, errors.New("custom kernel: set both KMMAP_KERNEL (the image QEMU boots: bzImage or arm64 Image) and KMMAP_KDIR (the Kbuild tree it was built in)")
+	}
+	if _, err := os.Stat(c.Image); err != nil {
+		return nil, fmt.Errorf("custom kernel: KMMAP_KERNEL: %w", err)
+	}
+	config := filepath.Join(c.KDir, ".config")
+	if _, err := os.Stat(config); err != nil {
+		return nil, fmt.Errorf("custom kernel: KMMAP_KDIR=%s is not a configured Kbuild tree (no .config): %w", c.KDir, err)
+	}
+	rel, err := os.ReadFile(filepath.Join(c.KDir, "include", "config", "kernel.release"))
+	if err != nil {
+		return nil, fmt.Errorf("custom kernel: KMMAP_KDIR=%s has no include/config/kernel.release: run `make modules_prepare` in it", c.KDir)
+	}
+	name := c.Arch
+	if name == "" {
+		name = runtime.GOARCH
+	}
+	if _, err := arch.Lookup(name); err != nil {
+		return nil, fmt.Errorf("custom kernel: KMMAP_ARCH: %w", err)
+	}
+	return &kernels.Tree{
+		Kernel: kernels.Kernel{
+			ID: CustomID, Arch: name, Release: strings.TrimSpace(string(rel)),
+			GuestModules: []string{"virtio_pci", "virtio_console"},
+		},
+		Dir: c.KDir, Vmlinuz: c.Image, Config: config, KDir: c.KDir, ModulesDir: c.Modules,
+	}, nil
+}
+
+// modulePaths are the directories the module and the guest side are
+// built from.
+func (h *Harness) sourceDirs() []string {
+	pkg := h.guest.Package
+	if !filepath.IsAbs(pkg) {
+		pkg = filepath.Join(h.guest.Dir, pkg)
+	}
+	return append([]string{h.module.Dir, pkg}, h.guest.Sources...)
+}
+
+// toolchainFor is the build root cell k's module is built in (nil: the
+// host's compiler).
+func (h *Harness) toolchainFor(ctx context.Context, f *kernels.Fetcher, k kernels.Kernel, logf func(string, ...any)) (*toolchain.Root, error) {
+	if !toolchain.NeedsRoot(k) {
+		return nil, nil
+	}
+	mirror, err := f.Mirror()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := toolchain.Ensure(ctx, h.cache, k.Suite, k.Compiler, mirror, logf)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
+	}
+	return tc, nil
+}

@@ -1,0 +1,102 @@
+package vmtests
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/kmmap/kmmap/internal/arch"
+)
+
+// KmmapModule is kmmap.ko, in kmod/ of the kmmap checkout at root.
+func KmmapModule(root string) Module { return Module{Dir: filepath.Join(root, "kmod")} }
+
+// KmmapGuest is kmmap's guest suite (vmtests/guest) with its C programs,
+// in the kmmap checkout at root.
+func KmmapGuest(root string) Guest {
+	return Guest{
+		Dir: root, Package: "./vmtests/guest", Tags: []string{"kmmap_guest"},
+		Files: func(arch, dir string) (map[string]string, error) { return kmmapPrograms(root, arch, dir) },
+		Flags: kmmapFlags, KernelArgs: kmmapKernelArgs,
+		Sources: []string{filepath.Join(root, "kmod", "examples"), filepath.Join(root, "kmod", "include", "uapi", "linux")},
+	}
+}
+
+// kmmapFlags are the guest suite's flags for kernel k:
+//   - the page size and CPUs the suite checks;
+//   - whether the kernel runs 32-bit programs (the C demo built -m32 or
+//     for armhf, through compat_ioctl): IA32_EMULATION on amd64 (see
+//     kmmapKernelArgs), COMPAT on arm64, which Debian's 16K kernels have
+//     too;
+//   - the largest sizes of TestLargeWork under a short soft-lockup
+//     threshold where KASAN and the soft-lockup detector are built in,
+//     and TestAllocFailures where failslab and fail_page_alloc are (the
+//     debug cells);
+//   - the race tests' denser KCSAN sampling where KCSAN is built in;
+//   - TestRandomArguments' seed, when the run has one.
+func kmmapFlags(k Kernel) []string {
+	c := k.Config
+	compat := c.Enabled("CONFIG_COMPAT")
+	if k.Arch == "amd64" {
+		compat = c.Enabled("CONFIG_IA32_EMULATION")
+	}
+	flags := []string{fmt.Sprintf("-kmmap.pagesize=%d", k.PageSize), fmt.Sprintf("-kmmap.cpus=%d", k.CPUs), fmt.Sprintf("-kmmap.compat=%t", compat)}
+	if c.Enabled("CONFIG_SOFTLOCKUP_DETECTOR") && c.Enabled("CONFIG_KASAN") {
+		flags = append(flags, "-kmmap.large")
+	}
+	if c.Enabled("CONFIG_FAILSLAB") && c.Enabled("CONFIG_FAIL_PAGE_ALLOC") && c.Enabled("CONFIG_FAULT_INJECTION_DEBUG_FS") {
+		flags = append(flags, "-kmmap.faultinject")
+	}
+	if c.Enabled("CONFIG_KCSAN") {
+		flags = append(flags, "-kmmap.kcsan")
+	}
+	if k.Seed != "" {
+		flags = append(flags, "-kmmap.seed="+k.Seed)
+	}
+	return flags
+}
+
+// kmmapKernelArgs: Debian turns ia32 emulation off by default from 6.7
+// (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and the suite's 32-bit demo
+// needs it: ia32_emulation=1 turns it back on.
+func kmmapKernelArgs(k Kernel) []string {
+	if k.Arch == "amd64" && k.Config.Enabled("CONFIG_IA32_EMULATION_DEFAULT_DISABLED") {
+		return []string{"ia32_emulation=1"}
+	}
+	return nil
+}
+
+// kmmapSources are the C programs the guest suite runs, as guest path ->
+// source (relative to the checkout): the C demo of every backing, also
+// built 32-bit (kmmap-demo32), and TestMemcgLimit's single-threaded SETUP.
+var kmmapSources = map[string]string{
+	"/kmmap/kmmap-demo":  "kmod/examples/demo.c",
+	"/kmmap/kmmap-setup": "vmtests/guest/testdata/setup.c",
+}
+
+// kmmapPrograms compiles kmmapSources, and the demo for the arch's 32-bit
+// userland, as static binaries for arch into dir: guest path -> host path.
+func kmmapPrograms(root, name, dir string) (map[string]string, error) {
+	a, err := arch.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	cc, pkg := a.CC()
+	type build struct{ cc, src, pkg string }
+	builds := map[string]build{"/kmmap/kmmap-demo32": {a.Compat32, kmmapSources["/kmmap/kmmap-demo"], a.Compat32Packages}}
+	for guest, src := range kmmapSources {
+		builds[guest] = build{cc, src, pkg}
+	}
+	out := map[string]string{}
+	for guest, b := range builds {
+		bin := filepath.Join(dir, filepath.Base(guest))
+		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror",
+			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", bin, filepath.Join(root, b.src))
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building %s for %s (%s): %v\n%s(apt-get install %s)", b.src, name, strings.Join(cmd.Args, " "), err, o, b.pkg)
+		}
+		out[guest] = bin
+	}
+	return out, nil
+}

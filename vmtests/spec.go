@@ -1,0 +1,68 @@
+package vmtests
+
+import (
+	"regexp"
+
+	"github.com/kmmap/kmmap/kernels"
+)
+
+// Module is the out-of-tree kernel module under test: what to build and
+// how to load it. The harness builds it for each cell's kernel with that
+// kernel's compiler (make -C <kernel tree> M=<copy of Dir> modules), finds
+// the .ko in the build's modules.order, and names it by its .modinfo.
+type Module struct {
+	// Dir is the module's Kbuild directory (a Kbuild or Makefile with
+	// obj-m). It must build one module.
+	Dir string
+	// MakeArgs are added to make's command line (e.g. "EXTRA=1").
+	MakeArgs []string
+	// Params are the module's parameters at load ("debug=1 size=4").
+	Params string
+	// AllowWarnings lets the module build with compiler warnings; by
+	// default a warning fails the cell, as a build error does.
+	AllowWarnings bool
+}
+
+// Guest is the guest side of a run: a Go test package compiled for the
+// guest's arch and run there once the module is loaded, as root.
+type Guest struct {
+	// Dir is the Go module the package is built in ("" for the one the
+	// host test runs in).
+	Dir string
+	// Package is the guest test package, as go test -c takes it
+	// ("./guest").
+	Package string
+	// Tags are build tags for it (a guest-only package is best kept
+	// behind one, so that go test ./... on the host skips it).
+	Tags []string
+	// Files builds the extra files the guest needs for a guest arch
+	// (amd64 or arm64) into dir, returning guest path -> host path; they
+	// are put in the image at those paths.
+	Files func(arch, dir string) (map[string]string, error)
+	// Flags are extra flags for the guest test binary on a kernel.
+	Flags func(Kernel) []string
+	// KernelArgs are extra kernel arguments the suite needs on a kernel.
+	KernelArgs func(Kernel) []string
+	// Sources are further files or directories the guest side is built
+	// from (Files' sources outside Package), so that go test's cache
+	// reruns the cells when they change.
+	Sources []string
+	// Allow are kernel log lines that look like a report but are
+	// expected of this module (each fails the test it appears in
+	// otherwise).
+	Allow []*regexp.Regexp
+}
+
+// Kernel is what a guest spec's hooks see of a cell's kernel.
+type Kernel struct {
+	ID, Arch, Release string
+	// PageSize is its page size in bytes.
+	PageSize int
+	// CPUs is how many CPUs its guest has.
+	CPUs int
+	// Config is its configuration.
+	Config kernels.Config
+	// Seed is the run's random seed (KMMAP_RANDOM_SEED), "" for the
+	// suite's own default.
+	Seed string
+}
