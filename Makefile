@@ -43,7 +43,8 @@ TOOLS := \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm \
 	gdb-multiarch:gdb-multiarch \
-	genhtml:lcov
+	genhtml:lcov \
+	pahole:dwarves
 # files -> package: firmware QEMU loads for x86, and what creates the
 # per-suite toolchain roots as a normal user (mmdebstrap --mode=unshare maps
 # the user's subordinate ids with newuidmap)
@@ -58,7 +59,7 @@ FILES := \
 	/usr/i686-linux-gnu/lib/libc.a:libc6-dev-i386-cross \
 	/usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross
 
-.PHONY: all deps vmtests test vet kernels toolchains shell bench coverage mutants
+.PHONY: all deps vmtests test vet kernels toolchains shell run bench coverage mutants
 
 # go test -json, read by `kmmap report`: a line per cell and per package.
 REPORT = $(GO) run ./cmd/kmmap report $(if $(V),-v)
@@ -100,6 +101,14 @@ vet:
 # The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>.
 vmtests: deps
 	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
+
+# Your own command in a cell, the working directory shared (kmmap run):
+# make run KERNEL=<cell> CMD='./repro arg', or CELLS=<cell,cell|all>.
+run: deps
+	@if [ -z "$(CMD)" ] || [ -z "$(KERNEL)$(CELLS)" ]; then \
+		echo "usage: make run KERNEL=<cell> CMD='<command>'  (or CELLS=<cell,cell|all>; NO_MODULE=1, TIMEOUT_RUN=2m)"; exit 2; \
+	fi
+	$(GO) run ./cmd/kmmap run $(if $(CELLS),--cells $(CELLS),$(KERNEL)) $(if $(NO_MODULE),--no-module) $(if $(TIMEOUT_RUN),--timeout $(TIMEOUT_RUN)) --dir "$(or $(DIR),$(CURDIR))" -- $(CMD)
 
 # One cell, interactively: KERNEL=<cell id> (see `go run ./cmd/kmmap kernels
 # list`), or KERNEL=custom with KMMAP_KERNEL and KMMAP_KDIR.

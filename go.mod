@@ -3,6 +3,7 @@ module github.com/kmmap/kmmap
 go 1.26.8
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/hugelgupf/vmtest v0.0.0-20240307030256-5d9f3d34a58d
 	github.com/klauspost/compress v1.18.0
 	github.com/u-root/gobusybox/src v0.0.0-20250101170133-2e884e4509c7
@@ -27,7 +28,6 @@ require (
 	github.com/charmbracelet/lipgloss v0.7.1 // indirect
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
 	github.com/containerd/console v1.0.4-0.20230706203907-8f6c4e4faef5 // indirect
-	github.com/creack/pty v1.1.24 // indirect
 	github.com/dnephin/pflag v1.0.7 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/fatih/color v1.19.0 // indirect

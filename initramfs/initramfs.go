@@ -27,7 +27,10 @@ import (
 	"github.com/u-root/uio/llog"
 )
 
-const agentPkg = "github.com/kmmap/kmmap/initramfs/agent"
+const (
+	agentPkg = "github.com/kmmap/kmmap/initramfs/agent"
+	shPkg    = "github.com/kmmap/kmmap/initramfs/sh"
+)
 
 // GuestTestPath is where the guest test binary lives in the guest.
 const GuestTestPath = "/kmmap/guest.test"
@@ -63,7 +66,7 @@ func Base(arch, srcRoot, cache string, files map[string]string, logf func(string
 		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
 		err := uimage.Create(l,
 			uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
-			uimage.WithBusyboxCommands(append([]string{"github.com/u-root/u-root/cmds/core/init", agentPkg}, shellCommands()...)...),
+			uimage.WithBusyboxCommands(append([]string{"github.com/u-root/u-root/cmds/core/init", agentPkg, shPkg}, shellCommands()...)...),
 			uimage.WithBinaryCommands("cmd/test2json"),
 			uimage.WithInit("init"),
 			uimage.WithUinit("agent"),
@@ -133,6 +136,14 @@ type CellSpec struct {
 	Shell      bool     // give an interactive shell instead of running the tests
 	Bench      string   // run the benchmarks matching this instead of the tests
 	BenchTime  string   // -test.benchtime for each benchmark
+	// Run runs this command instead of the tests, in RunDir with RunEnv.
+	Run    []string
+	RunDir string
+	RunEnv []string
+	// NoModule loads no module under test.
+	NoModule bool
+	// Shares are host directories mounted over virtio 9p.
+	Shares []event.Share
 }
 
 // Cell writes dst: the base image followed by a cpio archive with the
@@ -143,7 +154,8 @@ type CellSpec struct {
 func Cell(dst, base string, spec CellSpec) error {
 	m := event.Manifest{Kmod: "/kmmap/module-under-test.ko", KmodParams: spec.KmodParams,
 		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell,
-		Bench: spec.Bench, BenchTime: spec.BenchTime}
+		Bench: spec.Bench, BenchTime: spec.BenchTime,
+		Run: spec.Run, RunDir: spec.RunDir, RunEnv: spec.RunEnv, NoModule: spec.NoModule, Shares: spec.Shares}
 	var recs []cpio.Record
 	for i, p := range spec.Modules {
 		b, err := kernels.ReadModule(p)

@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/kmmap/kmmap/internal/progress"
 )
 
 // treeFormat changes whenever the unpacked layout changes, so old cache
@@ -324,9 +327,11 @@ func (f *Fetcher) download(ctx context.Context, k Kernel, p Package, out string)
 		return "", err
 	}
 	h := sha256.New()
-	var body io.Reader = resp.Body
+	var body io.Reader = &rateReader{r: resp.Body, total: p.Size, start: time.Now(), tick: func(n int64, rate float64) {
+		progress.Update(f.logf, k.ID, "kernel", fmt.Sprintf("downloading %s: %d/%d MB, %.1f MB/s", p.Name, n>>20, p.Size>>20, rate/(1<<20)))
+	}}
 	if f.progress != nil {
-		pr := &progressReader{r: resp.Body, w: f.progress, total: p.Size, label: k.ID + ": " + p.Name}
+		pr := &progressReader{r: body, w: f.progress, total: p.Size, label: k.ID + ": " + p.Name}
 		defer pr.done()
 		body = pr
 	}
@@ -352,6 +357,27 @@ func (t *Tree) ReadConfig() (Config, error) {
 		return nil, fmt.Errorf("kernel %s: %w", t.Kernel.ID, err)
 	}
 	return c, nil
+}
+
+// rateReader calls tick with the bytes read so far and the rate, at most
+// once a second.
+type rateReader struct {
+	r     io.Reader
+	total int64
+	n     int64
+	start time.Time
+	last  time.Time
+	tick  func(n int64, rate float64)
+}
+
+func (r *rateReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	r.n += int64(n)
+	if now := time.Now(); now.Sub(r.last) >= time.Second {
+		r.last = now
+		r.tick(r.n, float64(r.n)/max(now.Sub(r.start).Seconds(), 0.001))
+	}
+	return n, err
 }
 
 // progressReader prints "<label> 42% (30/70 MB)" on one terminal line.

@@ -19,8 +19,9 @@ import (
 // the lock (GuestModules), with every dependency before the module that
 // needs it. Dependencies come from each module's .modinfo "depends=", as
 // depmod would compute them (Debian ships no modules.dep in the package).
-// A module the kernel has built in is not needed and is skipped.
-func (t *Tree) GuestModules() ([]string, error) {
+// A module the kernel has built in is not needed and is skipped. extra
+// are more modules to load, after those.
+func (t *Tree) GuestModules(extra ...string) ([]string, error) {
 	byName := map[string]string{}
 	if t.ModulesDir != "" {
 		err := filepath.WalkDir(t.ModulesDir, func(p string, d fs.DirEntry, err error) error {
@@ -81,7 +82,7 @@ func (t *Tree) GuestModules() ([]string, error) {
 		order = append(order, path)
 		return nil
 	}
-	for _, m := range t.Kernel.GuestModules {
+	for _, m := range append(append([]string(nil), t.Kernel.GuestModules...), extra...) {
 		if err := visit(m, nil); err != nil {
 			return nil, err
 		}

@@ -45,6 +45,7 @@
 package vmtests
 
 import (
+	"io"
 	"time"
 
 	"regexp"
@@ -83,9 +84,16 @@ type Cell struct {
 	Results string
 	// GDB, when not 0, starts QEMU halted with its gdb stub on this port.
 	GDB int
+	// Stdout and Stderr receive a command's output (CellOptions.Command)
+	// as the guest sends it.
+	Stdout, Stderr io.Writer
 
-	// test and pkg are the host test and package the rerun line names.
-	test, pkg string
+	// test and pkg are the host test and package the rerun line names;
+	// command and noModule the command a cell runs instead (kmmap run).
+	test, pkg  string
+	command    []string
+	commandDir string
+	noModule   bool
 
 	config kernels.Config   // the kernel's
 	allow  []*regexp.Regexp // expected kernel lines beside the built-in ones

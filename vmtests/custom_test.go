@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,5 +53,73 @@ func TestCustomTreeErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A Debian kernel unpacked with dpkg -x elsewhere than / (its flavour
+// Makefile includes the -common one by absolute path, its scripts link to
+// /usr/lib/linux-kbuild-*) builds through a shadow Kbuild tree in the
+// cache, and the unpacked tree is left as it was.
+func TestDebianTreeShadow(t *testing.T) {
+	root := t.TempDir()
+	flavour := filepath.Join(root, "usr/src/linux-headers-9.9.9-fake-amd64")
+	common := filepath.Join(root, "usr/src/linux-headers-9.9.9-fake-common")
+	kbuild := filepath.Join(root, "usr/lib/linux-kbuild-9.9/scripts")
+	for _, d := range []string{flavour, common, kbuild} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flavourMk := "include /usr/src/linux-headers-9.9.9-fake-common/Makefile\n"
+	files := map[string]string{
+		filepath.Join(flavour, "Makefile"): flavourMk,
+		filepath.Join(flavour, ".config"):  "CONFIG_MODULES=y\n",
+		filepath.Join(kbuild, "tool"):      "the kbuild scripts\n",
+		// Kbuild's srctree is where the included Makefile really is.
+		filepath.Join(common, "Makefile"): "srctree := $(realpath $(dir $(lastword $(MAKEFILE_LIST))))\nmodules:\n\t@echo srctree=$(srctree)\n\t@cat $(srctree)/scripts/tool scripts/tool\n",
+	}
+	for p, body := range files {
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{flavour, common} {
+		if err := os.Symlink("/usr/lib/linux-kbuild-9.9/scripts", filepath.Join(d, "scripts")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := t.TempDir()
+	kdir, err := kbuildDir(flavour, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(kdir, cache) {
+		t.Fatalf("kbuildDir = %s, want a shadow in the cache %s", kdir, cache)
+	}
+	out, err := exec.Command("make", "-s", "-C", kdir, "modules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make in the shadow tree: %v\n%s", err, out)
+	}
+	if want := "srctree=" + cache; !strings.Contains(string(out), want) || strings.Count(string(out), "the kbuild scripts") != 2 {
+		t.Errorf("make in the shadow tree printed:\n%s\nwant %s... and the kbuild scripts through both trees' links", out, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(flavour, "Makefile")); string(b) != flavourMk {
+		t.Errorf("the unpacked tree's Makefile was changed: %q", b)
+	}
+	if same, err := kbuildDir(t.TempDir(), cache); err == nil || same != "" {
+		t.Errorf("a directory without a Makefile: %q, %v; want an error", same, err)
+	}
+}
+
+// A custom kernel that makes BTF for its modules needs pahole: named with
+// its package before any build.
+func TestCustomToolsNamePahole(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := customTools(kernels.ParseConfig([]byte("CONFIG_DEBUG_INFO_BTF_MODULES=y\n")))
+	if err == nil || !strings.Contains(err.Error(), "apt-get install dwarves") {
+		t.Errorf("err = %v, want one naming dwarves", err)
+	}
+	if err := customTools(kernels.ParseConfig([]byte("CONFIG_MODULES=y\n"))); err != nil {
+		t.Errorf("a kernel without BTF: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // A device is a part of the guest's machine with the QEMU arguments and
@@ -62,6 +63,34 @@ func cpus(a arch.Arch, jumpLabels bool, n int) device {
 // kernel's on every cell.
 func gdbStub(port int) device {
 	return device{qemu: []string{"-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", port), "-S"}, kernel: []string{"nokaslr"}}
+}
+
+// shareTag is the 9p mount tag of the shared directory.
+const shareTag = "kmmap-share"
+
+// share9p exports host directory dir to the guest over virtio 9p as tag,
+// read-write; files the guest's root creates belong to the user running
+// QEMU (security_model=none), and files from several host file systems
+// keep distinct inode numbers (multidevs=remap).
+func share9p(dir, tag string) device {
+	return qemuOnly("-virtfs", fmt.Sprintf("local,path=%s,mount_tag=%s,security_model=none,multidevs=remap,id=%s", dir, tag, tag))
+}
+
+// shareModules are the kernel's own modules a 9p share needs: none where
+// 9p is built in, 9p and 9pnet_virtio (with their dependencies) where
+// they are modules; an error where the kernel has no 9p.
+func shareModules(id string, c kernels.Config) ([]string, error) {
+	var mods []string
+	for _, m := range []struct{ opt, mod string }{{"CONFIG_9P_FS", "9p"}, {"CONFIG_NET_9P_VIRTIO", "9pnet_virtio"}} {
+		switch c.Value(m.opt) {
+		case "y":
+		case "m":
+			mods = append(mods, m.mod)
+		default:
+			return nil, fmt.Errorf("kernel %s has no %s: it cannot mount the shared directory over virtio 9p (build it with %s=y or =m)", id, m.opt, m.opt)
+		}
+	}
+	return mods, nil
 }
 
 // kernelOnly is kernel arguments that need no QEMU argument.

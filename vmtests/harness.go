@@ -16,6 +16,7 @@ import (
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/kernelbuild"
+	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -92,6 +93,11 @@ func WithAllow(res ...*regexp.Regexp) Option {
 // WithCustomKernel adds a kernel of one's own as cell "custom".
 func WithCustomKernel(k CustomKernel) Option { return func(h *Harness) { h.cfg.Custom = k } }
 
+// WithRoot sets the Go module the harness works in (default: the one
+// holding the working directory): the guest package's, and where
+// results/ and kernels/kernels.lock are looked for.
+func WithRoot(dir string) Option { return func(h *Harness) { h.root = dir } }
+
 // WithVMTimeout bounds each guest's run.
 func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMTimeout = d } }
 
@@ -101,11 +107,15 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 	for _, o := range opts {
 		o(h)
 	}
-	root, err := goModuleRoot("")
-	if err != nil {
-		return nil, err
+	if h.root == "" {
+		root, err := goModuleRoot("")
+		if err != nil {
+			return nil, err
+		}
+		h.root = root
 	}
-	h.root = root
+	root := h.root
+	var err error
 	if h.guest.Dir == "" {
 		h.guest.Dir = root
 	}
@@ -171,7 +181,21 @@ func (h *Harness) Tree(ctx context.Context, id string, f *kernels.Fetcher) (*ker
 		if !h.cfg.Custom.set() {
 			return nil, fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)
 		}
-		return customTree(h.cfg.Custom)
+		t, err := customTree(h.cfg.Custom)
+		if err != nil {
+			return nil, err
+		}
+		config, err := t.ReadConfig()
+		if err != nil {
+			return nil, err
+		}
+		if err := customTools(config); err != nil {
+			return nil, err
+		}
+		if t.KDir, err = kbuildDir(t.KDir, h.cache); err != nil {
+			return nil, err
+		}
+		return t, nil
 	}
 	k, err := h.lock.Kernel(id)
 	if err != nil {
@@ -221,7 +245,14 @@ func goModuleDir(dir, path string) (string, error) {
 
 // guestImage builds the guest test binary, the guest's files and the base
 // initramfs once per arch for the harness.
-func (h *Harness) guestImage(a arch.Arch, logf func(string, ...any)) (string, error) {
+func (h *Harness) guestImage(id string, a arch.Arch, logf func(string, ...any)) (string, error) {
+	done := progress.Step(logf, id, "guest image")
+	img, err := h.guestImageOnce(a, logf)
+	done(err)
+	return img, err
+}
+
+func (h *Harness) guestImageOnce(a arch.Arch, logf func(string, ...any)) (string, error) {
 	h.imagesMu.Lock()
 	f := h.images[a.Name]
 	if f == nil {
@@ -351,7 +382,9 @@ func (h *Harness) toolchainFor(ctx context.Context, f *kernels.Fetcher, k kernel
 	if err != nil {
 		return nil, err
 	}
+	done := progress.Step(logf, k.ID, "toolchain root")
 	tc, err := toolchain.Ensure(ctx, h.cache, k.Suite, k.Compiler, mirror, logf)
+	done(err)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
 	}

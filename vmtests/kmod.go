@@ -20,6 +20,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -233,6 +234,8 @@ func startModuleBuild(ctx context.Context, tree *kernels.Tree, m Module, cacheDi
 	b := &moduleBuild{done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
+		done := progress.Step(logf, tree.Kernel.ID, "module")
+		defer func() { done(b.err) }()
 		ko, err := buildModule(ctx, tree, m, cacheDir, tc)
 		if err != nil {
 			b.err = err
@@ -285,6 +288,9 @@ func (c *Cell) moduleName() string {
 // the guest through, and a task that sends it once it is built: the
 // module, or why there is none, in which case the agent gives up at once.
 func (c *Cell) modulePort() (qemu.Fn, error) {
+	if c.kmod == nil { // a run without the module: the agent waits for none
+		return func(*qemu.IDAllocator, *qemu.Options) error { return nil }, nil
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err

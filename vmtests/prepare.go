@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/initramfs"
+	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -42,6 +43,17 @@ type CellOptions struct {
 	// Bench runs the guest benchmarks matching it instead of the tests,
 	// BenchTime (-test.benchtime) each.
 	Bench, BenchTime string
+	// Command runs this command in the guest instead of the suite (see
+	// RunCommand), in CommandDir, with CommandEnv added to its
+	// environment.
+	Command    []string
+	CommandDir string
+	CommandEnv []string
+	// NoModule boots without the module under test (nothing is built).
+	NoModule bool
+	// Share mounts this host directory in the guest at the same path,
+	// read-write, over virtio 9p.
+	Share string
 	// BootWhileBuilding returns the cell before its module is built: the
 	// guest boots meanwhile, and a module that fails to build fails the
 	// run (Cell.Module says why). Otherwise Prepare returns the error.
@@ -71,7 +83,17 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	if err := a.CheckQEMU(); err != nil {
 		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)
 	}
-	mods, err := tree.GuestModules()
+	config, err := tree.ReadConfig()
+	if err != nil {
+		return nil, err
+	}
+	var extra []string
+	if o.Share != "" {
+		if extra, err = shareModules(k.ID, config); err != nil {
+			return nil, err
+		}
+	}
+	mods, err := tree.GuestModules(extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -83,16 +105,15 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	if o.ModuleDir != "" {
 		mod.Dir = o.ModuleDir
 	}
-	kmod := startModuleBuild(ctx, tree, mod, h.cache, tc, logf)
-	if !o.BootWhileBuilding {
-		<-kmod.done
-		if kmod.err != nil {
-			return nil, kmod.err
+	var kmod *moduleBuild
+	if !o.NoModule {
+		kmod = startModuleBuild(ctx, tree, mod, h.cache, tc, logf)
+		if !o.BootWhileBuilding {
+			<-kmod.done
+			if kmod.err != nil {
+				return nil, kmod.err
+			}
 		}
-	}
-	config, err := tree.ReadConfig()
-	if err != nil {
-		return nil, err
 	}
 	kern := Kernel{ID: k.ID, Arch: k.Arch, Release: k.Release, PageSize: config.PageSize(), CPUs: h.cpusFor(k), Config: config, Seed: h.cfg.Seed}
 	timeout := h.cfg.timeout()
@@ -131,9 +152,16 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		devs = append(devs, gdbStub(cell.GDB))
 		cell.Timeout = 0
 	}
+	var shares []event.Share
+	if o.Share != "" {
+		devs = append(devs, share9p(o.Share, shareTag))
+		shares = append(shares, event.Share{Tag: shareTag, Path: o.Share})
+	}
 	cell.QEMUArgs, cell.KernelArgs = join(devs)
+	cell.command, cell.commandDir, cell.noModule = o.Command, o.CommandDir, o.NoModule
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime}
+	spec := initramfs.CellSpec{Modules: mods, KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime,
+		Run: o.Command, RunDir: o.CommandDir, RunEnv: o.CommandEnv, NoModule: o.NoModule, Shares: shares}
 	if h.guest.Flags != nil {
 		spec.TestArgs = append(spec.TestArgs, h.guest.Flags(kern)...)
 	}
@@ -149,7 +177,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	if o.GuestCount > 1 {
 		spec.TestArgs = append(spec.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
 	}
-	base, err := h.guestImage(a, logf)
+	base, err := h.guestImage(k.ID, a, logf)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,11 @@ type results struct {
 	// coverageErr why it could not.
 	coverage    map[string][]byte
 	coverageErr string
+	// ran is whether a command (CellOptions.Command) ended; runStatus its
+	// exit status, runErr why it could not start or how it was killed.
+	ran       bool
+	runStatus int
+	runErr    string
 }
 
 func newResults() *results { return &results{tests: map[string]*testResult{}} }
@@ -55,6 +60,9 @@ func (r *results) handle(e event.Event) {
 		return
 	case event.AgentCoverage:
 		r.coverage, r.coverageErr = e.Files, e.Error
+		return
+	case event.AgentRun:
+		r.ran, r.runStatus, r.runErr = true, e.Status, e.Error
 		return
 	default:
 		return

@@ -103,6 +103,10 @@ func boot(ctx context.Context, cell *Cell) run {
 				r.times.TestsDone = time.Since(start)
 			case e.Action == "output":
 				r.benchOut.WriteString(e.Output)
+			case e.Agent == event.AgentStdout && cell.Stdout != nil:
+				cell.Stdout.Write([]byte(e.Output))
+			case e.Agent == event.AgentStderr && cell.Stderr != nil:
+				cell.Stderr.Write([]byte(e.Output))
 			}
 			if e.Agent == event.AgentModule && cell.GDB != 0 {
 				fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))

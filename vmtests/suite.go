@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/progress"
 )
 
 // Run runs module m's guest suite g on the selected cells, as subtests
@@ -81,7 +83,9 @@ func (h *Harness) testCell(t *testing.T, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	done := progress.Step(t.Logf, id, "kernel")
 	tree, err := h.Tree(ctx, id, f)
+	done(err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +100,9 @@ func (h *Harness) testCell(t *testing.T, id string) {
 	defer cell.Module() // its progress goes to t.Logf: not after t ends
 	prepared := time.Since(prep)
 
+	done = progress.Step(t.Logf, id, "boot and test")
 	r := boot(ctx, cell)
+	done(r.err)
 	con, res := r.con, r.res
 	if err := cell.writeResults(r); err != nil {
 		t.Errorf("keeping the results: %v", err)

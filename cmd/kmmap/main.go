@@ -4,6 +4,10 @@
 //	kmmap shell CELL              boot CELL with the module loaded, shell on this terminal
 //	                              (KMMAP_GDB=1: halted, with QEMU's gdb stub; CELL "custom":
 //	                              the kernel KMMAP_KERNEL and KMMAP_KDIR name)
+//	kmmap run CELL [--no-module] [--timeout D] -- COMMAND [ARG...]
+//	                              run COMMAND in CELL with the module loaded and the working directory
+//	                              shared; exits with its status (100 kernel report, 101 panic,
+//	                              102 timeout, 103 never ran); --cells A,B|all: one line per cell
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
 //	kmmap bench [-runs N]         measure the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
 //	kmmap mutate [-mutants DIR] [-run RE] [-j N] [-o FILE]
@@ -30,14 +34,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
-	"golang.org/x/term"
 )
 
 func main() {
@@ -70,6 +75,8 @@ func main() {
 			log.Fatalf("kmmap coverage: %v", err)
 		}
 		return
+	case len(args) >= 1 && args[0] == "run":
+		os.Exit(runCmd(ctx, args[1:], os.Stdout, os.Stderr))
 	case len(args) == 1 && args[0] == "config":
 		fmt.Print(vmtests.ConfigTable())
 		return
@@ -95,11 +102,18 @@ func harness(opts ...vmtests.Option) (*vmtests.Harness, error) {
 	}
 	if cfg.Lock == "" {
 		if cfg.Lock, err = kernels.DefaultLockPath(); err != nil {
-			return nil, err
+			// Run from elsewhere (kmmap run in a reproducer's
+			// directory): the checkout this program was built from.
+			_, file, _, ok := runtime.Caller(0)
+			lock := filepath.Join(filepath.Dir(filepath.Dir(filepath.Dir(file))), "kernels", "kernels.lock")
+			if _, statErr := os.Stat(lock); !ok || statErr != nil {
+				return nil, err
+			}
+			cfg.Lock = lock
 		}
 	}
 	root := filepath.Dir(filepath.Dir(cfg.Lock))
-	return vmtests.New(vmtests.KmmapModule(root), vmtests.KmmapGuest(root), append([]vmtests.Option{vmtests.WithConfig(cfg)}, opts...)...)
+	return vmtests.New(vmtests.KmmapModule(root), vmtests.KmmapGuest(root), append([]vmtests.Option{vmtests.WithConfig(cfg), vmtests.WithRoot(root)}, opts...)...)
 }
 
 func run(ctx context.Context, verb string, args []string) error {
@@ -115,11 +129,9 @@ func run(ctx context.Context, verb string, args []string) error {
 		}
 		return nil
 	case "fetch":
-		var opts []kernels.Option
-		if term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("CI") == "" {
-			opts = append(opts, kernels.WithProgress(os.Stderr))
-		}
-		f, err := h.Fetcher(log.Printf, opts...)
+		steps := newStepLog(false)
+		defer steps.close()
+		f, err := h.Fetcher(steps.logf)
 		if err != nil {
 			return err
 		}
@@ -127,7 +139,9 @@ func run(ctx context.Context, verb string, args []string) error {
 			if len(args) > 0 && !slices.Contains(args, k.ID) {
 				continue
 			}
+			done := progress.Step(steps.logf, k.ID, "kernel")
 			t, err := f.Fetch(ctx, k)
+			done(err)
 			if err != nil {
 				return err
 			}

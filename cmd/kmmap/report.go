@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/progress"
 )
 
 // testEvent is one line of `go test -json` (cmd/test2json).
@@ -40,9 +42,17 @@ func report(args []string, in io.Reader, out io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	verbose := fs.Bool("v", false, "print every test's output, not only the failures'")
 	markdown := fs.String("markdown", "", "also append the cells as a Markdown table to this file (e.g. $GITHUB_STEP_SUMMARY)")
+	mode := fs.String("progress", "auto", "how to show the cells' long steps: live (a line per cell, redrawn), plain (a line per step's start and end), off; auto: live on a terminal without CI set, else plain")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	board, steps, err := newBoard(*mode, out)
+	if err != nil {
+		fmt.Fprintf(out, "kmmap report: %v\n", err)
+		return 2
+	}
+	defer board.Close()
+	out = boardWriter{board}
 	outputs := map[string]*strings.Builder{} // package + test -> output
 	failedKids := map[string]bool{}          // package + test -> a subtest failed
 	var cells []*cellRow
@@ -73,6 +83,9 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		case "build-fail":
 			status = 1
 		case "output":
+			if ev, ok := progress.Parse(e.Output); ok && steps {
+				board.Add(ev)
+			}
 			if *verbose {
 				fmt.Fprint(out, e.Output)
 			}
@@ -195,4 +208,25 @@ func appendFile(path, s string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// newBoard is where report draws the cells' progress: mode is live,
+// plain, off or auto (live on a terminal without CI set, else plain).
+func newBoard(mode string, out io.Writer) (b *progress.Board, steps bool, err error) {
+	switch mode {
+	case "auto":
+		f, ok := out.(*os.File)
+		return progress.NewBoard(out, ok && progress.Live(f, os.Getenv("CI"))), true, nil
+	case "live", "plain", "off":
+		return progress.NewBoard(out, mode == "live"), mode != "off", nil
+	}
+	return nil, false, fmt.Errorf("-progress=%s: want auto, live, plain or off", mode)
+}
+
+// boardWriter prints through a board, above its live lines.
+type boardWriter struct{ b *progress.Board }
+
+func (w boardWriter) Write(p []byte) (int, error) {
+	w.b.Print(string(p))
+	return len(p), nil
 }

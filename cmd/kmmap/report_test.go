@@ -90,3 +90,34 @@ func TestReportUnfinished(t *testing.T) {
 		t.Errorf("markdown table lacks the unfinished cell:\n%s", b)
 	}
 }
+
+// The cells' long steps come through the test stream as log lines: report
+// prints a line per step's start and end without a terminal, none with
+// -progress=off, and never the details of a step in progress.
+func TestReportProgress(t *testing.T) {
+	steps := `{"Action":"run","Package":"p","Test":"TestGuest/6.1-amd64"}
+{"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64","Output":"    suite.go:90: kmmap-step: 6.1-amd64 \"kernel\" start\n"}
+{"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64","Output":"    fetch.go:9: kmmap-step: 6.1-amd64 \"kernel\" progress downloading linux-image: 3/70 MB, 5.0 MB/s\n"}
+{"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64","Output":"    suite.go:93: kmmap-step: 6.1-amd64 \"kernel\" done 61.2s\n"}
+{"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64","Elapsed":70}
+{"Action":"pass","Package":"p","Elapsed":71}
+`
+	var out bytes.Buffer
+	if st := report(nil, strings.NewReader(steps), &out); st != 0 {
+		t.Errorf("status %d", st)
+	}
+	got := out.String()
+	for _, want := range []string{"6.1-amd64: kernel start\n", "6.1-amd64: kernel done: 61.2s\n", "PASS 6.1-amd64"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "downloading") || strings.Contains(got, "\x1b") {
+		t.Errorf("report without a terminal drew a step's progress:\n%q", got)
+	}
+	out.Reset()
+	report([]string{"-progress=off"}, strings.NewReader(steps), &out)
+	if strings.Contains(out.String(), "kernel start") || !strings.Contains(out.String(), "PASS 6.1-amd64") {
+		t.Errorf("-progress=off:\n%s", out.String())
+	}
+}

@@ -5,25 +5,35 @@ import (
 	"log"
 	"os"
 
+	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/vmtests"
 )
 
 // shell boots cell with the module loaded and an interactive shell on this
-// terminal.
+// terminal, the working directory shared with the guest at the same path.
 func shell(ctx context.Context, cell string) error {
 	h, err := harness()
 	if err != nil {
 		return err
 	}
-	f, err := h.Fetcher(log.Printf)
+	steps := newStepLog(false)
+	defer steps.close()
+	f, err := h.Fetcher(steps.logf)
 	if err != nil {
 		return err
 	}
+	done := progress.Step(steps.logf, cell, "kernel")
 	tree, err := h.Tree(ctx, cell, f)
+	done(err)
 	if err != nil {
 		return err
 	}
-	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: log.Printf, Shell: true})
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: steps.logf, Shell: true, Share: wd, CommandDir: wd})
+	steps.close()
 	if err != nil {
 		return err
 	}

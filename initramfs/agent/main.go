@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hugelgupf/vmtest/guest"
@@ -53,6 +55,11 @@ func run() error {
 	if err := os.Chmod("/", 0o755); err != nil {
 		return fmt.Errorf("chmod /: %w", err)
 	}
+	// A POSIX shell where scripts look for one: u-root's gosh (mvdan's
+	// sh interpreter), for sh -c '...' and #!/bin/sh scripts.
+	if err := shell0(); err != nil {
+		return err
+	}
 	b, err := os.ReadFile(event.ManifestPath)
 	if err != nil {
 		return fmt.Errorf("read manifest: %w", err)
@@ -71,7 +78,10 @@ func run() error {
 		return err
 	}
 	defer em.Close()
+	var emitMu sync.Mutex
 	emit := func(e event.Event) {
+		emitMu.Lock()
+		defer emitMu.Unlock()
 		if err := em.Emit(e); err != nil {
 			logf("emit %s: %v", e.Agent, err)
 		}
@@ -81,24 +91,31 @@ func run() error {
 		return err
 	}
 	emit(event.Event{Agent: event.AgentModules, Uptime: uptime})
+	if err := mountShares(m.Shares); err != nil {
+		return fail(err)
+	}
 
-	if err := receiveModule(&m); err != nil {
-		emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
-		return err
-	}
-	if err := insmod(m.Kmod, m.KmodParams); err != nil {
-		emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
-		return err
-	}
-	emit(event.Event{Agent: event.AgentKmod})
-	if sec, err := sections(m.KmodName); err != nil {
-		logf("module sections: %v", err)
-	} else {
-		emit(event.Event{Agent: event.AgentModule, Sections: sec})
+	if !m.NoModule {
+		if err := receiveModule(&m); err != nil {
+			emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
+			return err
+		}
+		if err := insmod(m.Kmod, m.KmodParams); err != nil {
+			emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
+			return err
+		}
+		emit(event.Event{Agent: event.AgentKmod})
+		if sec, err := sections(m.KmodName); err != nil {
+			logf("module sections: %v", err)
+		} else {
+			emit(event.Event{Agent: event.AgentModule, Sections: sec})
+		}
 	}
 	switch {
 	case m.Shell:
 		shell(m)
+	case len(m.Run) > 0:
+		emit(runCommand(m, emit))
 	case m.Bench != "":
 		m.TestArgs = append(m.TestArgs, "-test.run=^$", "-test.bench="+m.Bench, "-test.benchtime="+m.BenchTime)
 		exit := event.Event{Agent: event.AgentExit}
@@ -112,6 +129,9 @@ func run() error {
 		}
 	}
 
+	if m.NoModule {
+		return nil
+	}
 	name := m.KmodName
 	unload := event.Event{Agent: event.AgentUnload}
 	if err := kmodule.Delete(name, 0); err != nil {
@@ -198,6 +218,20 @@ func receiveModule(m *event.Manifest) error {
 	return nil
 }
 
+// shell0 makes /bin/sh (initramfs/sh, which runs u-root's gosh) and
+// /root, HOME of commands.
+func shell0() error {
+	for _, d := range []string{"/bin", "/root"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Symlink("/bbin/sh", "/bin/sh"); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("/bin/sh: %w", err)
+	}
+	return nil
+}
+
 // readUptime returns the kernel's uptime in seconds, 0 if unknown.
 func readUptime() float64 {
 	b, err := os.ReadFile("/proc/uptime")
@@ -243,13 +277,105 @@ func sections(name string) (map[string]string, error) {
 // shell runs an interactive shell on the console; when it exits, the
 // module is unloaded and the guest powers off.
 func shell(m event.Manifest) {
-	fmt.Printf("\nkmmap: the module %s is loaded. The guest suite: %s -test.v; its files: %s.\n"+
-		"kmmap: leave the shell (exit or Ctrl-D) to unload the module and power off.\n\n", m.KmodName, m.Test, filepath.Dir(m.Test))
+	loaded := "No module is loaded."
+	if !m.NoModule {
+		loaded = fmt.Sprintf("The module %s is loaded.", m.KmodName)
+	}
+	fmt.Printf("\nkmmap: %s The guest suite: %s -test.v; its files: %s.\n", loaded, m.Test, filepath.Dir(m.Test))
+	for _, s := range m.Shares {
+		fmt.Printf("kmmap: %s is the host's, read-write: what you write there is on the host.\n", s.Path)
+	}
+	fmt.Printf("kmmap: leave the shell (exit or Ctrl-D) to power off.\n\n")
 	cmd := exec.Command("/bbin/gosh")
+	cmd.Dir = runDir(m)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "PATH=/kmmap:/bbin:/bin:/ubin", "HOME=/", "TERM=linux")
+	cmd.Env = commandEnv(m)
 	if err := cmd.Run(); err != nil {
 		logf("shell: %v", err)
+	}
+}
+
+// commandEnv is the environment of a command or shell in the guest: the
+// agent's, u-root's tools and the suite's files on PATH, a home, a
+// terminal type, and what the host adds.
+func commandEnv(m event.Manifest) []string {
+	env := append(os.Environ(), "PATH=/bbin:/bin:/ubin:/usr/bin:/kmmap", "HOME=/root", "TERM=linux", "USER=root", "SHELL=/bin/sh")
+	return append(env, m.RunEnv...)
+}
+
+// runDir is where a command or shell starts: RunDir, else /.
+func runDir(m event.Manifest) string {
+	if m.RunDir != "" {
+		return m.RunDir
+	}
+	return "/"
+}
+
+// shareMsize is the 9p message size: 512 KiB moves large files in fewer
+// round trips than the kernel's default of 8 KiB (128 KiB from 6.x).
+const shareMsize = 512 << 10
+
+// mountShares mounts each host directory over virtio 9p at its path.
+func mountShares(shares []event.Share) error {
+	for _, s := range shares {
+		if err := os.MkdirAll(s.Path, 0o755); err != nil {
+			return fmt.Errorf("share %s: %w", s.Path, err)
+		}
+		opts := fmt.Sprintf("trans=virtio,version=9p2000.L,msize=%d,cache=none", shareMsize)
+		if err := unix.Mount(s.Tag, s.Path, "9p", 0, opts); err != nil {
+			return fmt.Errorf("mount the host's %s over virtio 9p (tag %s, %s): %w (does the kernel have 9p and 9pnet_virtio?)", s.Path, s.Tag, opts, err)
+		}
+	}
+	return nil
+}
+
+// runCommand runs the manifest's command with its output sent as events,
+// marked in the kernel log as event.RunMarker, and returns its end.
+func runCommand(m event.Manifest, emit func(event.Event)) event.Event {
+	kmsg(event.MarkLine("start", event.RunMarker))
+	defer kmsg(event.MarkLine("end", event.RunMarker))
+	cmd := exec.Command(m.Run[0], m.Run[1:]...)
+	cmd.Dir = runDir(m)
+	cmd.Env = commandEnv(m)
+	cmd.Stdout = emitWriter{event.AgentStdout, emit}
+	cmd.Stderr = emitWriter{event.AgentStderr, emit}
+	err := cmd.Run()
+	end := event.Event{Agent: event.AgentRun, Status: cmd.ProcessState.ExitCode()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			end.Status, end.Error = 128+int(ws.Signal()), ee.Error()
+		}
+	default:
+		end.Status, end.Error = -1, err.Error()
+	}
+	return end
+}
+
+// emitWriter sends what a command writes as events of one kind.
+type emitWriter struct {
+	kind string
+	emit func(event.Event)
+}
+
+func (w emitWriter) Write(p []byte) (int, error) {
+	w.emit(event.Event{Agent: w.kind, Output: string(p)})
+	return len(p), nil
+}
+
+// kmsg writes a warning-level record to the kernel log (the console shows
+// it: the guest boots with loglevel=5).
+func kmsg(line string) {
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		logf("/dev/kmsg: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteString("<4>" + line + "\n"); err != nil {
+		logf("/dev/kmsg: %v", err)
 	}
 }
 

@@ -22,6 +22,12 @@ const (
 	// read after the module under test was unloaded (so its exit path
 	// counts too). Sent only by kernels with CONFIG_GCOV_KERNEL.
 	AgentCoverage = "coverage"
+	// AgentStdout and AgentStderr carry a command's output (Manifest.Run)
+	// in Output; AgentRun ends it, with its exit status in Status (-1
+	// when it could not start, Error saying why).
+	AgentStdout = "stdout"
+	AgentStderr = "stderr"
+	AgentRun    = "run"
 )
 
 // Event is one line on the event channel. The first group of fields is
@@ -43,6 +49,8 @@ type Event struct {
 	// up when the agent started (/proc/uptime): the host splits the boot
 	// into the kernel's own and the agent's loading of modules with it.
 	Uptime float64 `json:",omitempty"`
+	// Status is a command's exit status (AgentRun).
+	Status int `json:",omitempty"`
 }
 
 // Manifest tells the agent what to do; the host writes it into the
@@ -66,7 +74,37 @@ type Manifest struct {
 	// its tests, for BenchTime each (a -test.benchtime value).
 	Bench     string `json:"bench,omitempty"`
 	BenchTime string `json:"bench_time,omitempty"`
+	// Run: run this command (as root, in RunDir, with RunEnv added to a
+	// sane environment) instead of the tests, its output sent as events.
+	Run    []string `json:"run,omitempty"`
+	RunDir string   `json:"run_dir,omitempty"`
+	RunEnv []string `json:"run_env,omitempty"`
+	// NoModule: load no module under test (the host sends none).
+	NoModule bool `json:"no_module,omitempty"`
+	// Shares are host directories to mount over virtio 9p before the
+	// module is loaded: the QEMU mount tag and the guest path.
+	Shares []Share `json:"shares,omitempty"`
 }
+
+// Share is a host directory the guest mounts over virtio 9p.
+type Share struct {
+	Tag  string `json:"tag"`
+	Path string `json:"path"`
+}
+
+// Marker starts every line the guest writes to the kernel log at a test's
+// (or a command's) start and end, followed by "start" or "end" and the
+// test's full name: the host's console parser matches it.
+const Marker = "kmmap-test:"
+
+// MarkLine is the kernel log record marking what ("start" or "end") of
+// test.
+func MarkLine(what, test string) string { return Marker + " " + what + " " + test }
+
+// RunMarker is the name under which a command's start and end are marked
+// in the kernel log, as a test's are, so that a kernel report during it
+// is attributed to it.
+const RunMarker = "command"
 
 // ManifestPath is where the agent finds its manifest in the guest.
 const ManifestPath = "/kmmap/manifest.json"

@@ -19,9 +19,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -110,8 +112,26 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 		// The result is make's standard output alone: a make warning on
 		// standard error must not become part of a kernelrelease.
 		var all, stdout bytes.Buffer
-		cmd.Stderr = io.MultiWriter(&all, log)
-		cmd.Stdout = io.MultiWriter(&all, &stdout, log)
+		stage := &lastLine{}
+		cmd.Stderr = io.MultiWriter(&all, log, stage)
+		cmd.Stdout = io.MultiWriter(&all, &stdout, log, stage)
+		// Where the build is, every 5 s, for a live progress line.
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					if l := stage.get(); l != "" {
+						progress.Update(env.Logf, k.ID, "kernel", "building: "+l)
+					}
+				case <-done:
+					return
+				}
+			}
+		}()
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("make %s failed: %v\n%s\n(the whole log: %s; KMMAP_KEEP_FAILED=1 keeps the tree)",
 				strings.Join(args, " "), err, toolchain.Tail(all.Bytes(), 40), log.Name())
@@ -176,4 +196,31 @@ func unpack(ctx context.Context, deb, dir string) error {
 		}
 		return nil
 	})
+}
+
+// lastLine keeps the last complete line written to it: a build's stage.
+type lastLine struct {
+	mu      sync.Mutex
+	partial []byte
+	line    string
+}
+
+func (l *lastLine) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	if i := bytes.LastIndexByte(l.partial, '\n'); i >= 0 {
+		lines := strings.Split(strings.TrimSpace(string(l.partial[:i])), "\n")
+		if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+			l.line = strings.Join(strings.Fields(last), " ")
+		}
+		l.partial = append(l.partial[:0], l.partial[i+1:]...)
+	}
+	return len(p), nil
+}
+
+func (l *lastLine) get() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.line
 }

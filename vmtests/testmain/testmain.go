@@ -23,16 +23,17 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/kmmap/kmmap/initramfs/event"
 	"golang.org/x/sys/unix"
 )
 
 // Marker starts every line the guest writes to the kernel log at a test's
 // start and end, followed by "start" or "end" and the test's full name:
 // the host's console parser matches it (vmtests).
-const Marker = "kmmap-test:"
+const Marker = event.Marker
 
 // Line is the kernel log record marking what ("start" or "end") of test.
-func Line(what, test string) string { return fmt.Sprintf("%s %s %s", Marker, what, test) }
+func Line(what, test string) string { return event.MarkLine(what, test) }
 
 // An Invariant is a quantity every test must leave as it found it: Value
 // is read before the test and after it (after its cleanups, so after the

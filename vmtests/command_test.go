@@ -1,0 +1,84 @@
+package vmtests
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// commandCell prepares cell id of harness h to run command in a shared
+// temporary directory, which it returns with the cell.
+func commandCell(t *testing.T, h *Harness, id string, o CellOptions) *Cell {
+	t.Helper()
+	f, err := h.Fetcher(t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := h.Tree(t.Context(), id, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Logf, o.ResultsID = t.Logf, id+"-command-"+strings.ReplaceAll(t.Name(), "/", "-")
+	c, err := h.Prepare(t.Context(), f, tree, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// commandCellID is the cell the command tests boot: 6.1-amd64 unless the
+// configuration chooses others, then the first amd64 one it chooses.
+func commandCellID(t *testing.T, h *Harness) string {
+	t.Helper()
+	for _, k := range h.Lock().Kernels {
+		if k.Arch == "amd64" && !k.FromSource() && h.Config().selects(k.ID) && (len(h.Config().Cells) > 0 || k.ID == "6.1-amd64") {
+			return k.ID
+		}
+	}
+	t.Skipf("KMMAP_CELLS=%s selects no amd64 distribution cell to run commands in", strings.Join(h.Config().Cells, ","))
+	return ""
+}
+
+// A command that makes the kernel warn fails its run with the report and
+// ExitSplat, although the command itself exits 0; the report is
+// attributed to the command.
+func TestCommandKernelWarning(t *testing.T) {
+	h := kmmapHarness(t)
+	id := commandCellID(t, h)
+	w, err := New(Module{Dir: "testdata/warn"}, KmmapGuest(h.Root()), WithConfig(h.Config()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := commandCell(t, w, id, CellOptions{Command: []string{"sh", "-c", "echo 1 > /sys/module/warnme/parameters/warn; echo done"}})
+	var out strings.Builder
+	c.Stdout = &out
+	r := RunCommand(t.Context(), c)
+	if r.Status != 0 || !strings.Contains(out.String(), "done") {
+		t.Errorf("the command: status %d, output %q; want 0 and done", r.Status, out.String())
+	}
+	if r.ExitCode() != ExitSplat || !strings.Contains(r.Kinds, "WARN") || !strings.Contains(strings.Join(r.Reports, "\n"), "asked for from userland") {
+		t.Errorf("exit %d, kinds %q, reports:\n%s\nwant %d with the WARNING", r.ExitCode(), r.Kinds, strings.Join(r.Reports, "\n"), ExitSplat)
+	}
+}
+
+// A command that panics the kernel ends the run at once with ExitPanic.
+func TestCommandPanic(t *testing.T) {
+	h := kmmapHarness(t)
+	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}, NoModule: true})
+	r := RunCommand(t.Context(), c)
+	if r.ExitCode() != ExitPanic || r.Elapsed > 2*time.Minute || !strings.Contains(r.Tail, "Kernel panic") {
+		t.Errorf("exit %d after %s, tail:\n%s\nwant %d at once, with the panic", r.ExitCode(), r.Elapsed, r.Tail, ExitPanic)
+	}
+}
+
+// A command that outlives its timeout is stopped there, with ExitTimeout
+// and the console's last lines.
+func TestCommandTimeout(t *testing.T) {
+	h := kmmapHarness(t)
+	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sleep", "600"}, NoModule: true})
+	c.Timeout = 25 * time.Second
+	r := RunCommand(t.Context(), c)
+	if r.ExitCode() != ExitTimeout || r.Elapsed > time.Minute || r.Tail == "" {
+		t.Errorf("exit %d after %s, tail %q; want %d at the 25 s timeout", r.ExitCode(), r.Elapsed, r.Tail, ExitTimeout)
+	}
+}
