@@ -117,7 +117,7 @@ shell: deps
 		echo "usage: make shell KERNEL=<cell>, one of:"; $(GO) run ./cmd/kmmap kernels list | cut -d' ' -f1 | sed 's/^/    /'; \
 		echo "or KERNEL=custom with KMMAP_KERNEL=<image> KMMAP_KDIR=<kbuild tree>"; exit 2; \
 	fi
-	$(GO) run ./cmd/kmmap shell $(KERNEL)
+	$(GO) run ./cmd/kmmap shell --dir "$(or $(DIR),$(CURDIR))" $(KERNEL)
 
 # Everything CI runs: vet, the harness's own tests, and the vmtests; never
 # a cached result (-count=1): the point is to boot the kernels.

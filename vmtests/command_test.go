@@ -82,3 +82,29 @@ func TestCommandTimeout(t *testing.T) {
 		t.Errorf("exit %d after %s, tail %q; want %d at the 25 s timeout", r.ExitCode(), r.Elapsed, r.Tail, ExitTimeout)
 	}
 }
+
+// A guest test that hangs ends with Go's own timeout panic, which names it
+// and dumps every goroutine, a little before the VM's timeout: the guest
+// suite gets -test.timeout under it.
+func TestHungGuestTestNamed(t *testing.T) {
+	h := kmmapHarness(t)
+	id := commandCellID(t, h)
+	cfg := h.Config()
+	cfg.VMTimeout = time.Minute
+	hung, err := New(Module{Dir: "testdata/warn"}, Guest{Dir: h.Root(), Package: "./vmtests/testdata/hang", Tags: []string{"hang_guest"}}, WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := commandCell(t, hung, id, CellOptions{})
+	r := boot(t.Context(), c)
+	dump := r.con.from("panic: test timed out")
+	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
+		t.Errorf("after %s (VM timeout %s), the console has no Go timeout panic naming TestHangs:\n%s", r.elapsed, c.Timeout, r.con.tail(30))
+	}
+	if tr := r.res.tests["TestHangs"]; tr == nil || tr.action != "" {
+		t.Errorf("TestHangs ended as %+v, want started and never finished", tr)
+	}
+	if tr := r.res.tests["TestFine"]; tr == nil || tr.action != "pass" {
+		t.Errorf("TestFine: %+v, want pass", tr)
+	}
+}

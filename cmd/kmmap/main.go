@@ -1,7 +1,8 @@
 // Command kmmap manages the pinned kernels of the kmmap test matrix and
 // boots one of them by hand.
 //
-//	kmmap shell CELL              boot CELL with the module loaded, shell on this terminal
+//	kmmap shell [--dir DIR] CELL  boot CELL with the module loaded, shell on this terminal, DIR
+//	                              (default: the working directory) shared read-write
 //	                              (KMMAP_GDB=1: halted, with QEMU's gdb stub; CELL "custom":
 //	                              the kernel KMMAP_KERNEL and KMMAP_KDIR name)
 //	kmmap run CELL [--no-module] [--timeout D] -- COMMAND [ARG...]
@@ -48,15 +49,19 @@ import (
 func main() {
 	log.SetFlags(0)
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|verify|prune|update|toolchains\n       kmmap shell CELL\n       kmmap report [-v] [-markdown] < go-test.json")
+		fmt.Fprintln(os.Stderr, "usage: kmmap kernels list|fetch [ID...]|verify|prune|update|toolchains\n       kmmap shell [--dir DIR] CELL\n       kmmap run CELL|--cells A,B|all [flags] -- COMMAND [ARG...]\n       kmmap report [-v] [-markdown] < go-test.json")
 	}
 	flag.Parse()
 	args := flag.Args()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	switch {
-	case len(args) == 2 && args[0] == "shell":
-		if err := shell(ctx, args[1]); err != nil {
+	case len(args) == 2 && args[0] == "shell", len(args) == 4 && args[0] == "shell" && args[1] == "--dir":
+		dir, cell := "", args[len(args)-1]
+		if len(args) == 4 {
+			dir = args[2]
+		}
+		if err := shell(ctx, cell, dir); err != nil {
 			log.Fatalf("kmmap shell: %v", err)
 		}
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"os"
+	"path/filepath"
 
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/vmtests"
@@ -11,7 +12,7 @@ import (
 
 // shell boots cell with the module loaded and an interactive shell on this
 // terminal, the working directory shared with the guest at the same path.
-func shell(ctx context.Context, cell string) error {
+func shell(ctx context.Context, cell, dir string) error {
 	h, err := harness()
 	if err != nil {
 		return err
@@ -28,7 +29,13 @@ func shell(ctx context.Context, cell string) error {
 	if err != nil {
 		return err
 	}
-	wd, err := os.Getwd()
+	wd := dir
+	if wd == "" {
+		wd, err = os.Getwd()
+	}
+	if err == nil {
+		wd, err = filepath.Abs(wd)
+	}
 	if err != nil {
 		return err
 	}
