@@ -249,12 +249,31 @@ func guestBench(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 	}
 	fmt.Fprintf(w, "\n## In the guest: %s (%s, `go test -bench` in the guest, 300 ms each)\n\n", id, c.Accel)
 	fmt.Fprintln(w, "| size | consume: mmap | consume: pread | **ratio** | produce: mmap | produce: pwrite | **ratio** | pinned (kernel worker fills) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, size := range []string{"4KiB", "64KiB", "1MiB", "16MiB"} {
-		mb := func(name string) float64 { return by[name].Metrics["MB/s"] }
+	sizes := []string{"4KiB", "64KiB", "1MiB", "16MiB"}
+	mb := func(name string) float64 { return by[name].Metrics["MB/s"] }
+	for _, size := range sizes {
 		cm, cr := mb("Consume/"+size+"/mmap"), mb("Consume/"+size+"/read")
 		pm, pw := mb("Produce/"+size+"/mmap"), mb("Produce/"+size+"/write")
 		fmt.Fprintf(w, "| %s | %.0f MB/s | %.0f MB/s | **%.1f×** | %.0f MB/s | %.0f MB/s | **%.1f×** | %.0f MB/s |\n",
 			size, cm, cr, ratio(cm, cr), pm, pw, ratio(pm, pw), mb("Pinned/"+size))
+	}
+	// The physical limit: the same loops over plain anonymous memory, and
+	// each backing's mapping as a share of it (goal: within 20 %).
+	for _, op := range []string{"Consume", "Produce"} {
+		fmt.Fprintf(w, "\n%s against plain memory (the same loop over the process's own anonymous memory): MB/s and the share of plain's.\n\n", op)
+		fmt.Fprintln(w, "| size | plain | fault | pfn | insert |\n|---|---:|---:|---:|---:|")
+		for _, size := range sizes {
+			plain := mb(op + "/" + size + "/plain")
+			row := fmt.Sprintf("| %s | %.0f", size, plain)
+			for _, b := range []string{"mmap", "mmap-pfn", "mmap-insert"} {
+				if v := mb(op + "/" + size + "/" + b); v > 0 {
+					row += fmt.Sprintf(" | %.0f (%.0f %%)", v, 100*ratio(v, plain))
+				} else {
+					row += " | (skipped: no buffer that big)"
+				}
+			}
+			fmt.Fprintln(w, row+" |")
+		}
 	}
 	fmt.Fprintf(w, "\nRing: %.0f records/s one record per ioctl, %.0f records/s in batches of 64.\n",
 		by["Ring/batch1"].Metrics["records/s"], by["Ring/batch64"].Metrics["records/s"])

@@ -38,27 +38,68 @@ var wordSink uint64
 
 // benchDev opens the device with a fault-backed buffer of at least n bytes.
 func benchDev(b *testing.B, n int) *dev {
+	return benchBacking(b, BackingFault, n)
+}
+
+// benchBacking opens the device with a buffer of backing of at least n
+// bytes; it skips the benchmark when the module cannot make one that big
+// (the pfn backing's physically contiguous pages run out first).
+func benchBacking(b *testing.B, backing uint32, n int) *dev {
 	d := openDev(b)
 	pages := (n + unix.Getpagesize() - 1) / unix.Getpagesize()
-	d.setup(b, BackingFault, uint32(pages))
+	s := Setup{Backing: backing, Pages: uint32(pages)}
+	if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); err != nil {
+		b.Skipf("KMMAP_IOC_SETUP(backing %d, %d pages): %v", backing, pages, err)
+	}
+	d.refreshInfo(b)
 	return d
 }
 
+// mapBackings are the backings whose mappings are measured against plain
+// memory: mmap-<name>, the fault backing also as plain "mmap".
+var mapBackings = []struct {
+	name string
+	id   uint32
+}{{"mmap", BackingFault}, {"mmap-pfn", BackingPFN}, {"mmap-insert", BackingInsert}}
+
+// plainMemory is n bytes of the process's own anonymous memory, faulted
+// in: the physical limit a shared mapping is measured against.
+func plainMemory(b *testing.B, n int) []byte {
+	m, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		b.Fatalf("mmap %d anonymous bytes: %v", n, err)
+	}
+	b.Cleanup(func() { _ = unix.Munmap(m) })
+	produce(m, 0)
+	return m
+}
+
 // BenchmarkConsume: userland reads n bytes the kernel holds, through the
-// shared mapping (no copy) or with pread() (the kernel copies them into a
-// user buffer first).
+// shared mapping of each backing (no copy) or with pread() (the kernel
+// copies them into a user buffer first); and, the physical limit, the
+// same loop over as much of its own anonymous memory ("plain").
 func BenchmarkConsume(b *testing.B) {
 	for _, s := range benchSizes {
-		b.Run(s.name+"/mmap", func(b *testing.B) {
-			d := benchDev(b, s.n)
-			m := d.mmap(b, 0, s.n)
-			wordSink += sum(m) // fault the pages in before timing
+		b.Run(s.name+"/plain", func(b *testing.B) {
+			m := plainMemory(b, s.n)
 			b.SetBytes(int64(s.n))
 			b.ResetTimer()
 			for range b.N {
 				wordSink += sum(m)
 			}
 		})
+		for _, mb := range mapBackings {
+			b.Run(s.name+"/"+mb.name, func(b *testing.B) {
+				d := benchBacking(b, mb.id, s.n)
+				m := d.mmap(b, 0, s.n)
+				wordSink += sum(m) // fault the pages in before timing
+				b.SetBytes(int64(s.n))
+				b.ResetTimer()
+				for range b.N {
+					wordSink += sum(m)
+				}
+			})
+		}
 		b.Run(s.name+"/read", func(b *testing.B) {
 			d := benchDev(b, s.n)
 			buf := make([]byte, s.n)
@@ -75,19 +116,30 @@ func BenchmarkConsume(b *testing.B) {
 }
 
 // BenchmarkProduce: userland hands the kernel n bytes, by writing them in
-// the shared mapping or by writing a user buffer and pwrite()-ing it.
+// the shared mapping of each backing or by writing a user buffer and
+// pwrite()-ing it; "plain" writes its own anonymous memory.
 func BenchmarkProduce(b *testing.B) {
 	for _, s := range benchSizes {
-		b.Run(s.name+"/mmap", func(b *testing.B) {
-			d := benchDev(b, s.n)
-			m := d.mmap(b, 0, s.n)
-			produce(m, 0)
+		b.Run(s.name+"/plain", func(b *testing.B) {
+			m := plainMemory(b, s.n)
 			b.SetBytes(int64(s.n))
 			b.ResetTimer()
 			for i := range b.N {
 				produce(m, uint64(i))
 			}
 		})
+		for _, mb := range mapBackings {
+			b.Run(s.name+"/"+mb.name, func(b *testing.B) {
+				d := benchBacking(b, mb.id, s.n)
+				m := d.mmap(b, 0, s.n)
+				produce(m, 0)
+				b.SetBytes(int64(s.n))
+				b.ResetTimer()
+				for i := range b.N {
+					produce(m, uint64(i))
+				}
+			})
+		}
 		b.Run(s.name+"/write", func(b *testing.B) {
 			d := benchDev(b, s.n)
 			buf := make([]byte, s.n)
