@@ -47,7 +47,6 @@ type Fetcher struct {
 	client   *http.Client
 	hostArch string
 	logf     func(format string, args ...any)
-	progress io.Writer // where download progress goes, nil for none
 	builder  SourceBuilder
 	// keepFailed leaves a failed kernel build in the cache to be looked
 	// at; it is rebuilt from scratch next time.
@@ -72,10 +71,6 @@ func WithHTTPClient(c *http.Client) Option { return func(f *Fetcher) { f.client 
 func WithLogf(logf func(format string, args ...any)) Option {
 	return func(f *Fetcher) { f.logf = logf }
 }
-
-// WithProgress shows download progress on w (a terminal; leave it unset
-// in CI, where only the start of each download is logged).
-func WithProgress(w io.Writer) Option { return func(f *Fetcher) { f.progress = w } }
 
 // WithHostArch sets the build host's architecture (default: HostArch()).
 func WithHostArch(arch string) Option { return func(f *Fetcher) { f.hostArch = arch } }
@@ -330,11 +325,6 @@ func (f *Fetcher) download(ctx context.Context, k Kernel, p Package, out string)
 	var body io.Reader = &rateReader{r: resp.Body, total: p.Size, start: time.Now(), tick: func(n int64, rate float64) {
 		progress.Update(f.logf, k.ID, "kernel", fmt.Sprintf("downloading %s: %d/%d MB, %.1f MB/s", p.Name, n>>20, p.Size>>20, rate/(1<<20)))
 	}}
-	if f.progress != nil {
-		pr := &progressReader{r: body, w: f.progress, total: p.Size, label: k.ID + ": " + p.Name}
-		defer pr.done()
-		body = pr
-	}
 	n, err := io.Copy(io.MultiWriter(w, h), body)
 	if cerr := w.Close(); err == nil {
 		err = cerr
@@ -379,24 +369,3 @@ func (r *rateReader) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
-
-// progressReader prints "<label> 42% (30/70 MB)" on one terminal line.
-type progressReader struct {
-	r        io.Reader
-	w        io.Writer
-	total, n int64
-	label    string
-	last     int64
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.n += int64(n)
-	if p.total > 0 && (p.n-p.last > 1<<20 || err != nil) {
-		p.last = p.n
-		fmt.Fprintf(p.w, "\r%s %3d%% (%d/%d MB)", p.label, p.n*100/p.total, p.n>>20, p.total>>20)
-	}
-	return n, err
-}
-
-func (p *progressReader) done() { fmt.Fprintln(p.w) }
