@@ -227,21 +227,16 @@ type moduleBuild struct {
 	err  error
 }
 
-// startModuleBuild builds (or finds in the cache) the module in src for
-// tree's kernel in the background, checking the compiler it was built
-// with against the kernel's.
-func startModuleBuild(ctx context.Context, tree *kernels.Tree, m Module, cacheDir string, tc *toolchain.Root, logf func(string, ...any)) *moduleBuild {
+// startModuleBuild builds (or finds in the cache) module m for tree's
+// kernel in the background, checking the compiler it was built with
+// against the kernel's (config).
+func startModuleBuild(ctx context.Context, tree *kernels.Tree, config kernels.Config, m Module, cacheDir string, tc *toolchain.Root, logf func(string, ...any)) *moduleBuild {
 	b := &moduleBuild{done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		done := progress.Step(logf, tree.Kernel.ID, "module")
 		defer func() { done(b.err) }()
 		ko, err := buildModule(ctx, tree, m, cacheDir, tc)
-		if err != nil {
-			b.err = err
-			return
-		}
-		config, err := tree.ReadConfig()
 		if err != nil {
 			b.err = err
 			return

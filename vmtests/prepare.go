@@ -107,7 +107,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	}
 	var kmod *moduleBuild
 	if !o.NoModule {
-		kmod = startModuleBuild(ctx, tree, mod, h.cache, tc, logf)
+		kmod = startModuleBuild(ctx, tree, config, mod, h.cache, tc, logf)
 		if !o.BootWhileBuilding {
 			<-kmod.done
 			if kmod.err != nil {
