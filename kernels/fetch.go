@@ -106,6 +106,9 @@ func NewFetcher(opts ...Option) (*Fetcher, error) {
 // Mirror is the Debian mirror the fetcher downloads from.
 func (f *Fetcher) Mirror() (string, error) { return f.mirrorURL() }
 
+// Logf writes a line to the fetcher's log (WithLogf).
+func (f *Fetcher) Logf(format string, args ...any) { f.logf(format, args...) }
+
 // CacheDir is the fetcher's cache directory.
 func (f *Fetcher) CacheDir() string { return f.cache }
 

@@ -175,8 +175,16 @@ func (h *Harness) Fetcher(logf func(string, ...any), opts ...kernels.Option) (*k
 }
 
 // Tree returns the kernel tree of cell id: CustomID for the custom
-// kernel, else the lock's kernel, fetched (or built) into the cache.
+// kernel, else the lock's kernel, fetched (or built) into the cache; a
+// progress step "kernel" on f's log.
 func (h *Harness) Tree(ctx context.Context, id string, f *kernels.Fetcher) (*kernels.Tree, error) {
+	done := progress.Step(f.Logf, id, "kernel")
+	t, err := h.tree(ctx, id, f)
+	done(err)
+	return t, err
+}
+
+func (h *Harness) tree(ctx context.Context, id string, f *kernels.Fetcher) (*kernels.Tree, error) {
 	if id == CustomID {
 		if !h.cfg.Custom.set() {
 			return nil, fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)

@@ -83,9 +83,7 @@ func (h *Harness) testCell(t *testing.T, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := progress.Step(t.Logf, id, "kernel")
 	tree, err := h.Tree(ctx, id, f)
-	done(err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +98,7 @@ func (h *Harness) testCell(t *testing.T, id string) {
 	defer cell.Module() // its progress goes to t.Logf: not after t ends
 	prepared := time.Since(prep)
 
-	done = progress.Step(t.Logf, id, "boot and test")
+	done := progress.Step(t.Logf, id, "boot and test")
 	r := boot(ctx, cell)
 	done(r.err)
 	con, res := r.con, r.res

@@ -40,7 +40,6 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
-	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
@@ -144,9 +143,7 @@ func run(ctx context.Context, verb string, args []string) error {
 			if len(args) > 0 && !slices.Contains(args, k.ID) {
 				continue
 			}
-			done := progress.Step(steps.logf, k.ID, "kernel")
-			t, err := f.Fetch(ctx, k)
-			done(err)
+			t, err := h.Tree(ctx, k.ID, f)
 			if err != nil {
 				return err
 			}

@@ -142,9 +142,7 @@ func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOp
 	if err != nil {
 		return fail(err)
 	}
-	done := progress.Step(o.Logf, id, "kernel")
 	tree, err := h.Tree(ctx, id, f)
-	done(err)
 	if err != nil {
 		return fail(err)
 	}

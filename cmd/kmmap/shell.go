@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/vmtests"
 )
 
@@ -23,9 +22,7 @@ func shell(ctx context.Context, cell, dir string) error {
 	if err != nil {
 		return err
 	}
-	done := progress.Step(steps.logf, cell, "kernel")
 	tree, err := h.Tree(ctx, cell, f)
-	done(err)
 	if err != nil {
 		return err
 	}
