@@ -128,22 +128,12 @@ func baseKey(arch, srcRoot string, guestPaths, extra []string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-// CellSpec is what one cell adds to the base image.
+// CellSpec is what one cell adds to the base image: only what the boot
+// to the agent's ready point needs, the same for every run of the cell
+// (what a run does is its event.Job, sent over event.ModulePort), so
+// that one snapshot of the booted guest serves every run.
 type CellSpec struct {
-	Modules    []string // the kernel's own modules, loaded in this order
-	KmodParams string   // the module under test's parameters
-	TestArgs   []string // extra flags for the guest test binary
-	Shell      bool     // give an interactive shell instead of running the tests
-	Bench      string   // run the benchmarks matching this instead of the tests
-	BenchTime  string   // -test.benchtime for each benchmark
-	// Run runs this command instead of the tests, in RunDir with RunEnv.
-	Run    []string
-	RunDir string
-	RunEnv []string
-	// NoModule loads no module under test.
-	NoModule bool
-	// Shares are host directories mounted over virtio 9p.
-	Shares []event.Share
+	Modules []string // the kernel's own modules, loaded in this order
 }
 
 // Cell writes dst: the base image followed by a cpio archive with the
@@ -152,10 +142,7 @@ type CellSpec struct {
 // arch. The module under test is not in it: the host sends it over
 // event.ModulePort once built, while the guest boots.
 func Cell(dst, base string, spec CellSpec) error {
-	m := event.Manifest{Kmod: "/kmmap/module-under-test.ko", KmodParams: spec.KmodParams,
-		Test: GuestTestPath, TestArgs: spec.TestArgs, Shell: spec.Shell,
-		Bench: spec.Bench, BenchTime: spec.BenchTime,
-		Run: spec.Run, RunDir: spec.RunDir, RunEnv: spec.RunEnv, NoModule: spec.NoModule, Shares: spec.Shares}
+	m := event.Manifest{Kmod: "/kmmap/module-under-test.ko", Test: GuestTestPath}
 	var recs []cpio.Record
 	for i, p := range spec.Modules {
 		b, err := kernels.ReadModule(p)

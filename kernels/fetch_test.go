@@ -276,9 +276,22 @@ func TestVerifyAndPrune(t *testing.T) {
 	os.WriteFile(partial, []byte("half"), 0o644)
 	two := time.Now().Add(-2 * time.Hour)
 	os.Chtimes(partial, two, two)
+	// Snapshots of booted guests: one not restored for two hours goes,
+	// with its lock; one restored just now stays.
+	snaps := filepath.Join(cache, "snapshots")
+	os.MkdirAll(snaps, 0o755)
+	for _, name := range []string{"6.1-amd64-00000000000000aa.state", "6.1-amd64-00000000000000aa.lock", "6.1-amd64-00000000000000bb.state"} {
+		os.WriteFile(filepath.Join(snaps, name), []byte("qemu"), 0o644)
+	}
+	for _, name := range []string{"6.1-amd64-00000000000000aa.state", "6.1-amd64-00000000000000aa.lock"} {
+		os.Chtimes(filepath.Join(snaps, name), two, two)
+	}
 	removed, err := f.Prune(l, time.Hour)
-	if err != nil || len(removed) != 3 {
-		t.Errorf("removed %v, %v; want the stray tree, the stray .deb and the partial download", removed, err)
+	if err != nil || len(removed) != 5 {
+		t.Errorf("removed %v, %v; want the stray tree, the stray .deb, the partial download and the old snapshot with its lock", removed, err)
+	}
+	if _, err := os.Stat(filepath.Join(snaps, "6.1-amd64-00000000000000bb.state")); err != nil {
+		t.Errorf("prune removed a snapshot in use: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(tree.Dir, "tree.json")); err != nil {
 		t.Errorf("prune removed the pinned kernel: %v", err)

@@ -52,8 +52,8 @@ func hashFile(path string) (string, error) {
 }
 
 // Prune removes what the cache holds for no pin of l: .debs and unpacked
-// kernels of other pins, built artefacts (modules, initramfs images) not
-// made or used within maxAge, and temporary files interrupted runs left behind.
+// kernels of other pins, built artefacts (modules, initramfs images,
+// snapshots of booted guests) not made or used within maxAge, and temporary files interrupted runs left behind.
 // It returns what it removed.
 func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	keepDebs, keepTrees := map[string]bool{}, map[string]bool{}
@@ -116,6 +116,10 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		{"kmod", old},
 		{"initramfs", old},
 		{"pvh", old},
+		// Snapshots of booted guests (vmtests): a restore touches its
+		// state, so an old one is one no run used within maxAge (a
+		// kernel, initramfs or QEMU since changed names a new one).
+		{"snapshots", either(leftover, old)},
 		{"toolchains", leftover},
 		{"tools", leftover},
 	} {

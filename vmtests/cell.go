@@ -34,6 +34,7 @@
 // | `KMMAP_CPUS` | CPUs of every guest (1 to 8) | 2 for the debug, KCSAN and SMP cells, else 1 | yes |
 // | `KMMAP_MEMDEBUG` | `1`: full run-time memory debugging on the distribution cells too | unset | yes |
 // | `KMMAP_RANDOM_SEED` | seed of the guest suite's random tests | 1 | yes |
+// | `KMMAP_SNAPSHOT` | `0`: boot every guest cold instead of restoring the snapshot of its booted guest (the rerun line says which ran) | `1`: restore, the first run boots and saves it | yes |
 // | `KMMAP_TRACE` | `1`: print each guest agent event with its time | unset | no |
 // | `KMMAP_GDB` | `1`: start guests halted with a gdb stub and print how to attach | unset | no |
 // | `KMMAP_KERNEL` | a custom kernel image to run as cell `custom` | unset | yes |
@@ -50,6 +51,7 @@ import (
 
 	"regexp"
 
+	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -94,6 +96,13 @@ type Cell struct {
 	command    []string
 	commandDir string
 	noModule   bool
+
+	// job is what the guest does once booted (sent after the snapshot
+	// point); snap whether it is restored from a snapshot, mode how the
+	// last boot started.
+	job  event.Job
+	snap snapshotPolicy
+	mode BootMode
 
 	config kernels.Config   // the kernel's
 	allow  []*regexp.Regexp // expected kernel lines beside the built-in ones

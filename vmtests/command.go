@@ -42,6 +42,11 @@ type CommandResult struct {
 	// a panic.
 	Tail    string
 	Elapsed time.Duration
+	// Mode is how the guest started, Booted the same for a person with
+	// why it booted cold; Notes what a person should know about it.
+	Mode   BootMode
+	Booted string
+	Notes  []string
 	// Results is the cell's results directory; Rerun runs it again.
 	Results, Rerun string
 }
@@ -87,7 +92,7 @@ func (r CommandResult) Verdict() string {
 // command's output to c.Stdout and c.Stderr, and says how it ended.
 func RunCommand(ctx context.Context, c *Cell) CommandResult {
 	r := boot(ctx, c)
-	res := CommandResult{Cell: c.ID, Status: -1, Elapsed: r.elapsed, Results: c.Results, Rerun: c.runRerun()}
+	res := CommandResult{Cell: c.ID, Status: -1, Elapsed: r.elapsed, Results: c.Results, Rerun: c.runRerun(), Mode: c.mode, Booted: c.bootedHow(), Notes: r.notes}
 	if err := c.writeResults(r); err != nil {
 		res.Problems = append(res.Problems, fmt.Sprintf("keeping the results: %v", err))
 	}
@@ -126,7 +131,7 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 func (c *Cell) runRerun() string {
 	var env []string
 	if c.cfg != nil {
-		env = c.cfg.rerunEnv()
+		env = c.cfg.rerunEnv(c.mode)
 	}
 	args := []string{"go", "run", "./cmd/kmmap", "run"} // from the kmmap checkout
 	if c.noModule {

@@ -33,6 +33,7 @@ var Vars = []Var{
 	{"KMMAP_CPUS", "CPUs of every guest (1 to 8)", "2 for the debug, KCSAN and SMP cells, else 1", true},
 	{"KMMAP_MEMDEBUG", "`1`: full run-time memory debugging on the distribution cells too", "", true},
 	{"KMMAP_RANDOM_SEED", "seed of the guest suite's random tests", "1", true},
+	{"KMMAP_SNAPSHOT", "`0`: boot every guest cold instead of restoring the snapshot of its booted guest (the rerun line says which ran)", "`1`: restore, the first run boots and saves it", true},
 	{"KMMAP_TRACE", "`1`: print each guest agent event with its time", "", false},
 	{"KMMAP_GDB", "`1`: start guests halted with a gdb stub and print how to attach", "", false},
 	{"KMMAP_KERNEL", "a custom kernel image to run as cell `custom`", "", true},
@@ -67,6 +68,8 @@ type Config struct {
 	MemDebug bool
 	// Seed is the guest suite's random seed ("" for its own default).
 	Seed string
+	// Cold boots every guest instead of restoring a snapshot of it.
+	Cold bool
 	// Trace prints each guest agent event.
 	Trace bool
 	// GDB starts guests halted with a gdb stub.
@@ -150,6 +153,13 @@ func parseConfig(env map[string]string) (Config, error) {
 	}
 	c.Seed = env["KMMAP_RANDOM_SEED"]
 	c.MemDebug = env["KMMAP_MEMDEBUG"] == "1"
+	switch env["KMMAP_SNAPSHOT"] {
+	case "", "1":
+	case "0":
+		c.Cold = true
+	default:
+		return Config{}, bad("KMMAP_SNAPSHOT", "want 0 (boot cold) or 1 (restore snapshots, the default)")
+	}
 	c.Trace = env["KMMAP_TRACE"] == "1"
 	c.GDB = env["KMMAP_GDB"] == "1"
 	c.KeepFailed = env["KMMAP_KEEP_FAILED"] == "1"
@@ -180,11 +190,20 @@ func (c Config) selects(id string) bool {
 }
 
 // rerunEnv is the environment a rerun line sets: every variable that
-// changes a run and was set for this one, in the table's order.
-func (c Config) rerunEnv() []string {
+// changes a run and was set for this one, in the table's order, and
+// KMMAP_SNAPSHOT saying how the guest started when mode is known (a
+// restored guest and a cold boot are different runs).
+func (c Config) rerunEnv(mode BootMode) []string {
 	var out []string
 	for _, v := range Vars {
-		if s, ok := c.env[v.Name]; ok && v.Rerun {
+		s, ok := c.env[v.Name]
+		if v.Name == "KMMAP_SNAPSHOT" && mode != "" {
+			s, ok = "1", true
+			if mode == Cold {
+				s = "0"
+			}
+		}
+		if ok && v.Rerun {
 			out = append(out, v.Name+"="+shellQuote(s))
 		}
 	}

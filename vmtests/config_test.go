@@ -56,6 +56,18 @@ func TestRerunLineCarriesTheRun(t *testing.T) {
 	if got := reproducer(c, ""); !strings.Contains(got, "-run '^TestForeignModule$/^6\\.1-amd64$'") {
 		t.Errorf("rerun line of another host test: %q", got)
 	}
+	// It says how the guest started: a restored guest and a cold boot
+	// are different runs.
+	for mode, want := range map[BootMode]string{Cold: "KMMAP_SNAPSHOT=0 ", Saved: "KMMAP_SNAPSHOT=1 ", Restored: "KMMAP_SNAPSHOT=1 "} {
+		c.mode = mode
+		if got := reproducer(c, ""); !strings.Contains(got, "KMMAP_RANDOM_SEED=42 "+want+"go test") {
+			t.Errorf("rerun line after a %s guest: %q, want %q in it", mode, got, want)
+		}
+		c.commandDir, c.command = "/w", []string{"true"}
+		if got := c.runRerun(); !strings.Contains(got, want) {
+			t.Errorf("kmmap run's rerun line after a %s guest: %q, want %q in it", mode, got, want)
+		}
+	}
 }
 
 // Every variable is in the one table, and the table is what the package

@@ -47,6 +47,8 @@ type Harness struct {
 	kvm      kvmProbe
 	imagesMu sync.Mutex
 	images   map[string]func() (string, error) // arch -> base image
+	snapDir  string                            // "" for the cache's snapshots/
+	snaps    *snapshots
 }
 
 // Option configures a Harness.
@@ -98,6 +100,10 @@ func WithCustomKernel(k CustomKernel) Option { return func(h *Harness) { h.cfg.C
 // results/ and kernels/kernels.lock are looked for.
 func WithRoot(dir string) Option { return func(h *Harness) { h.root = dir } }
 
+// WithSnapshotDir keeps the snapshots of booted guests in dir instead of
+// the cache's snapshots/ directory.
+func WithSnapshotDir(dir string) Option { return func(h *Harness) { h.snapDir = dir } }
+
 // WithVMTimeout bounds each guest's run.
 func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMTimeout = d } }
 
@@ -129,6 +135,10 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 			return nil, err
 		}
 	}
+	if h.snapDir == "" {
+		h.snapDir = filepath.Join(h.cache, "snapshots")
+	}
+	h.snaps = newSnapshots(h.snapDir)
 	if h.results = h.cfg.Results; h.results == "" {
 		h.results = filepath.Join(root, "results")
 	}

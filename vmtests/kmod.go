@@ -3,6 +3,7 @@ package vmtests
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
@@ -279,13 +281,13 @@ func (c *Cell) moduleName() string {
 	}
 }
 
-// modulePort adds the virtio-serial port the module under test goes to
-// the guest through, and a task that sends it once it is built: the
-// module, or why there is none, in which case the agent gives up at once.
-func (c *Cell) modulePort() (qemu.Fn, error) {
-	if c.kmod == nil { // a run without the module: the agent waits for none
-		return func(*qemu.IDAllocator, *qemu.Options) error { return nil }, nil
-	}
+// modulePort adds the virtio-serial port the run's job and the module
+// under test go to the guest through, and a task that sends them once
+// release is closed (the guest runs: booted, saved or restored): the job;
+// when the agent took it (took), the host's time and fresh entropy; then
+// the module once it is built, or why there is none, in which case the
+// agent gives up at once.
+func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -305,8 +307,13 @@ func (c *Cell) modulePort() (qemu.Fn, error) {
 				pr.Close()
 				return nil
 			}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil
+			}
 			sent := make(chan error, 1)
-			go func() { sent <- c.sendModule(pw) }()
+			go func() { sent <- c.sendJob(ctx, pw, took) }()
 			select {
 			case err := <-sent:
 				return err
@@ -316,6 +323,31 @@ func (c *Cell) modulePort() (qemu.Fn, error) {
 		})
 		return nil
 	}, nil
+}
+
+// sendJob writes the run's job; once the agent took it, the host's time
+// and fresh entropy; then (unless the run has none) the module under test.
+func (c *Cell) sendJob(ctx context.Context, w io.Writer, took <-chan struct{}) error {
+	if err := event.WriteJob(w, c.job); err != nil {
+		return fmt.Errorf("sending the job to the guest: %w", err)
+	}
+	select {
+	case <-took:
+	case <-ctx.Done():
+		return nil
+	}
+	fresh := event.Fresh{Entropy: make([]byte, 64)}
+	if _, err := rand.Read(fresh.Entropy); err != nil {
+		return err
+	}
+	fresh.Time = time.Now().UnixNano()
+	if err := event.WriteFresh(w, fresh); err != nil {
+		return fmt.Errorf("sending the time and entropy to the guest: %w", err)
+	}
+	if c.job.NoModule {
+		return nil
+	}
+	return c.sendModule(w)
 }
 
 func (c *Cell) sendModule(w io.Writer) error {

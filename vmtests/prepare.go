@@ -160,28 +160,30 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	cell.QEMUArgs, cell.KernelArgs = join(devs)
 	cell.command, cell.commandDir, cell.noModule = o.Command, o.CommandDir, o.NoModule
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	spec := initramfs.CellSpec{Modules: mods, KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime,
+	job := event.Job{KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime,
 		Run: o.Command, RunDir: o.CommandDir, RunEnv: o.CommandEnv, NoModule: o.NoModule, Shares: shares}
 	if h.guest.Flags != nil {
-		spec.TestArgs = append(spec.TestArgs, h.guest.Flags(kern)...)
+		job.TestArgs = append(job.TestArgs, h.guest.Flags(kern)...)
 	}
 	if cell.Timeout > 0 {
-		spec.TestArgs = append(spec.TestArgs, "-test.timeout="+guestTimeout(cell.Timeout).String())
+		job.TestArgs = append(job.TestArgs, "-test.timeout="+guestTimeout(cell.Timeout).String())
 	}
 	if o.GuestRun != "" {
-		spec.TestArgs = append(spec.TestArgs, "-test.run="+o.GuestRun)
+		job.TestArgs = append(job.TestArgs, "-test.run="+o.GuestRun)
 	}
 	if o.GuestFailFast {
-		spec.TestArgs = append(spec.TestArgs, "-test.failfast")
+		job.TestArgs = append(job.TestArgs, "-test.failfast")
 	}
 	if o.GuestCount > 1 {
-		spec.TestArgs = append(spec.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
+		job.TestArgs = append(job.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
 	}
+	cell.job = job
+	cell.snap = h.snapshotPolicy(cell.GDB != 0)
 	base, err := h.guestImage(k.ID, a, logf)
 	if err != nil {
 		return nil, err
 	}
-	if err := initramfs.Cell(cell.Initramfs, base, spec); err != nil {
+	if err := initramfs.Cell(cell.Initramfs, base, initramfs.CellSpec{Modules: mods}); err != nil {
 		return nil, err
 	}
 	return cell, nil

@@ -18,7 +18,7 @@ func reproducer(c *Cell, test string) string {
 	}
 	var env []string
 	if c.cfg != nil {
-		env = c.cfg.rerunEnv()
+		env = c.cfg.rerunEnv(c.mode)
 		if c.ID == CustomID && len(c.cfg.Cells) > 0 {
 			env = append(env, "KMMAP_CELLS="+CustomID)
 		}

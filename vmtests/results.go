@@ -49,6 +49,10 @@ func (r *results) handle(e event.Event) {
 	case event.AgentModule:
 		r.sections = e.Sections
 		return
+	case event.AgentFresh:
+		if e.Error != "" {
+			r.agentErrs = append(r.agentErrs, "making the guest fresh (clock, random pool): "+e.Error)
+		}
 	case event.AgentError:
 		r.agentErrs = append(r.agentErrs, e.Error)
 		return

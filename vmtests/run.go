@@ -28,6 +28,11 @@ type run struct {
 	times Timeline
 	// benchOut is the guest's output in benchmark mode.
 	benchOut strings.Builder
+	// jobSeen: the agent took its job (a restored guest is alive).
+	jobSeen bool
+	// notes are what a person should know about how the guest started
+	// (a snapshot that did not restore, or could not be saved).
+	notes []string
 }
 
 // Timeline splits a boot: QEMU's own start (process, firmware, loading the
@@ -38,8 +43,16 @@ type run struct {
 // test started (loading the module under test, listing the tests,
 // starting the test binary); the tests until the test binary exited; and
 // power-off until QEMU exited.
+//
+// A guest restored from a snapshot has no boot: KernelStart is when QEMU
+// had loaded the saved state and the guest ran, AgentStart and AgentUp
+// when the agent took its job. Save is how long saving the guest took in
+// the run that saved it (the guest stood still meanwhile: the stages
+// after it include it).
 type Timeline struct {
+	Mode                                                            BootMode
 	KernelStart, AgentStart, AgentUp, TestsStart, TestsDone, Exited time.Duration
+	Save                                                            time.Duration
 }
 
 // The stages' durations.
@@ -53,16 +66,39 @@ func (t Timeline) PowerOff() time.Duration     { return t.Exited - t.TestsDone }
 // printkTime matches a console line's printk timestamp (printk.time=1).
 var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 
-// boot runs the cell's VM to the end (or until ctx is done) and returns
-// what it printed and sent. With the configuration's Trace, each guest
-// agent event and the start of each top-level guest test are printed with
-// their time since QEMU started.
-func boot(ctx context.Context, cell *Cell) run {
+// bootVM runs the cell's VM once, as p says (cold, saving a snapshot at
+// the ready point, or restoring one), to the end (or until ctx is done)
+// and returns what it printed and sent. With the configuration's Trace,
+// each guest agent event and the start of each top-level guest test are
+// printed with their time since QEMU started.
+func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	var mu sync.Mutex
 	con, res := newConsole(cell.moduleName, cell.allow), newResults()
 	r := run{con: con, res: res}
+	r.times.Mode = p.mode
 	trace := cell.cfg != nil && cell.cfg.Trace
-	port, err := cell.modulePort()
+	ctx, kill := context.WithCancel(ctx)
+	defer kill()
+	// release: the guest runs and may take its job (after the snapshot
+	// is saved, or once the restored guest runs); ready: the agent waits
+	// for it (the snapshot point); took: the agent has it.
+	release, ready, took := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var readyOnce, tookOnce sync.Once
+	note := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		r.notes = append(r.notes, fmt.Sprintf(format, args...))
+	}
+	port, err := cell.modulePort(release, took)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	snap, err := cell.snapshotDevice(p, release, ready, took, kill, note, func(f func(*Timeline)) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(&r.times)
+	})
 	if err != nil {
 		r.err = err
 		return r
@@ -78,7 +114,7 @@ func boot(ctx context.Context, cell *Cell) run {
 		qemu.LogSerialByLine(func(l string) {
 			mu.Lock()
 			defer mu.Unlock()
-			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 {
+			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 && p.mode != Restored {
 				ts, _ := strconv.ParseFloat(m[1], 64)
 				r.times.KernelStart = max(time.Since(start)-time.Duration(ts*float64(time.Second)), time.Nanosecond)
 			}
@@ -97,6 +133,13 @@ func boot(ctx context.Context, cell *Cell) run {
 				if e.Uptime > 0 && r.times.KernelStart > 0 {
 					r.times.AgentStart = min(r.times.KernelStart+time.Duration(e.Uptime*float64(time.Second)), r.times.AgentUp)
 				}
+				readyOnce.Do(func() { close(ready) })
+			case e.Agent == event.AgentJob:
+				r.jobSeen = true
+				if p.mode == Restored {
+					r.times.AgentStart, r.times.AgentUp = time.Since(start), time.Since(start)
+				}
+				tookOnce.Do(func() { close(took) })
 			case e.Action == "run" && r.times.TestsStart == 0:
 				r.times.TestsStart = time.Since(start)
 			case e.Agent == event.AgentExit:
@@ -114,6 +157,7 @@ func boot(ctx context.Context, cell *Cell) run {
 			res.handle(e)
 		}),
 		port, // after the event channel, which adds the virtio-serial bus
+		snap,
 	)
 	if err != nil {
 		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
@@ -124,8 +168,11 @@ func boot(ctx context.Context, cell *Cell) run {
 	}
 	r.err = vm.Wait()
 	con.finish()
+	mu.Lock()
+	defer mu.Unlock()
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
+	r.times.Mode = p.mode
 	r.qemuCmdline = vm.CmdlineQuoted()
 	return r
 }

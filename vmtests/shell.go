@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/hugelgupf/vmtest/qemu/qevent"
@@ -106,7 +107,11 @@ func compDir(ko string) (string, error) {
 // shell) or QEMU is stopped (Ctrl-A x).
 func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error {
 	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
-	port, err := c.modulePort()
+	// The shell boots cold: the job goes as soon as QEMU runs.
+	release, took := make(chan struct{}), make(chan struct{})
+	close(release)
+	var tookOnce sync.Once
+	port, err := c.modulePort(release, took)
 	if err != nil {
 		return err
 	}
@@ -119,6 +124,8 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 		qemu.WithSerialOutput(nopCloser{stdout}),
 		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
 			switch {
+			case e.Agent == event.AgentJob:
+				tookOnce.Do(func() { close(took) })
 			case e.Agent == event.AgentModule && c.GDB != 0:
 				notes("%s", strings.ReplaceAll(c.gdbSymbols(e.Sections), "\n", "\r\n"))
 			case e.Agent == event.AgentError, e.Agent == event.AgentKmod && e.Error != "":

@@ -111,7 +111,10 @@ func (h *Harness) testCell(t *testing.T, id string) {
 			t.Logf("%s", reproducer(cell, ""))
 		}
 	}()
-	t.Logf("%s: prepared in %.1fs, QEMU (%s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, r.elapsed.Seconds(), len(res.list))
+	t.Logf("%s: prepared in %.1fs, QEMU (%s, %s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, cell.bootedHow(), r.elapsed.Seconds(), len(res.list))
+	for _, n := range r.notes {
+		t.Logf("%s: %s", cell.ID, n)
+	}
 	for _, p := range cell.problems(r) {
 		t.Error(p)
 	}

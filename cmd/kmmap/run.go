@@ -166,6 +166,12 @@ func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOp
 // are and how to run it again.
 func tellRun(w io.Writer, r vmtests.CommandResult) {
 	fmt.Fprintf(w, "kmmap run: %s\n", strings.TrimSpace(r.Verdict()))
+	if r.Booted != "" {
+		fmt.Fprintf(w, "guest: %s\n", r.Booted)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	for _, rep := range r.Reports {
 		fmt.Fprintf(w, "kernel report:\n%s\n", rep)
 	}

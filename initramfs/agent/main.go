@@ -1,9 +1,16 @@
 //go:build linux
 
 // Command agent is the guest side of kmmap: started by u-root's init as
-// uinit, it loads the kernel modules the guest needs, opens the event channel
-// to the host, loads the module under test, runs the guest test binary with
-// its output converted by test2json, unloads the module and powers off.
+// uinit, it loads the kernel modules the guest needs, opens the event
+// channel to the host and waits on the module port for its job. That wait
+// is the snapshot point: the host may save the guest there and restore it
+// for later runs, so everything a run does comes after it. The agent takes
+// the job, then the host's time and entropy (setting the clock and
+// reseeding the random pool, so that a restored guest is not a copy of
+// the last one), mounts the host's shares, receives and loads the module
+// under test, runs the guest test binary with its output converted by
+// test2json (or the benchmarks, a command or a shell), unloads the module
+// and powers off.
 //
 // Anything that goes wrong is sent to the host as an event and also printed
 // on the console with the prefix "kmmap-agent:", so the host can always tell
@@ -13,6 +20,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +33,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hugelgupf/vmtest/guest"
 	"github.com/kmmap/kmmap/initramfs/event"
@@ -91,48 +100,68 @@ func run() error {
 		return err
 	}
 	emit(event.Event{Agent: event.AgentModules, Uptime: uptime})
-	if err := mountShares(m.Shares); err != nil {
+
+	// The snapshot point: a restored guest resumes in this read.
+	port, err := openPort()
+	if err != nil {
+		return fail(err)
+	}
+	defer port.Close()
+	br := event.NewPortReader(port)
+	job, err := event.ReadJob(br)
+	if err != nil {
+		return fail(err)
+	}
+	emit(event.Event{Agent: event.AgentJob})
+	clock, err := fresh(br)
+	if err != nil {
+		emit(event.Event{Agent: event.AgentFresh, Error: err.Error()})
+		return err
+	}
+	emit(event.Event{Agent: event.AgentFresh, Clock: clock})
+	if err := mountShares(job.Shares); err != nil {
 		return fail(err)
 	}
 
-	if !m.NoModule {
-		if err := receiveModule(&m); err != nil {
+	var kmodName string
+	if !job.NoModule {
+		if kmodName, err = receiveModule(br, m.Kmod); err != nil {
 			emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
 			return err
 		}
-		if err := insmod(m.Kmod, m.KmodParams); err != nil {
+		if err := insmod(m.Kmod, job.KmodParams); err != nil {
 			emit(event.Event{Agent: event.AgentKmod, Error: err.Error()})
 			return err
 		}
 		emit(event.Event{Agent: event.AgentKmod})
-		if sec, err := sections(m.KmodName); err != nil {
+		if sec, err := sections(kmodName); err != nil {
 			logf("module sections: %v", err)
 		} else {
 			emit(event.Event{Agent: event.AgentModule, Sections: sec})
 		}
 	}
 	switch {
-	case m.Shell:
-		shell(m)
-	case len(m.Run) > 0:
-		emit(runCommand(m, emit))
-	case m.Bench != "":
-		m.TestArgs = append(m.TestArgs, "-test.run=^$", "-test.bench="+m.Bench, "-test.benchtime="+m.BenchTime)
+	case job.Shell:
+		shell(m, job, kmodName)
+	case len(job.Run) > 0:
+		emit(runCommand(job, emit))
+	case job.Bench != "":
+		job.TestArgs = append(job.TestArgs, "-test.run=^$", "-test.bench="+job.Bench, "-test.benchtime="+job.BenchTime)
 		exit := event.Event{Agent: event.AgentExit}
-		if err := runTests(m, em); err != nil {
+		if err := runTests(m.Test, job.TestArgs, em); err != nil {
 			exit.Error = err.Error()
 		}
 		emit(exit)
 	default:
-		if err := test(m, em, emit); err != nil {
+		if err := test(m.Test, job.TestArgs, em, emit); err != nil {
 			return fail(err)
 		}
 	}
 
-	if m.NoModule {
+	if job.NoModule {
 		return nil
 	}
-	name := m.KmodName
+	name := kmodName
 	unload := event.Event{Agent: event.AgentUnload}
 	if err := kmodule.Delete(name, 0); err != nil {
 		unload.Error = fmt.Sprintf("delete_module(%s): %v", name, err)
@@ -178,14 +207,14 @@ func coverage() (map[string][]byte, error) {
 }
 
 // test lists the suite's tests for the host, then runs them.
-func test(m event.Manifest, em io.Writer, emit func(event.Event)) error {
-	tests, err := listTests(m.Test, listPattern(m.TestArgs))
+func test(bin string, args []string, em io.Writer, emit func(event.Event)) error {
+	tests, err := listTests(bin, listPattern(args))
 	if err != nil {
 		return err
 	}
 	emit(event.Event{Agent: event.AgentList, Tests: tests})
 
-	runErr := runTests(m, em)
+	runErr := runTests(bin, args, em)
 	exit := event.Event{Agent: event.AgentExit}
 	if runErr != nil {
 		exit.Error = runErr.Error()
@@ -194,28 +223,69 @@ func test(m event.Manifest, em io.Writer, emit func(event.Event)) error {
 	return nil
 }
 
-// receiveModule reads the module under test from the host's module port
-// (the host may still be building it while the guest boots) into m.Kmod,
-// and sets m.KmodName.
-func receiveModule(m *event.Manifest) error {
+// openPort opens the port the host sends the job and the module under
+// test through (the host may still be building the module while the
+// guest boots).
+func openPort() (*os.File, error) {
 	dev, err := guest.VirtioSerialDevice(event.ModulePort)
 	if err != nil {
-		return fmt.Errorf("module port: %w", err)
+		return nil, fmt.Errorf("module port: %w", err)
 	}
 	f, err := os.Open(dev)
 	if err != nil {
-		return fmt.Errorf("module port: %w", err)
+		return nil, fmt.Errorf("module port: %w", err)
+	}
+	return f, nil
+}
+
+// fresh makes a guest, maybe restored from a snapshot, not a copy of the
+// last one: it reads the Fresh line, sets CLOCK_REALTIME to the host's time and reseeds the
+// kernel's random pool with the host's entropy, crediting it, so that
+// every process started after it (the suite, a command) draws numbers of
+// its own. It returns the clock it set.
+func fresh(br *bufio.Reader) (int64, error) {
+	job, err := event.ReadFresh(br)
+	if err != nil {
+		return 0, err
+	}
+	ts := unix.NsecToTimespec(job.Time)
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+		return 0, fmt.Errorf("set the clock from the host's: %w", err)
+	}
+	f, err := os.OpenFile("/dev/random", os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("reseed the random pool: %w", err)
 	}
 	defer f.Close()
-	name, ko, err := event.ReadModule(f)
+	// struct rand_pool_info: entropy_count (bits), buf_size (bytes), buf.
+	info := make([]byte, 8+len(job.Entropy))
+	binary.NativeEndian.PutUint32(info[0:], uint32(8*len(job.Entropy)))
+	binary.NativeEndian.PutUint32(info[4:], uint32(len(job.Entropy)))
+	copy(info[8:], job.Entropy)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return 0, fmt.Errorf("reseed the random pool: RNDADDENTROPY: %w", e)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.RNDRESEEDCRNG, 0); err != nil {
+		return 0, fmt.Errorf("reseed the random pool: RNDRESEEDCRNG: %w", err)
+	}
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &now); err != nil {
+		return 0, err
+	}
+	return now.Nano(), nil
+}
+
+// receiveModule reads the module under test's frame from the port into
+// path and returns its name.
+func receiveModule(br *bufio.Reader, path string) (string, error) {
+	name, ko, err := event.ReadModule(br)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := os.WriteFile(m.Kmod, ko, 0o644); err != nil {
-		return fmt.Errorf("store the module: %w", err)
+	if err := os.WriteFile(path, ko, 0o644); err != nil {
+		return "", fmt.Errorf("store the module: %w", err)
 	}
-	m.KmodName = name
-	return nil
+	return name, nil
 }
 
 // shell0 makes /bin/sh (initramfs/sh, which runs u-root's gosh) and
@@ -276,20 +346,20 @@ func sections(name string) (map[string]string, error) {
 
 // shell runs an interactive shell on the console; when it exits, the
 // module is unloaded and the guest powers off.
-func shell(m event.Manifest) {
+func shell(m event.Manifest, job event.Job, kmodName string) {
 	loaded := "No module is loaded."
-	if !m.NoModule {
-		loaded = fmt.Sprintf("The module %s is loaded.", m.KmodName)
+	if !job.NoModule {
+		loaded = fmt.Sprintf("The module %s is loaded.", kmodName)
 	}
 	fmt.Printf("\nkmmap: %s The guest suite: %s -test.v; its files: %s.\n", loaded, m.Test, filepath.Dir(m.Test))
-	for _, s := range m.Shares {
+	for _, s := range job.Shares {
 		fmt.Printf("kmmap: %s is the host's, read-write: what you write there is on the host.\n", s.Path)
 	}
 	fmt.Printf("kmmap: leave the shell (exit or Ctrl-D) to power off.\n\n")
 	cmd := exec.Command("/bbin/gosh")
-	cmd.Dir = runDir(m)
+	cmd.Dir = runDir(job)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = commandEnv(m)
+	cmd.Env = commandEnv(job)
 	if err := cmd.Run(); err != nil {
 		logf("shell: %v", err)
 	}
@@ -298,15 +368,15 @@ func shell(m event.Manifest) {
 // commandEnv is the environment of a command or shell in the guest: the
 // agent's, u-root's tools and the suite's files on PATH, a home, a
 // terminal type, and what the host adds.
-func commandEnv(m event.Manifest) []string {
+func commandEnv(job event.Job) []string {
 	env := append(os.Environ(), "PATH=/bbin:/bin:/ubin:/usr/bin:/kmmap", "HOME=/root", "TERM=linux", "USER=root", "SHELL=/bin/sh")
-	return append(env, m.RunEnv...)
+	return append(env, job.RunEnv...)
 }
 
 // runDir is where a command or shell starts: RunDir, else /.
-func runDir(m event.Manifest) string {
-	if m.RunDir != "" {
-		return m.RunDir
+func runDir(job event.Job) string {
+	if job.RunDir != "" {
+		return job.RunDir
 	}
 	return "/"
 }
@@ -331,12 +401,12 @@ func mountShares(shares []event.Share) error {
 
 // runCommand runs the manifest's command with its output sent as events,
 // marked in the kernel log as event.RunMarker, and returns its end.
-func runCommand(m event.Manifest, emit func(event.Event)) event.Event {
+func runCommand(job event.Job, emit func(event.Event)) event.Event {
 	kmsg(event.MarkLine("start", event.RunMarker))
 	defer kmsg(event.MarkLine("end", event.RunMarker))
-	cmd := exec.Command(m.Run[0], m.Run[1:]...)
-	cmd.Dir = runDir(m)
-	cmd.Env = commandEnv(m)
+	cmd := exec.Command(job.Run[0], job.Run[1:]...)
+	cmd.Dir = runDir(job)
+	cmd.Env = commandEnv(job)
 	cmd.Stdout = emitWriter{event.AgentStdout, emit}
 	cmd.Stderr = emitWriter{event.AgentStderr, emit}
 	err := cmd.Run()
@@ -427,10 +497,10 @@ func listTests(bin, pattern string) ([]string, error) {
 
 // runTests runs the test binary with -test.v=test2json and pipes its output
 // through test2json onto the event channel.
-func runTests(m event.Manifest, em io.Writer) error {
-	args := append([]string{"-test.v=test2json", "-test.count=1"}, m.TestArgs...)
-	cmd := exec.Command(m.Test, args...)
-	cmd.Dir = filepath.Dir(m.Test)
+func runTests(bin string, testArgs []string, em io.Writer) error {
+	args := append([]string{"-test.v=test2json", "-test.count=1"}, testArgs...)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = filepath.Dir(bin)
 	// No garbage collection until the heap nears GOMEMLIMIT: under TCG a
 	// collection costs milliseconds, and the suite allocates little (the
 	// whole 6.1-amd64 suite: 3.0 -> 2.4 s). The limit keeps the benchmarks'
@@ -452,7 +522,7 @@ func runTests(m event.Manifest, em io.Writer) error {
 		return fmt.Errorf("test2json: %w", err)
 	}
 	if runErr != nil {
-		return fmt.Errorf("%s: %w", filepath.Base(m.Test), runErr)
+		return fmt.Errorf("%s: %w", filepath.Base(bin), runErr)
 	}
 	return nil
 }

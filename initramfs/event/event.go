@@ -10,19 +10,25 @@ const Channel = "kmmap-events"
 
 // Agent notes.
 const (
-	AgentModules = "modules" // kernel modules the guest needs are loaded
-	AgentKmod    = "kmod"    // the module under test is loaded (or Error says why not)
-	AgentList    = "list"    // Tests holds every test the suite will run
-	AgentError   = "error"   // the agent could not do its job; Error says why
-	AgentUnload  = "unload"  // the module under test was removed (or Error says why not)
-	AgentExit    = "exit"    // the test binary exited; Error holds a non-zero status
-	AgentModule  = "module"  // Sections holds the loaded module's section addresses
+	AgentModules = "modules" // kernel modules the guest needs are loaded: the snapshot point
+	// AgentJob: the job arrived; the agent waits for the Fresh line.
+	AgentJob = "job"
+	// AgentFresh: the clock is set and the random pool reseeded from the
+	// Fresh line (or Error says what failed). Clock is the guest's
+	// CLOCK_REALTIME after setting it (Unix nanoseconds).
+	AgentFresh  = "fresh"
+	AgentKmod   = "kmod"   // the module under test is loaded (or Error says why not)
+	AgentList   = "list"   // Tests holds every test the suite will run
+	AgentError  = "error"  // the agent could not do its job; Error says why
+	AgentUnload = "unload" // the module under test was removed (or Error says why not)
+	AgentExit   = "exit"   // the test binary exited; Error holds a non-zero status
+	AgentModule = "module" // Sections holds the loaded module's section addresses
 	// AgentCoverage: Files holds the gcov counters (.gcda) of every
 	// object the kernel profiled, by path under /sys/kernel/debug/gcov,
 	// read after the module under test was unloaded (so its exit path
 	// counts too). Sent only by kernels with CONFIG_GCOV_KERNEL.
 	AgentCoverage = "coverage"
-	// AgentStdout and AgentStderr carry a command's output (Manifest.Run)
+	// AgentStdout and AgentStderr carry a command's output (Job.Run)
 	// in Output; AgentRun ends it, with its exit status in Status (-1
 	// when it could not start, Error saying why).
 	AgentStdout = "stdout"
@@ -51,21 +57,31 @@ type Event struct {
 	Uptime float64 `json:",omitempty"`
 	// Status is a command's exit status (AgentRun).
 	Status int `json:",omitempty"`
+	// Clock: see AgentFresh.
+	Clock int64 `json:",omitempty"`
 }
 
-// Manifest tells the agent what to do; the host writes it into the
-// initramfs at ManifestPath.
+// Manifest is what the guest needs to boot to the agent's ready point:
+// the same for every run of a cell, so that a snapshot taken there serves
+// them all. The host writes it into the initramfs at ManifestPath; what
+// one run does is its Job, sent after the snapshot point.
 type Manifest struct {
 	// Modules are the kernel's own modules to load first, in order.
 	Modules []string `json:"modules"`
 	// Kmod is where the agent stores the module under test it receives
-	// on ModulePort, KmodName its name (from the frame: for unloading)
-	// and KmodParams its parameters.
-	Kmod       string `json:"kmod"`
-	KmodName   string `json:"kmod_name,omitempty"`
+	// on ModulePort.
+	Kmod string `json:"kmod"`
+	// Test is the guest test binary.
+	Test string `json:"test"`
+}
+
+// Job is what one run does: the host sends it as the first line on
+// ModulePort, when the guest is running (booted cold, or restored from a
+// snapshot taken while the agent waited for it).
+type Job struct {
+	// KmodParams are the module under test's parameters.
 	KmodParams string `json:"kmod_params,omitempty"`
-	// Test is the guest test binary; TestArgs are added to its flags.
-	Test     string   `json:"test"`
+	// TestArgs are added to the guest test binary's flags.
 	TestArgs []string `json:"test_args,omitempty"`
 	// Shell: after loading the module, run an interactive shell on the
 	// console instead of the tests; leaving it powers the guest off.
@@ -84,6 +100,18 @@ type Manifest struct {
 	// Shares are host directories to mount over virtio 9p before the
 	// module is loaded: the QEMU mount tag and the guest path.
 	Shares []Share `json:"shares,omitempty"`
+}
+
+// Fresh is the second line on ModulePort, which the host sends when the
+// agent has said it took its job (AgentJob), so that the time in it is
+// not stale by how long a restored guest took to read the job. The agent
+// sets the clock and reseeds the kernel's random pool from it before
+// anything else, so that a restored guest is not a copy of the last one.
+type Fresh struct {
+	// Time is the host's CLOCK_REALTIME when it sent the line (Unix
+	// nanoseconds); Entropy is fresh randomness from the host.
+	Time    int64  `json:"time"`
+	Entropy []byte `json:"entropy"`
 }
 
 // Share is a host directory the guest mounts over virtio 9p.

@@ -52,10 +52,62 @@ func WriteModuleError(w io.Writer, why string) error {
 	return err
 }
 
+// maxJob bounds the job line (a command's arguments and environment).
+const maxJob = 1 << 20
+
+// WriteJob sends the run's job: one JSON line, before the module's frame.
+func WriteJob(w io.Writer, j Job) error { return writeLine(w, j) }
+
+// WriteFresh sends the Fresh line.
+func WriteFresh(w io.Writer, f Fresh) error { return writeLine(w, f) }
+
+func writeLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// ReadJob reads the job line from br.
+func ReadJob(br *bufio.Reader) (Job, error) {
+	var j Job
+	return j, readLine(br, "job", &j)
+}
+
+// ReadFresh reads the Fresh line from br.
+func ReadFresh(br *bufio.Reader) (Fresh, error) {
+	var f Fresh
+	if err := readLine(br, "fresh", &f); err != nil {
+		return f, err
+	}
+	if f.Time <= 0 || len(f.Entropy) < 32 {
+		return f, fmt.Errorf("fresh: no host time, or under 32 bytes of entropy")
+	}
+	return f, nil
+}
+
+func readLine(br *bufio.Reader, what string, v any) error {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return fmt.Errorf("%s: longer than %d bytes", what, br.Size())
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := json.Unmarshal(line, v); err != nil {
+		return fmt.Errorf("%s %q: %w", what, line, err)
+	}
+	return nil
+}
+
+// NewPortReader reads ModulePort: the job, then the module's frame.
+func NewPortReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, maxJob) }
+
 // ReadModule reads one frame: the module's name and bytes, checked
 // against the header's size and SHA-256.
-func ReadModule(r io.Reader) (string, []byte, error) {
-	br := bufio.NewReader(r)
+func ReadModule(br *bufio.Reader) (string, []byte, error) {
 	line, err := br.ReadBytes('\n')
 	if err != nil {
 		return "", nil, fmt.Errorf("module header: %w", err)

@@ -1,0 +1,192 @@
+package vmtests
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freshRun is what testdata/fresh printed in one guest, and when the host
+// received its clock line.
+type freshRun struct {
+	mode   BootMode
+	notes  []string
+	random string
+	clock  time.Time
+	host   time.Time
+}
+
+// stampWriter keeps what the guest wrote and when each write arrived.
+type stampWriter struct {
+	mu    sync.Mutex
+	lines []string
+	at    []time.Time
+}
+
+func (w *stampWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	sc := bufio.NewScanner(strings.NewReader(string(p)))
+	for sc.Scan() {
+		w.lines, w.at = append(w.lines, sc.Text()), append(w.at, now)
+	}
+	return len(p), nil
+}
+
+// Snapshots: concurrent runs on an empty store save one snapshot (one
+// boots and saves, the other waits for it and restores); every restored
+// guest has the host's time and random numbers of its own; a snapshot
+// cut short is removed and the cell boots cold with a note, saving a new
+// one.
+func TestSnapshots(t *testing.T) {
+	h0 := kmmapHarness(t)
+	id := commandCellID(t, h0)
+	if h0.Config().Cold {
+		t.Skip("KMMAP_SNAPSHOT=0: snapshots are off")
+	}
+	store := t.TempDir()
+	h := kmmapHarness(t, WithSnapshotDir(store))
+	f, err := h.Fetcher(t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := h.Tree(t.Context(), id, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The program runs from a shared directory, built for the guest.
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin, "./vmtests/testdata/fresh")
+	build.Dir = h.Root()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+tree.Kernel.Arch)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build testdata/fresh: %v\n%s", err, out)
+	}
+	run := func(name string) freshRun {
+		o := CellOptions{Logf: t.Logf, ResultsID: id + "-snapshot-" + name, NoModule: true,
+			Command: []string{filepath.Join(bin, "fresh")}, CommandDir: bin, Share: bin}
+		c, err := h.Prepare(t.Context(), f, tree, o)
+		if err != nil {
+			t.Error(err)
+			return freshRun{}
+		}
+		var out stampWriter
+		c.Stdout = &out
+		r := RunCommand(t.Context(), c)
+		fr := freshRun{mode: r.Mode, notes: r.Notes}
+		if r.ExitCode() != 0 {
+			t.Errorf("%s: %s\n%s\n%s", name, r.Verdict(), strings.Join(r.Problems, "\n"), r.Tail)
+		}
+		for i, l := range out.lines {
+			if v, ok := strings.CutPrefix(l, "random "); ok {
+				fr.random = v
+			}
+			if v, ok := strings.CutPrefix(l, "clock "); ok {
+				ns, _ := strconv.ParseInt(v, 10, 64)
+				fr.clock, fr.host = time.Unix(0, ns), out.at[i]
+			}
+		}
+		t.Logf("%s: %s, random %s, guest clock %s off the host's", name, r.Booted, fr.random, fr.clock.Sub(fr.host))
+		return fr
+	}
+
+	var first [2]freshRun
+	var wg sync.WaitGroup
+	for i := range first {
+		wg.Go(func() { first[i] = run(fmt.Sprint("concurrent", i)) })
+	}
+	wg.Wait()
+	if m := []BootMode{first[0].mode, first[1].mode}; !(m[0] == Saved && m[1] == Restored || m[0] == Restored && m[1] == Saved) {
+		t.Errorf("two runs at once on an empty store: %s and %s, want one saved and one restored", m[0], m[1])
+	}
+	states, _ := filepath.Glob(filepath.Join(store, "*.state"))
+	if len(states) != 1 {
+		t.Errorf("store holds %q, want one snapshot", states)
+	}
+	again := run("again")
+	if again.mode != Restored {
+		t.Errorf("third run: %s, want restored", again.mode)
+	}
+	seen := map[string]string{}
+	for i, r := range []freshRun{first[0], first[1], again} {
+		if r.random == "" || r.clock.IsZero() {
+			t.Errorf("run %d printed no random number or clock", i)
+			continue
+		}
+		if prev, ok := seen[r.random]; ok {
+			t.Errorf("run %d (%s) drew the same random number as %s: %s (the random pool was not reseeded)", i, r.mode, prev, r.random)
+		}
+		seen[r.random] = fmt.Sprintf("run %d (%s)", i, r.mode)
+		if d := r.clock.Sub(r.host); d > time.Second || d < -time.Second {
+			t.Errorf("run %d (%s): the guest's CLOCK_REALTIME is %s off the host's, want under 1s", i, r.mode, d)
+		}
+	}
+
+	// A snapshot cut short: QEMU cannot load it.
+	if len(states) == 1 {
+		fi, err := os.Stat(states[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(states[0], fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		cut := run("cut")
+		if cut.mode != Saved || !strings.Contains(strings.Join(cut.notes, "\n"), "did not restore") {
+			t.Errorf("after cutting the snapshot short: %s, notes %q; want booted cold and saved, with a note", cut.mode, cut.notes)
+		}
+		if fi, err := os.Stat(states[0]); err != nil || fi.Size() < 1<<20 {
+			t.Errorf("no whole snapshot saved again: %v", err)
+		}
+	}
+}
+
+// The snapshot's name changes with anything that made the guest: another
+// QEMU, kernel argument, QEMU argument or initramfs.
+func TestSnapshotKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	s := newSnapshots(dir)
+	s.versions["qemu-system-x86_64"] = "QEMU emulator version 7.2.22"
+	c := &Cell{ID: "6.1-amd64", Image: write("vmlinux", "kernel"), Initramfs: write("initramfs.cpio", "cpio"), KernelArgs: []string{"console=ttyS0"}, QEMUArgs: []string{"-smp", "1"}}
+	c.Arch.QEMU = "qemu-system-x86_64"
+	base, err := s.key(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(){
+		"QEMU version":   func() { s.versions["qemu-system-x86_64"] = "QEMU emulator version 8.2.0" },
+		"kernel args":    func() { c.KernelArgs = []string{"console=ttyS0", "nokaslr"} },
+		"QEMU args":      func() { c.QEMUArgs = []string{"-smp", "2"} },
+		"initramfs":      func() { c.Initramfs = write("other.cpio", "cpio2") },
+		"the same image": func() { c.Image = write("vmlinux", "kernel2") },
+	} {
+		saved := *c
+		savedVersion := s.versions["qemu-system-x86_64"]
+		change()
+		got, err := s.key(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == base {
+			t.Errorf("%s changed: the snapshot's name stayed %s", name, got)
+		}
+		*c = saved
+		s.versions["qemu-system-x86_64"] = savedVersion
+		write("vmlinux", "kernel")
+	}
+}
