@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +100,9 @@ func run() error {
 		emit(event.Event{Agent: event.AgentError, Error: err.Error()})
 		return err
 	}
+	// The suite's tests, listed before the snapshot point: a restored
+	// guest does not start the test binary once more to list them.
+	tests, listErr := listTests(m.Test, ".")
 	emit(event.Event{Agent: event.AgentModules, Uptime: uptime})
 
 	// The snapshot point: a restored guest resumes in this read.
@@ -153,7 +157,10 @@ func run() error {
 		}
 		emit(exit)
 	default:
-		if err := test(m.Test, job.TestArgs, em, emit); err != nil {
+		if listErr != nil {
+			return fail(listErr)
+		}
+		if err := test(m.Test, tests, job.TestArgs, em, emit); err != nil {
 			return fail(err)
 		}
 	}
@@ -206,9 +213,10 @@ func coverage() (map[string][]byte, error) {
 	return files, nil
 }
 
-// test lists the suite's tests for the host, then runs them.
-func test(bin string, args []string, em io.Writer, emit func(event.Event)) error {
-	tests, err := listTests(bin, listPattern(args))
+// test tells the host which of the suite's tests will run, then runs
+// them.
+func test(bin string, all, args []string, em io.Writer, emit func(event.Event)) error {
+	tests, err := selectTests(all, listPattern(args))
 	if err != nil {
 		return err
 	}
@@ -475,6 +483,26 @@ func insmod(path, params string) error {
 		return fmt.Errorf("load module %s: %w", filepath.Base(path), err)
 	}
 	return nil
+}
+
+// selectTests is what `-test.list pattern` would print of all: the tests
+// whose name the pattern (the top level of a -test.run) matches, as the
+// testing package matches it.
+func selectTests(all []string, pattern string) ([]string, error) {
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("-test.run: %w", err)
+	}
+	var out []string
+	for _, t := range all {
+		if re.MatchString(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no test matches %q", pattern)
+	}
+	return out, nil
 }
 
 func listTests(bin, pattern string) ([]string, error) {
