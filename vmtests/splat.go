@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -118,7 +119,7 @@ const maxReport = 80
 // the guest suite writes to /dev/kmsg.
 type console struct {
 	lines  []string
-	stack  []string            // tests whose start marker was seen, innermost last
+	stack  []string            // tests whose start marker was seen and not their end
 	splats map[string][]string // full test name ("" outside every test) -> reports
 	open   *report             // the report being read, if any
 	// kernelRaces are KCSAN reports of the kernel's own races with its
@@ -133,9 +134,10 @@ type console struct {
 }
 
 // report is one kernel report: its first line and those that follow, up
-// to its end-of-trace line.
+// to its end-of-trace line, and the tests running when it began (more
+// than one when tests ran in parallel: it is charged to each).
 type report struct {
-	key   string
+	keys  []string
 	lines []string
 }
 
@@ -144,10 +146,18 @@ func (c *console) closeReport() {
 		return
 	}
 	r := strings.Join(c.open.lines, "\n")
-	if kernelsOwnRace(r, c.modLine()) {
+	switch keys := c.open.keys; {
+	case kernelsOwnRace(r, c.modLine()):
 		c.kernelRaces = append(c.kernelRaces, r)
-	} else {
-		c.splats[c.open.key] = append(c.splats[c.open.key], r)
+	case len(keys) == 0:
+		c.splats[""] = append(c.splats[""], r)
+	default:
+		if len(keys) > 1 {
+			r = fmt.Sprintf("(while %s ran in parallel: any of them may have caused it)\n%s", strings.Join(keys, ", "), r)
+		}
+		for _, k := range keys {
+			c.splats[k] = append(c.splats[k], r)
+		}
 	}
 	c.open = nil
 }
@@ -182,19 +192,15 @@ func (c *console) add(raw string) {
 	c.lines = append(c.lines, line)
 	if m := markRe.FindStringSubmatch(line); m != nil {
 		c.closeReport()
+		name := m[2]
+		c.stack = slices.DeleteFunc(c.stack, func(s string) bool { return s == name || strings.HasPrefix(s, name+"/") })
 		if m[1] == "start" {
-			c.stack = append(c.stack, m[2])
-		} else if i := slices.Index(c.stack, m[2]); i >= 0 {
-			c.stack = c.stack[:i]
+			c.stack = append(c.stack, name)
 		}
 		return
 	}
 	if c.open == nil && c.isSplat(line) {
-		cur := ""
-		if len(c.stack) > 0 {
-			cur = c.stack[len(c.stack)-1]
-		}
-		c.open = &report{key: cur}
+		c.open = &report{keys: c.running()}
 	}
 	if c.open != nil {
 		c.open.lines = append(c.open.lines, line)
@@ -202,6 +208,19 @@ func (c *console) add(raw string) {
 			c.closeReport()
 		}
 	}
+}
+
+// running is the innermost test running in each test running: one test
+// (or subtest) when tests run one at a time, one per test when they run
+// in parallel (testmain.Parallel).
+func (c *console) running() []string {
+	var out []string
+	for i, name := range c.stack {
+		if !slices.ContainsFunc(c.stack[i+1:], func(s string) bool { return strings.HasPrefix(s, name+"/") }) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // contains reports whether any console line contains s.

@@ -70,6 +70,48 @@ func TestConsoleAttributesSplats(t *testing.T) {
 	}
 }
 
+// Tests in parallel (testmain.Parallel): a report while two ran is
+// charged to both, saying so; one ending does not end the other, and a
+// paused test (its end marked before t.Parallel) is not running.
+func TestConsoleParallelTests(t *testing.T) {
+	c := kmmapConsole()
+	for _, l := range []string{
+		"[    1.0] kmmap-test: start TestP",
+		"[    1.0] kmmap-test: end TestP", // paused: t.Parallel
+		"[    1.1] kmmap-test: start TestSeq",
+		"[    1.2] WARNING: CPU: 0 PID: 1 at kmmap.c:10 kmmap_fault+0x1/0x2 [kmmap]",
+		"[    1.2] ---[ end trace 0000000000000000 ]---",
+		"[    1.3] kmmap-test: end TestSeq",
+		"[    1.4] kmmap-test: start TestP",
+		"[    1.4] kmmap-test: start TestQ",
+		"[    1.45] kmmap-test: start TestQ/sub",
+		"[    1.5] BUG: unable to handle page fault for address: 0000",
+		"[    1.5] ---[ end trace 0000000000000001 ]---",
+		"[    1.6] kmmap-test: end TestP",
+		"[    1.7] WARNING: CPU: 1 PID: 9 at kmmap.c:20 kmmap_ioctl+0x1/0x2 [kmmap]",
+		"[    1.7] ---[ end trace 0000000000000002 ]---",
+		"[    1.8] kmmap-test: end TestQ/sub",
+		"[    1.9] kmmap-test: end TestQ",
+	} {
+		c.add(l)
+	}
+	c.finish()
+	if got := c.splats["TestSeq"]; len(got) != 1 || strings.Contains(got[0], "parallel") {
+		t.Errorf("TestSeq (alone, TestP paused) splats = %q, want its own report", got)
+	}
+	for _, name := range []string{"TestP", "TestQ/sub"} {
+		if got := c.splats[name]; len(got) < 1 || !strings.Contains(got[0], "BUG:") || !strings.Contains(got[0], "TestP, TestQ/sub ran in parallel") {
+			t.Errorf("%s splats = %q, want the BUG while both ran, saying so", name, got)
+		}
+	}
+	if got := c.splats["TestQ/sub"]; len(got) != 2 || !strings.Contains(got[1], "kmmap_ioctl") || strings.Contains(got[1], "parallel") {
+		t.Errorf("TestQ/sub splats = %q, want the second WARNING, after TestP ended, its own", got)
+	}
+	if len(c.splats["TestP"]) != 1 || len(c.splats[""]) != 0 {
+		t.Errorf("TestP: %q, outside tests: %q", c.splats["TestP"], c.splats[""])
+	}
+}
+
 func TestResultsReplay(t *testing.T) {
 	r := newResults()
 	for _, e := range []event.Event{

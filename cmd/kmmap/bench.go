@@ -120,15 +120,19 @@ func benchMatrix(w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetche
 		}
 		return ds, nil
 	}
-	ds, err := warm(only)
+	ds, err := warm(only, "KMMAP_SNAPSHOT=0")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "| the %d distribution cells (`%s`) | warm (median of 3: %s) | **%s** |\n", len(distro), only, durs(ds), secs(median(ds)))
+	fmt.Fprintf(w, "| the %d distribution cells (`%s`) | warm, booted cold (`KMMAP_SNAPSHOT=0`; median of 3: %s) | %s |\n", len(distro), only, durs(ds), secs(median(ds)))
+	if ds, err = warm(only); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "| the %d distribution cells | warm, restored from their snapshots (median of 3: %s) | **%s** |\n", len(distro), durs(ds), secs(median(ds)))
 	if ds, err = warm(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "| all %d cells, with the debug cells | warm (median of 3: %s) | **%s** |\n", len(lock.IDs()), durs(ds), secs(median(ds)))
+	fmt.Fprintf(w, "| all %d cells, with the debug cells | warm, restored (median of 3: %s) | **%s** |\n", len(lock.IDs()), durs(ds), secs(median(ds)))
 	for _, d := range []string{"kmod", "initramfs"} {
 		if err := os.RemoveAll(filepath.Join(f.CacheDir(), d)); err != nil {
 			return err
@@ -142,18 +146,21 @@ func benchMatrix(w io.Writer, root string, lock *kernels.Lock, f *kernels.Fetche
 	return nil
 }
 
-// benchEdit: one line of kmod/*.c changed, one cell to its verdict.
+// benchEdit: one line of kmod/*.c changed, one cell to its verdict,
+// booted cold and restored from its snapshot.
 func benchEdit(w io.Writer, root, cell string) error {
-	fmt.Fprintf(w, "\n## Edit → verdict (one line of `kmod/main.c` changed, `go test -run '^TestGuest$/^%s$' ./vmtests`)\n\n", cell)
-	var edits []time.Duration
-	for i := range 3 {
-		d, err := editLoop(root, cell, i)
-		if err != nil {
-			return err
+	fmt.Fprintf(w, "\n## Edit → verdict (one line of `kmod/main.c` changed, `go test -run '^TestGuest$/^%s$' ./vmtests`)\n\n| guest | median of 3 |\n|---|---:|\n", cell)
+	for _, mode := range []struct{ name, env string }{{"booted cold (`KMMAP_SNAPSHOT=0`)", "KMMAP_SNAPSHOT=0"}, {"restored from its snapshot", "KMMAP_SNAPSHOT=1"}} {
+		var edits []time.Duration
+		for i := range 3 {
+			d, err := editLoop(root, cell, i, mode.env)
+			if err != nil {
+				return err
+			}
+			edits = append(edits, d)
 		}
-		edits = append(edits, d)
+		fmt.Fprintf(w, "| %s | **%s** (%s) |\n", mode.name, secs(median(edits)), durs(edits))
 	}
-	fmt.Fprintf(w, "median of 3: **%s** (%s)\n", secs(median(edits)), durs(edits))
 	return nil
 }
 
@@ -170,46 +177,61 @@ func benchInitramfs(w io.Writer, root string) error {
 	return nil
 }
 
-// benchCells: each cell booted runs times, to its verdict, split by stage.
+// benchCells: each cell runs times to its verdict, booted cold and
+// restored from its snapshot, split by stage.
 func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels.Fetcher, cells []string, runs int) error {
 	quiet := func(string, ...any) {}
-	fmt.Fprintf(w, "\n## Per cell: boot → verdict, median of %d boots (the whole guest suite each time)\n\n", runs)
-	fmt.Fprintf(w, "QEMU start: until the kernel's clock began (printk time 0, from the first console line's timestamp; on arm64 the kernel runs ~0.2 s before its clock starts, counted here); kernel boot: until init started the guest agent (the uptime the agent reports); virtio: the agent loading the kernel's virtio modules and opening its channel; agent: loading kmmap.ko, listing the tests, starting the test binary; guest tests: the suite; one test: QEMU's start to its exit when the guest runs only %s (its four backings), as the rerun line of a failure does.\n\n", oneTest)
-	fmt.Fprintln(w, "| cell | accel | QEMU start | kernel boot | virtio | agent | guest tests | power-off | **total** | one test |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	coldCfg := h.Config()
+	coldCfg.Cold = true
+	cold, err := harness(vmtests.WithConfig(coldCfg))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n## Per cell: QEMU start → verdict, median of %d runs (the whole guest suite each time), booted cold and restored from a snapshot\n\n", runs)
+	fmt.Fprintf(w, "Cold (`KMMAP_SNAPSHOT=0`): QEMU start: until the kernel's clock began (printk time 0, from the first console line's timestamp; on arm64 the kernel runs ~0.2 s before its clock starts, counted here); kernel boot: until init started the guest agent (the uptime the agent reports); agent: its virtio modules, listing the tests, then loading kmmap.ko and starting the test binary. Restored (the default): restore: QEMU start until the restored guest runs (QEMU loads the saved state); job: until the agent took its job; agent: the host's time and entropy, loading kmmap.ko, starting the test binary. Guest tests: the suite; one test: QEMU's start to its exit when the guest runs only %s (its four backings), as the rerun line of a failure does. The first restored run of a cell saves the snapshot and is not counted.\n\n", oneTest)
+	fmt.Fprintln(w, "| cell | cold: QEMU start | kernel boot | agent | guest tests | **total** | one test | restored: restore | job | agent | guest tests | **total** | one test |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	med := func(tl []vmtests.Timeline, f func(vmtests.Timeline) time.Duration) string {
+		var ds []time.Duration
+		for _, t := range tl {
+			ds = append(ds, f(t))
+		}
+		return secs(median(ds))
+	}
+	total := func(t vmtests.Timeline) time.Duration { return t.Exited }
+	agentCold := func(t vmtests.Timeline) time.Duration { return t.GuestModules() + t.Agent() }
 	for _, id := range cells {
-		tree, err := h.Tree(ctx, id, f)
-		if err != nil {
-			return err
-		}
-		c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet})
-		if err != nil {
-			return err
-		}
-		tl, err := measure(ctx, c, runs)
-		if err != nil {
-			return err
-		}
-		// The inner loop on one test: what the rerun line of a failure runs.
-		one, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: "^" + oneTest + "$", ResultsID: id + "-one-test"})
-		if err != nil {
-			return err
-		}
-		tlOne, err := measure(ctx, one, runs)
-		if err != nil {
-			return err
-		}
-		med := func(tl []vmtests.Timeline, f func(vmtests.Timeline) time.Duration) string {
-			var ds []time.Duration
-			for _, t := range tl {
-				ds = append(ds, f(t))
+		row := "| " + id
+		for _, hh := range []*vmtests.Harness{cold, h} {
+			tree, err := hh.Tree(ctx, id, f)
+			if err != nil {
+				return err
 			}
-			return secs(median(ds))
+			c, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet})
+			if err != nil {
+				return err
+			}
+			tl, err := measure(ctx, c, runs)
+			if err != nil {
+				return err
+			}
+			// The inner loop on one test: what the rerun line of a failure runs.
+			one, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: "^" + oneTest + "$", ResultsID: id + "-one-test"})
+			if err != nil {
+				return err
+			}
+			tlOne, err := measure(ctx, one, runs)
+			if err != nil {
+				return err
+			}
+			if hh == cold {
+				row += fmt.Sprintf(" | %s | %s | %s | %s | **%s** | %s", med(tl, vmtests.Timeline.QEMUStart), med(tl, vmtests.Timeline.KernelBoot),
+					med(tl, agentCold), med(tl, vmtests.Timeline.Tests), med(tl, total), med(tlOne, total))
+				continue
+			}
+			row += fmt.Sprintf(" | %s | %s | %s | %s | **%s** | %s", med(tl, vmtests.Timeline.QEMUStart), med(tl, vmtests.Timeline.KernelBoot),
+				med(tl, vmtests.Timeline.Agent), med(tl, vmtests.Timeline.Tests), med(tl, total), med(tlOne, total))
 		}
-		total := func(t vmtests.Timeline) time.Duration { return t.Exited }
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | **%s** | %s |\n", id, c.Accel,
-			med(tl, vmtests.Timeline.QEMUStart), med(tl, vmtests.Timeline.KernelBoot), med(tl, vmtests.Timeline.GuestModules),
-			med(tl, vmtests.Timeline.Agent), med(tl, vmtests.Timeline.Tests), med(tl, vmtests.Timeline.PowerOff),
-			med(tl, total), med(tlOne, total))
+		fmt.Fprintln(w, row+" |")
 	}
 	return nil
 }
@@ -217,15 +239,18 @@ func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 // oneTest is the guest test the inner-loop column runs alone.
 const oneTest = "TestSamePages"
 
-// measure boots c runs times.
+// measure runs c runs times, not counting a run that saved a snapshot
+// (it booted cold, and saving took its time).
 func measure(ctx context.Context, c *vmtests.Cell, runs int) ([]vmtests.Timeline, error) {
 	var tl []vmtests.Timeline
-	for range runs {
+	for len(tl) < runs {
 		t, err := vmtests.Measure(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		tl = append(tl, t)
+		if t.Mode != vmtests.Saved {
+			tl = append(tl, t)
+		}
 	}
 	return tl, nil
 }
@@ -304,7 +329,7 @@ func goTest(root, run string, env ...string) (time.Duration, error) {
 
 // editLoop changes one line of kmod/main.c (a comment), runs one cell and
 // restores the file.
-func editLoop(root, cell string, i int) (time.Duration, error) {
+func editLoop(root, cell string, i int, env ...string) (time.Duration, error) {
 	p := filepath.Join(root, "kmod", "main.c")
 	orig, err := os.ReadFile(p)
 	if err != nil {
@@ -318,7 +343,7 @@ func editLoop(root, cell string, i int) (time.Duration, error) {
 	if err := os.WriteFile(p, edited, 0o644); err != nil {
 		return 0, err
 	}
-	return goTest(root, "^TestGuest$/^"+strings.ReplaceAll(cell, ".", `\.`)+"$")
+	return goTest(root, "^TestGuest$/^"+strings.ReplaceAll(cell, ".", `\.`)+"$", env...)
 }
 
 // initramfsTimes builds arch's guest image in an empty cache, then again.

@@ -52,6 +52,17 @@ func mark(t testing.TB) {
 	testmain.Mark(t)
 }
 
+// parallel runs a test that shares nothing with others in parallel with
+// the others that call it, in a guest with more than one CPU
+// (testmain.Parallel): those in files about one file's buffer (kmmap,
+// ring, pin) and lifecycle's, but not those reading a global counter. Tests that touch what is global
+// (fault injection, module parameters, cgroups, credentials, unloading)
+// and the race tests, which want the CPUs to themselves, do not.
+func parallel(t *testing.T) {
+	t.Helper()
+	testmain.Parallel(t)
+}
+
 // invariants are what every test must leave as it found it: the module's
 // live buffers and pinned pages (none leaked) and the page pins taken
 // system-wide (every one released).

@@ -19,6 +19,7 @@ import (
 )
 
 func TestInfo(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	ps := os.Getpagesize()
 	if d.ps() != ps {
@@ -52,6 +53,7 @@ func TestInfo(t *testing.T) {
 // TestTwoMappingsReadKernelContents is seed 003's first step: two mmaps of
 // one fd are two different addresses that both show what the kernel holds.
 func TestTwoMappingsReadKernelContents(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		d.fillPages(t, 100)
 		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
@@ -70,6 +72,7 @@ func TestTwoMappingsReadKernelContents(t *testing.T) {
 }
 
 func TestWriteVisibleInOtherMapping(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
 		for p := 0; p < d.npages(); p++ {
@@ -88,6 +91,7 @@ func TestWriteVisibleInOtherMapping(t *testing.T) {
 // mapping (the pfn backing) shows none, so there the proof is that each
 // page's distinct content crosses between the kernel and both mappings.
 func TestSamePages(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
 		if d.info.Backing == BackingPFN {
@@ -113,6 +117,7 @@ func TestSamePages(t *testing.T) {
 }
 
 func TestUserWriteVisibleToKernel(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		m := d.mmap(t, 0, d.size())
 		for p := 0; p < d.npages(); p++ {
@@ -131,6 +136,7 @@ func TestUserWriteVisibleToKernel(t *testing.T) {
 }
 
 func TestKernelWriteVisibleInMappings(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		m1, m2 := d.mmap(t, 0, d.size()), d.mmap(t, 0, d.size())
 		sink += m1[0] + m2[0] // mapped before the kernel writes: no msync, no refault
@@ -156,6 +162,7 @@ func TestKernelWriteVisibleInMappings(t *testing.T) {
 
 // TestOffsetMapping maps windows that start inside the buffer.
 func TestOffsetMapping(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		d.fillPages(t, 600)
 		for first := 1; first < d.npages(); first++ {
@@ -176,6 +183,7 @@ func TestOffsetMapping(t *testing.T) {
 }
 
 func TestMunmapThenClose(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		b, err := unix.Mmap(d.fd, 0, d.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
@@ -191,6 +199,7 @@ func TestMunmapThenClose(t *testing.T) {
 
 // TestCloseThenMunmap: the mapping keeps the buffer alive after close().
 func TestCloseThenMunmap(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		d.fillPages(t, 700)
 		b, err := unix.Mmap(d.fd, 0, d.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -224,6 +233,7 @@ func TestUnloadRefusedWhileMapped(t *testing.T) {
 }
 
 func TestBadMmap(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		ps, size := d.ps(), d.size()
 		rw := unix.PROT_READ | unix.PROT_WRITE
@@ -264,6 +274,7 @@ func TestBadMmap(t *testing.T) {
 }
 
 func TestSetup(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	for _, c := range []struct {
 		name           string
@@ -293,6 +304,7 @@ func TestSetup(t *testing.T) {
 }
 
 func TestBadIoctl(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	size := uint64(d.size())
 	var info Info
@@ -340,6 +352,7 @@ func TestBadIoctl(t *testing.T) {
 }
 
 func TestReadWriteBounds(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	size := int64(d.size())
 	b := make([]byte, 16)
@@ -364,6 +377,7 @@ func TestReadWriteBounds(t *testing.T) {
 // is short, as for a file (the kernel may stop a little before the fault,
 // never after it); one that faults at once fails with EFAULT.
 func TestReadWriteFaults(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	ps := unix.Getpagesize()
 	if d.size() < 2*ps {
@@ -390,6 +404,7 @@ func TestReadWriteFaults(t *testing.T) {
 // TestCDemo runs kmod/examples/demo.c: a C program written against the UAPI
 // header alone uses every backing, the pinned buffer and the ring.
 func TestCDemo(t *testing.T) {
+	parallel(t)
 	mark(t)
 	runDemo(t, "/kmmap/kmmap-demo")
 }
@@ -443,6 +458,7 @@ func vmFlags(t *testing.T, b []byte) []string {
 // TestVMFlags: every mapping is kept out of core dumps (dd), cannot grow
 // (de) and can never become executable (no ex, no me).
 func TestVMFlags(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 2, func(t *testing.T, d *dev) {
 		flags := vmFlags(t, d.mmap(t, 0, d.size()))
 		for _, want := range []string{"dd", "de", "sh"} {
@@ -466,6 +482,7 @@ func TestVMFlags(t *testing.T) {
 // the argument of INFO and CHECKSUM in read-only memory (read in, not
 // written back), the ring ioctls' argument at NULL.
 func TestUserCopyFaults(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	ps := os.Getpagesize()
 	ro := func(t *testing.T, arg []byte) unsafe.Pointer {

@@ -137,6 +137,7 @@ func runHelperAs(t *testing.T, mode string, fd int, attr *syscall.SysProcAttr) [
 // TestTwoProcesses: another process mapping the same file shares the same
 // pages: its writes are seen here and its PFNs are the kernel's.
 func TestTwoProcesses(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		m := d.mmap(t, 0, d.size())
 		out := runHelper(t, fmt.Sprintf("share %d %d %d", d.npages(), d.size(), d.ps()), d.fd)
@@ -158,6 +159,7 @@ func TestTwoProcesses(t *testing.T) {
 // TestKpage: /proc/kpagecount and /proc/kpageflags agree that a page mapped
 // twice is mapped twice.
 func TestKpage(t *testing.T) {
+	parallel(t)
 	for _, b := range backings {
 		if b.id == BackingPFN {
 			continue // VM_PFNMAP pages are not counted as mapped
@@ -213,6 +215,7 @@ func forkWrite(t *testing.T, b []byte, off int, v byte) {
 // TestFork: a child inherits the mapping shared, as documented: what it
 // writes, the parent and the kernel see.
 func TestFork(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 2, func(t *testing.T, d *dev) {
 		m := d.mmap(t, 0, d.size())
 		for p := 0; p < d.npages(); p++ {
@@ -242,6 +245,7 @@ func TestProcessExitWithoutCleanup(t *testing.T) {
 // TestPartialMunmap: unmapping the middle of a mapping splits it; both
 // halves still share the buffer, and setup stays refused until both go.
 func TestPartialMunmap(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 4, func(t *testing.T, d *dev) {
 		ps := d.ps()
 		m, err := unix.Mmap(d.fd, 0, d.size(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -292,6 +296,7 @@ func munmap(b []byte) error {
 // module for a bounded time: every call succeeds or fails with a plain
 // errno, and no kernel splat appears (the host checks).
 func TestRandomArguments(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	seed := *randomSeed
 	t.Logf("seed %d (another: KMMAP_RANDOM_SEED=N go test ./vmtests)", seed)
@@ -355,6 +360,7 @@ func TestRandomArguments(t *testing.T) {
 // TestConcurrentMapUnmap: many threads mapping, touching and unmapping one
 // file at once.
 func TestConcurrentMapUnmap(t *testing.T) {
+	parallel(t)
 	forEachBacking(t, 8, func(t *testing.T, d *dev) {
 		d.fillPages(t, 1000)
 		var wg sync.WaitGroup
@@ -388,6 +394,7 @@ func TestConcurrentMapUnmap(t *testing.T) {
 // one consumer drains: every record arrives once, in order, whole, or is
 // counted as dropped.
 func TestRingConcurrentProducers(t *testing.T) {
+	parallel(t)
 	r := openRing(t, 2)
 	r.timer(t, 3, 1)
 	done := make(chan struct{})
@@ -418,6 +425,7 @@ func TestRingConcurrentProducers(t *testing.T) {
 // TestPinnedConcurrentReads: userland reads the buffer while the kernel
 // worker keeps writing into it; after each wait the content is whole.
 func TestPinnedConcurrentReads(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	buf := userBuffer(t, 4)
 	if err := d.pin(uintptr(unsafe.Pointer(&buf[0])), len(buf)); err != nil {

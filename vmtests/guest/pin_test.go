@@ -105,6 +105,7 @@ func TestPinnedReleasedOnClose(t *testing.T) {
 }
 
 func TestBadPin(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	buf := userBuffer(t, 1)
 	addr := uintptr(unsafe.Pointer(&buf[0]))

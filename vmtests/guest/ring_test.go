@@ -132,6 +132,7 @@ func pollIn(fd, ms int) (int16, error) {
 }
 
 func TestRing(t *testing.T) {
+	parallel(t)
 	r := openRing(t, 4)
 	if r.hdr.Record_size != uint32(unsafe.Sizeof(RingRecord{})) || r.hdr.Nr_records == 0 || r.hdr.Nr_records&(r.hdr.Nr_records-1) != 0 {
 		t.Fatalf("header: record_size %d, nr_records %d", r.hdr.Record_size, r.hdr.Nr_records)
@@ -181,6 +182,7 @@ func TestRing(t *testing.T) {
 
 // TestRingTimer: records from the kernel's own timer wake epoll.
 func TestRingTimer(t *testing.T) {
+	parallel(t)
 	r := openRing(t, 2)
 	ep, err := epollIn(r.d.fd)
 	if err != nil {
@@ -225,6 +227,7 @@ func TestRingTimer(t *testing.T) {
 // never memory outside the ring: the kernel keeps its own head and uses the
 // shared tail only to decide whether the ring is full.
 func TestRingScribbledHeader(t *testing.T) {
+	parallel(t)
 	r := openRing(t, 2)
 	nr := r.hdr.Nr_records
 	atomic.StoreUint32(&r.hdr.Tail, 0xdeadbeef)
@@ -249,6 +252,7 @@ func TestRingScribbledHeader(t *testing.T) {
 // TestRingWakesPoller: a poll() or epoll_wait() asleep on an empty ring
 // wakes when a record arrives, whoever produced it: not at its timeout.
 func TestRingWakesPoller(t *testing.T) {
+	parallel(t)
 	const timeout = 10 * time.Second
 	for _, c := range []struct {
 		name    string
@@ -302,6 +306,7 @@ func TestRingWakesPoller(t *testing.T) {
 // TestRingSetupAgain: a new ring starts from nothing, whatever the old
 // one produced and dropped.
 func TestRingSetupAgain(t *testing.T) {
+	parallel(t)
 	d := openDev(t)
 	d.setup(t, BackingRing, 2)
 	r := mapRing(t, d)
@@ -329,6 +334,7 @@ func TestRingSetupAgain(t *testing.T) {
 // then must never run over freed memory (KASAN on the debug cells), nor
 // a SETUP that replaces the ring leave it producing into the old one.
 func TestRingCloseWithTimerRunning(t *testing.T) {
+	parallel(t)
 	mark(t)
 	for i := range 20 {
 		fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)

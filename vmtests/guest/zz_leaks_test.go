@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/vmtests/testmain"
 )
 
 // pageOwnerStacks is page_owner's table of the stacks that allocated the
@@ -32,6 +34,7 @@ var notTheModulesPages = regexp.MustCompile(`(^|\s)(allocate_slab|new_slab|kasan
 // see: a page a buffer lost on its way back.
 func TestPagesLeaked(t *testing.T) {
 	mark(t)
+	testmain.AfterParallel(t) // after the tests run in parallel too
 	b, err := os.ReadFile(pageOwnerStacks)
 	if errors.Is(err, fs.ErrNotExist) {
 		t.Skip("SKIP LOUDLY: no " + pageOwnerStacks + " (CONFIG_PAGE_OWNER, page_owner=on, 6.10+: the debug cells)")

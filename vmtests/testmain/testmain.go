@@ -15,9 +15,12 @@ package testmain
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"reflect"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,7 +50,17 @@ var (
 	mu         sync.Mutex
 	invariants []Invariant
 	marked     = map[testing.TB]bool{}
-	kmsg       = struct {
+	// parallel: the tests running in parallel (Parallel), whose
+	// invariants are checked together, around all of them (window).
+	parallel = map[string]bool{} // by top-level test name
+	window   struct {
+		running int      // parallel tests running now
+		names   []string // those that ran since the window opened
+		before  []int64  // the invariants when it opened
+		pending int      // tests that called Parallel and have not ended
+		idle    *sync.Cond
+	}
+	kmsg = struct {
 		once sync.Once
 		fd   int
 		err  error
@@ -64,6 +77,14 @@ func Run(m *testing.M, invs ...Invariant) int {
 	if err := wrap(m); err != nil {
 		fmt.Fprintln(os.Stderr, "testmain:", err)
 		return 1
+	}
+	// A test waiting in AfterParallel holds one of go test's parallel
+	// slots without using a CPU: one slot more than CPUs, unless set.
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set && runtime.GOMAXPROCS(0) > 1 {
+		flag.Set("test.parallel", strconv.Itoa(runtime.GOMAXPROCS(0)+1))
 	}
 	return m.Run()
 }
@@ -117,8 +138,14 @@ func Mark(t testing.TB) {
 			write(t, Line("end", t.Name()))
 			mu.Lock()
 			delete(marked, t)
+			if !strings.Contains(t.Name(), "/") {
+				delete(parallel, t.Name())
+			}
 			mu.Unlock()
 		}()
+		if inParallel(t) {
+			return // checked with the others (Parallel)
+		}
 		for i, inv := range invs {
 			v, err := inv.Value()
 			switch {
@@ -151,4 +178,120 @@ func write(t testing.TB, line string) {
 	if _, err := unix.Write(kmsg.fd, []byte("<4>"+line+"\n")); err != nil {
 		t.Errorf("/dev/kmsg: %v", err)
 	}
+}
+
+// Parallel runs top-level test t in parallel with the other tests that
+// call it, when the guest has more than one CPU (else it does nothing: one
+// CPU gains nothing and the suite keeps its order). Call it first thing,
+// in a test that shares nothing with others: no module parameter, fault
+// injection, sysctl, cgroup, credentials or unloading. Such tests run
+// after the others, as go test runs parallel tests. A kernel report while
+// several ran is charged to each (the host says they ran in parallel);
+// the invariants are checked once no parallel test runs any more, around
+// all of them, and a difference fails the test that ended last, naming
+// the others.
+func Parallel(t *testing.T) {
+	t.Helper()
+	if !parallelOK() {
+		return
+	}
+	mu.Lock()
+	parallel[t.Name()] = true
+	window.pending++
+	mu.Unlock()
+	ended := func() {
+		window.pending--
+		if window.idle != nil {
+			window.idle.Broadcast()
+		}
+	}
+	// Not running while paused: a report meanwhile is not its.
+	write(t, Line("end", t.Name()))
+	t.Parallel()
+	mu.Lock()
+	if window.running == 0 {
+		window.before, window.names = make([]int64, len(invariants)), nil
+		for i, inv := range invariants {
+			v, err := inv.Value()
+			if err != nil {
+				ended()
+				mu.Unlock()
+				t.Fatalf("invariant %s: %v", inv.Name, err)
+			}
+			window.before[i] = v
+		}
+	}
+	window.running++
+	window.names = append(window.names, t.Name())
+	mu.Unlock()
+	write(t, Line("start", t.Name()))
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		window.running--
+		ended()
+		if window.running > 0 {
+			return
+		}
+		for i, inv := range invariants {
+			v, err := inv.Value()
+			switch {
+			case err != nil:
+				t.Errorf("invariant %s after the tests run in parallel: %v", inv.Name, err)
+			case v != window.before[i]:
+				t.Errorf("after %s ran in parallel, %s = %d, was %d before them (a leak in one of them; run each alone with -test.run)", strings.Join(window.names, ", "), inv.Name, v, window.before[i])
+			}
+		}
+	})
+}
+
+// AfterParallel makes top-level test t wait until every test that called
+// Parallel has ended (it holds a parallel slot meanwhile, for which Run
+// adds one to -test.parallel; call it from one test only), so that it sees what the whole suite left behind
+// (a check after every other test). With one CPU it does nothing: such a
+// test runs last already when it is last in the source.
+func AfterParallel(t *testing.T) {
+	t.Helper()
+	if !parallelOK() {
+		return
+	}
+	mu.Lock()
+	parallel[t.Name()] = true // its invariants: the others' window checks them
+	mu.Unlock()
+	write(t, Line("end", t.Name()))
+	t.Parallel()
+	mu.Lock()
+	if window.idle == nil {
+		window.idle = sync.NewCond(&mu)
+	}
+	for window.pending > 0 {
+		window.idle.Wait()
+	}
+	mu.Unlock()
+	write(t, Line("start", t.Name()))
+}
+
+// parallelOK reports whether tests may run in parallel: more than one CPU,
+// and go test's -test.parallel lets more than one run at once (with one,
+// AfterParallel would wait for tests that cannot start).
+func parallelOK() bool {
+	if runtime.NumCPU() < 2 {
+		return false
+	}
+	f := flag.Lookup("test.parallel")
+	if f == nil {
+		return false
+	}
+	n, err := strconv.Atoi(f.Value.String())
+	return err == nil && n >= 2
+}
+
+// inParallel reports whether t (a test or a subtest) is of a test running
+// in parallel, whose invariants the window checks: others change them
+// meanwhile.
+func inParallel(t testing.TB) bool {
+	top, _, _ := strings.Cut(t.Name(), "/")
+	mu.Lock()
+	defer mu.Unlock()
+	return parallel[top]
 }
