@@ -22,7 +22,7 @@ func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
 		}
 		seen[p.SHA256] = true
 		path := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-		got, err := hashFile(path)
+		got, err := HashFile(path)
 		switch {
 		case os.IsNotExist(err):
 			missing = append(missing, fmt.Sprintf("%s %s", p.Name, p.Version))
@@ -38,7 +38,8 @@ func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
 	return bad, missing, nil
 }
 
-func hashFile(path string) (string, error) {
+// HashFile is the SHA-256 of a file, in hex.
+func HashFile(path string) (string, error) {
 	r, err := os.Open(path)
 	if err != nil {
 		return "", err

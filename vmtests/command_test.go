@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// commandCell prepares cell id of harness h to run command in a shared
-// temporary directory, which it returns with the cell.
+// commandCell prepares cell id of harness h with options o, its results
+// in o.ResultsID (default: named after the test).
 func commandCell(t *testing.T, h *Harness, id string, o CellOptions) *Cell {
 	t.Helper()
 	f, err := h.Fetcher(t.Logf)
@@ -18,7 +18,10 @@ func commandCell(t *testing.T, h *Harness, id string, o CellOptions) *Cell {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Logf, o.ResultsID = t.Logf, id+"-command-"+strings.ReplaceAll(t.Name(), "/", "-")
+	o.Logf = t.Logf
+	if o.ResultsID == "" {
+		o.ResultsID = id + "-command-" + strings.ReplaceAll(t.Name(), "/", "-")
+	}
 	c, err := h.Prepare(t.Context(), f, tree, o)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/kernels"
 	"golang.org/x/sys/unix"
 )
 
@@ -108,16 +108,9 @@ func (s *snapshots) hash(path string) (string, error) {
 	if ok {
 		return sum, nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
+	if sum, err = kernels.HashFile(path); err != nil {
 		return "", err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
 	s.mu.Lock()
 	s.hashes[id] = sum
 	s.mu.Unlock()

@@ -54,11 +54,7 @@ func TestSnapshots(t *testing.T) {
 	}
 	store := t.TempDir()
 	h := kmmapHarness(t, WithSnapshotDir(store))
-	f, err := h.Fetcher(t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := h.Tree(t.Context(), id, f)
+	k, err := h.Lock().Kernel(id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,18 +62,13 @@ func TestSnapshots(t *testing.T) {
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin, "./vmtests/testdata/fresh")
 	build.Dir = h.Root()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+tree.Kernel.Arch)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+k.Arch)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build testdata/fresh: %v\n%s", err, out)
 	}
 	run := func(name string) freshRun {
-		o := CellOptions{Logf: t.Logf, ResultsID: id + "-snapshot-" + name, NoModule: true,
-			Command: []string{filepath.Join(bin, "fresh")}, CommandDir: bin, Share: bin}
-		c, err := h.Prepare(t.Context(), f, tree, o)
-		if err != nil {
-			t.Error(err)
-			return freshRun{}
-		}
+		c := commandCell(t, h, id, CellOptions{ResultsID: id + "-snapshot-" + name, NoModule: true,
+			Command: []string{filepath.Join(bin, "fresh")}, CommandDir: bin, Share: bin})
 		var out stampWriter
 		c.Stdout = &out
 		r := RunCommand(t.Context(), c)
