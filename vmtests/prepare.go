@@ -196,7 +196,7 @@ func (c *Cell) writeResults(r run) error {
 	files := map[string]string{
 		"console.log": strings.Join(r.con.lines, "\n") + "\n",
 		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
-		"qemu":        r.qemuCmdline + "\n",
+		"qemu":        r.qemuCmdline + "\n" + r.restoredFrom,
 		"kernel":      c.Image + "\n",
 	}
 	if ko, err := c.Module(); err == nil {

@@ -30,6 +30,9 @@ type run struct {
 	benchOut strings.Builder
 	// jobSeen: the agent took its job (a restored guest is alive).
 	jobSeen bool
+	// restoredFrom says, for the results' qemu file, which snapshot the
+	// restored guest came from ("" for a boot).
+	restoredFrom string
 	// notes are what a person should know about how the guest started
 	// (a snapshot that did not restore, or could not be saved).
 	notes []string
@@ -174,6 +177,9 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	r.times.Exited = r.elapsed
 	r.times.Mode = p.mode
 	r.qemuCmdline = vm.CmdlineQuoted()
+	if p.mode == Restored {
+		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (-incoming fd:N); to boot it, drop -incoming and -qmp, or run again with KMMAP_SNAPSHOT=0\n", p.state)
+	}
 	return r
 }
 

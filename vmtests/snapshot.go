@@ -366,6 +366,9 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 					return nil
 				}
 				times(func(t *Timeline) { t.KernelStart = time.Since(start) })
+				if c.cfg != nil && c.cfg.Trace {
+					fmt.Fprintf(os.Stderr, "%s: %6.2fs restored (from the monitor's first answer)\n", c.ID, time.Since(start).Seconds())
+				}
 				close(release)
 				select {
 				case <-took:
