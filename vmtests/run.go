@@ -28,8 +28,9 @@ type run struct {
 	times Timeline
 	// benchOut is the guest's output in benchmark mode.
 	benchOut strings.Builder
-	// jobSeen: the agent took its job (a restored guest is alive).
-	jobSeen bool
+	// jobSeen: the agent took its job (a restored guest is alive);
+	// saved: this boot saved its snapshot and ended.
+	jobSeen, saved bool
 	// restoredFrom says, for the results' qemu file, which snapshot the
 	// restored guest came from ("" for a boot).
 	restoredFrom string
@@ -97,11 +98,12 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		r.err = err
 		return r
 	}
+	var saved bool
 	snap, err := cell.snapshotDevice(p, release, ready, took, kill, note, func(f func(*Timeline)) {
 		mu.Lock()
 		defer mu.Unlock()
 		f(&r.times)
-	})
+	}, &saved)
 	if err != nil {
 		r.err = err
 		return r
@@ -173,12 +175,13 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	con.finish()
 	mu.Lock()
 	defer mu.Unlock()
+	r.saved = saved
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
 	r.times.Mode = p.mode
 	r.qemuCmdline = vm.CmdlineQuoted()
 	if p.mode == Restored {
-		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (-incoming fd:N); to boot it, drop -incoming and -qmp, or run again with KMMAP_SNAPSHOT=0\n", p.state)
+		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", p.state)
 	}
 	return r
 }

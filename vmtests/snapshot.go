@@ -32,9 +32,16 @@ const (
 	Restored BootMode = "restored"
 )
 
-// A snapshot is a guest saved by QEMU (its migration stream) where the
-// agent waits for its job: booted, its kernel's own modules loaded, the
-// module under test not yet. It is keyed by everything that made that
+// A snapshot is a guest saved by QEMU where the agent waits for its job:
+// booted, its kernel's own modules loaded, the module under test not yet.
+// It is two files: the guest's RAM (<key>.ram, sparse), which the booting
+// guest ran in (a memory-backend-file shared with QEMU, so saving copies
+// nothing), and QEMU's migration stream of everything else (<key>.state,
+// a few hundred KB, with x-ignore-shared). A restore maps the RAM file
+// privately (share=off): the guest reads the saved pages from the page
+// cache as it touches them, its writes stay its own, and the file stays
+// as saved. (Migrating the RAM through the stream made QEMU touch every
+// page of the destination's 512 MiB: 3-4 s per restore here.) It is keyed by everything that made that
 // guest (the QEMU binary's version, its machine and arguments, the kernel
 // image, the initramfs and the kernel's command line), so any change
 // boots cold once and saves a new one. What a run does (its tests, the
@@ -91,7 +98,7 @@ func (s *snapshots) key(c *Cell) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "kmmap-snapshot-v1\n%s\n%s %q\n%q\n%q\n%s\n%s\n", version, c.Arch.QEMU, c.Arch.Machine, c.QEMUArgs, c.KernelArgs, img, initrd)
+	fmt.Fprintf(h, "kmmap-snapshot-v2\n%s\n%s %q\n%q\n%q\n%s\n%s\n", version, c.Arch.QEMU, c.Arch.Machine, c.QEMUArgs, c.KernelArgs, img, initrd)
 	return c.ID + "-" + hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
@@ -157,8 +164,9 @@ type plan struct {
 	lock  *os.File
 }
 
-// state is where the snapshot named key is kept.
+// state and ram are where the snapshot named key is kept.
 func (s *snapshots) state(key string) string { return filepath.Join(s.dir, key+".state") }
+func (s *snapshots) ram(key string) string   { return filepath.Join(s.dir, key+".ram") }
 
 // lock takes the lock that makes one run of many create the snapshot
 // named key, waiting while another holds it.
@@ -196,20 +204,24 @@ func (p *plan) unlock() {
 	}
 }
 
-// publish moves a saved state into place, atomically: a concurrent run
-// sees no snapshot or a whole one.
-func (s *snapshots) publish(tmp string, p *plan, meta snapshotMeta) error {
-	f, err := os.Open(tmp)
-	if err != nil {
-		return err
+// publish moves a saved snapshot into place, the RAM first and the state
+// last: a concurrent run sees no snapshot or a whole one.
+func (s *snapshots) publish(tmpState, tmpRAM string, p *plan, meta snapshotMeta) error {
+	var size int64
+	for _, path := range []string{tmpRAM, tmpState} {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		fi, statErr := f.Stat()
+		f.Close()
+		if err = errors.Join(err, statErr); err != nil {
+			return err
+		}
+		size += fi.Size()
 	}
-	err = f.Sync()
-	fi, statErr := f.Stat()
-	f.Close()
-	if err = errors.Join(err, statErr); err != nil {
-		return err
-	}
-	meta.Bytes = fi.Size()
+	meta.Bytes = size
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return err
@@ -217,12 +229,16 @@ func (s *snapshots) publish(tmp string, p *plan, meta snapshotMeta) error {
 	if err := os.WriteFile(filepath.Join(s.dir, p.key+".json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p.state)
+	if err := os.Rename(tmpRAM, s.ram(p.key)); err != nil {
+		return err
+	}
+	return os.Rename(tmpState, p.state)
 }
 
 // remove deletes a snapshot that did not restore.
 func (s *snapshots) remove(key string) {
 	os.Remove(s.state(key))
+	os.Remove(s.ram(key))
 	os.Remove(filepath.Join(s.dir, key+".json"))
 }
 
@@ -248,13 +264,17 @@ func boot(ctx context.Context, cell *Cell) run {
 	var notes []string
 	restore := func() (run, bool) {
 		p := &plan{mode: Restored, state: s.state(key), key: key}
-		if _, err := os.Stat(p.state); err != nil {
-			return run{}, false
+		for _, f := range []string{p.state, s.ram(key)} {
+			if _, err := os.Stat(f); err != nil {
+				return run{}, false
+			}
 		}
 		r := bootVM(ctx, cell, p)
 		if r.jobSeen || ctx.Err() != nil {
 			now := time.Now()
-			os.Chtimes(p.state, now, now) // in use: kernels prune keeps it
+			for _, f := range []string{p.state, s.ram(key)} {
+				os.Chtimes(f, now, now) // in use: kernels prune keeps it
+			}
 			return r, true
 		}
 		s.remove(key)
@@ -280,12 +300,29 @@ func boot(ctx context.Context, cell *Cell) run {
 		r.notes = append(notes, r.notes...)
 		return r
 	}
+	// Boot, save at the ready point (the guest stops there), then run
+	// the job in a guest restored from what was saved, as every later
+	// run will.
 	p := &plan{mode: Saved, state: s.state(key), key: key, lock: lock}
-	r := bootVM(ctx, cell, p)
+	saving := bootVM(ctx, cell, p)
 	p.unlock()
-	cell.mode = p.mode // Cold if saving failed
-	r.notes = append(notes, r.notes...)
-	return r
+	notes = append(notes, saving.notes...)
+	if p.mode == Saved && saving.saved {
+		if r, ok := restore(); ok {
+			cell.mode = Saved
+			r.times.Save = saving.times.Save
+			r.notes = append(notes, r.notes...)
+			return r
+		}
+		r := bootVM(ctx, cell, &plan{mode: Cold})
+		r.notes = append(notes, r.notes...)
+		cell.mode = Cold
+		return r
+	}
+	// Saving failed, or the run ended before: the guest went on cold.
+	cell.mode = Cold
+	saving.notes = notes
+	return saving
 }
 
 // restoreFailure says why a restore gave no guest that took its job.
@@ -308,16 +345,28 @@ func restoreFailure(r run) string {
 // before the snapshot counts as broken (it takes well under a second).
 const restoreWait = 30 * time.Second
 
-// snapshotDevice sets QEMU up for p: for a cold boot it releases the job
-// as soon as QEMU runs; to save, it adds a QMP monitor and a task that,
-// when the agent is ready, saves the guest, publishes the snapshot and
-// releases the job; to restore, it adds the saved state as QEMU's
-// incoming migration and a task that releases the job once the guest
-// runs, and kills the VM if the guest does not take it.
-func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill func(), note func(string, ...any), times func(func(*Timeline))) (qemu.Fn, error) {
+// ramID is the memory backend the guest's RAM is in when snapshots are on.
+const ramID = "kmmap-ram"
+
+// snapshotDevice sets QEMU up for p. For a cold boot it releases the job
+// as soon as QEMU runs. To save, the guest's RAM is a file shared with
+// QEMU, and a task, when the agent is ready, stops the guest, saves the
+// rest of its state, publishes both and ends the VM (a restored guest
+// runs the job: boot). To restore, the RAM is that file mapped privately
+// and a task has QEMU load the state, then releases the job once the
+// guest runs, and kills the VM if the guest does not take it.
+func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill func(), note func(string, ...any), times func(func(*Timeline)), saved *bool) (qemu.Fn, error) {
 	if p.mode == Cold {
 		close(release)
 		return func(*qemu.IDAllocator, *qemu.Options) error { return nil }, nil
+	}
+	store := c.snap.store
+	mem, err := c.memory()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(store.dir, 0o755); err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "kmmap-qmp-")
 	if err != nil {
@@ -325,49 +374,59 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 	}
 	sock := filepath.Join(dir, "qmp")
 	var state *os.File
-	if p.mode == Restored {
-		if state, err = os.Open(p.state); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
+	ram, share := store.ram(p.key), "off"
+	if p.mode == Saved {
+		ram, share = filepath.Join(store.dir, fmt.Sprintf(".tmp-%s-%d.ram", p.key, os.Getpid())), "on"
+		os.Remove(ram)
+	} else if state, err = os.Open(p.state); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	store := c.snap.store
 	return func(_ *qemu.IDAllocator, opts *qemu.Options) error {
-		opts.AppendQEMU("-qmp", "unix:"+sock+",server=on,wait=off")
+		opts.AppendQEMU("-object", fmt.Sprintf("memory-backend-file,id=%s,size=%s,mem-path=%s,share=%s", ramID, mem, ram, share),
+			"-machine", "memory-backend="+ramID, "-qmp", "unix:"+sock+",server=on,wait=off")
+		fd := 0
 		if state != nil {
-			opts.AppendQEMU("-incoming", fmt.Sprintf("fd:%d", opts.AddFile(state)))
+			fd = opts.AddFile(state)
+			opts.AppendQEMU("-incoming", "defer")
 		}
 		opts.Tasks = append(opts.Tasks, func(ctx context.Context, n *qemu.Notifications) error {
 			defer os.RemoveAll(dir)
 			select {
 			case <-n.VMStarted:
 				if state != nil {
-					state.Close() // QEMU has it
+					defer state.Close() // QEMU has it
 				}
 			case <-ctx.Done():
 				return nil
 			}
 			start := time.Now()
-			mon, err := dialMonitor(ctx, sock)
-			if err != nil {
+			fail := func(err error) error {
 				if ctx.Err() == nil {
 					note("%v", err)
 					kill()
 				}
 				return nil
 			}
+			mon, err := dialMonitor(ctx, sock)
+			if err != nil {
+				return fail(err)
+			}
 			defer mon.close()
+			// The RAM is not in the stream: it is the file.
+			if err := mon.do("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}, nil); err != nil {
+				return fail(err)
+			}
 			if p.mode == Restored {
+				if err := mon.do("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}, nil); err != nil {
+					return fail(err)
+				}
 				if err := mon.waitRunning(ctx); err != nil {
-					if ctx.Err() == nil {
-						note("%v", err)
-						kill()
-					}
-					return nil
+					return fail(err)
 				}
 				times(func(t *Timeline) { t.KernelStart = time.Since(start) })
 				if c.cfg != nil && c.cfg.Trace {
-					fmt.Fprintf(os.Stderr, "%s: %6.2fs restored (from the monitor's first answer)\n", c.ID, time.Since(start).Seconds())
+					fmt.Fprintf(os.Stderr, "%s: %6.2fs restored\n", c.ID, time.Since(start).Seconds())
 				}
 				close(release)
 				select {
@@ -384,16 +443,21 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 			case <-ctx.Done():
 				return nil
 			}
-			saved := time.Now()
-			if err := c.save(ctx, mon, store, p); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				note("saving the snapshot failed (the guest goes on, booted cold): %v", err)
-				p.mode = Cold
+			begun := time.Now()
+			err = c.save(ctx, mon, store, p, ram)
+			times(func(t *Timeline) { t.Save = time.Since(begun) })
+			if err == nil {
+				*saved = true
+				kill() // its job runs in a restored guest
+				return nil
 			}
+			os.Remove(ram) // the guest goes on in it, unlinked
+			if ctx.Err() != nil {
+				return nil
+			}
+			note("saving the snapshot failed (the guest goes on, booted cold): %v", err)
+			p.mode = Cold
 			p.unlock()
-			times(func(t *Timeline) { t.Save = time.Since(saved) })
 			if err := mon.do("cont", nil, nil); err != nil {
 				note("the guest did not go on after saving it: %v", err)
 				kill()
@@ -406,11 +470,26 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 	}, nil
 }
 
-// save writes the stopped guest's state into a temporary file beside the
-// snapshot and publishes it.
-func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan) error {
+// memory is the guest's memory size: QEMU's last -m.
+func (c *Cell) memory() (string, error) {
+	mem := ""
+	args := append(append([]string(nil), c.Arch.Machine...), c.QEMUArgs...)
+	for i, a := range args {
+		if a == "-m" && i+1 < len(args) {
+			mem = args[i+1]
+		}
+	}
+	if mem == "" {
+		return "", fmt.Errorf("%s: no -m in QEMU's arguments: the snapshot's RAM file needs the guest's memory size", c.ID)
+	}
+	return mem, nil
+}
+
+// save writes the stopped guest's state (all but its RAM, which is in
+// ram) into a temporary file beside the snapshot, and publishes both.
+func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ram string) error {
 	start := time.Now()
-	f, err := os.CreateTemp(s.dir, ".tmp-"+p.key+"-*")
+	f, err := os.CreateTemp(s.dir, ".tmp-"+p.key+"-*.state")
 	if err != nil {
 		return err
 	}
@@ -419,7 +498,7 @@ func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan) er
 	f.Close()
 	if err == nil {
 		version, _ := s.qemuVersion(c.Arch.QEMU) // known: it named the snapshot
-		err = s.publish(tmp, p, snapshotMeta{Cell: c.ID, QEMU: version, Kernel: c.Image, Created: time.Now(), SaveMs: time.Since(start).Milliseconds()})
+		err = s.publish(tmp, ram, p, snapshotMeta{Cell: c.ID, QEMU: version, Kernel: c.Image, Created: time.Now(), SaveMs: time.Since(start).Milliseconds()})
 	}
 	if err != nil {
 		os.Remove(tmp)
