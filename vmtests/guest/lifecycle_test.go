@@ -258,7 +258,32 @@ func TestPartialMunmap(t *testing.T) {
 		if err := munmap(m[ps : 3*ps]); err != nil {
 			t.Fatalf("munmap of the middle pages: %v", err)
 		}
-		t.Cleanup(func() { munmap(head); munmap(tail) })
+		// Each piece is unmapped once: tests run in parallel in this
+		// address space, so a second munmap of a piece would unmap
+		// whatever another test has mapped there since. A mapping made
+		// where the head was, once it is unmapped, stands for another
+		// test's: it must still be there after the cleanups.
+		var neighbour []byte
+		t.Cleanup(func() {
+			if neighbour == nil {
+				return
+			}
+			if err := unix.Msync(neighbour, unix.MS_ASYNC); err != nil {
+				t.Errorf("a mapping made where the head was is gone after the test's cleanup (msync: %v): a piece was unmapped twice", err)
+				return
+			}
+			_ = munmap(neighbour)
+		})
+		pieces := map[string][]byte{"head": head, "tail": tail}
+		unmap := func(name string) {
+			if b := pieces[name]; b != nil {
+				delete(pieces, name)
+				if err := munmap(b); err != nil {
+					t.Errorf("munmap of the %s: %v", name, err)
+				}
+			}
+		}
+		t.Cleanup(func() { unmap("head"); unmap("tail") })
 		d.fill(t, 0, ps, 901)
 		d.fill(t, 3*ps, ps, 902)
 		if !bytes.Equal(head, pattern(901, ps)) || !bytes.Equal(tail, pattern(902, ps)) {
@@ -272,15 +297,32 @@ func TestPartialMunmap(t *testing.T) {
 		if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, unix.EBUSY) {
 			t.Errorf("setup with two pieces mapped: %v, want EBUSY", err)
 		}
-		munmap(head)
+		unmap("head")
+		neighbour = mapAnonAt(head)
 		if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, unix.EBUSY) {
 			t.Errorf("setup with one piece mapped: %v, want EBUSY", err)
 		}
-		munmap(tail)
+		unmap("tail")
 		if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); err != nil {
 			t.Errorf("setup with nothing mapped: %v", err)
 		}
 	})
+}
+
+// mapAnonAt maps anonymous memory exactly where b was, or returns nil if
+// something else has been mapped there since.
+func mapAnonAt(b []byte) []byte {
+	at := uintptr(unsafe.Pointer(&b[0]))
+	p, _, errno := unix.Syscall6(unix.SYS_MMAP, at, uintptr(len(b)), unix.PROT_READ,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0)
+	if errno != 0 {
+		return nil
+	}
+	if p != at { // a kernel without MAP_FIXED_NOREPLACE took it as a hint
+		_, _, _ = unix.Syscall(unix.SYS_MUNMAP, p, uintptr(len(b)), 0)
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), len(b))
 }
 
 // munmap unmaps exactly b (raw: unix.Munmap wants whole mappings).
