@@ -85,5 +85,5 @@ func (f *Fetcher) build(ctx context.Context, k Kernel, env BuildEnv, src Package
 	if err != nil {
 		return nil, err
 	}
-	return t, writeFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
+	return t, WriteFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
 }

@@ -108,9 +108,9 @@ func (l *FileLock) Unlock() error {
 	return unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames it
+// WriteFileAtomic writes data to a temporary file beside path and renames it
 // into place, so readers see either the old or the whole new content.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err

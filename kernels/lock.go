@@ -130,7 +130,7 @@ func (l *Lock) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'), 0o644)
+	return WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
 func (l *Lock) check() error {

@@ -99,14 +99,27 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		return r
 	}
 	var saved bool
-	snap, err := cell.snapshotDevice(p, release, ready, took, kill, note, func(f func(*Timeline)) {
-		mu.Lock()
-		defer mu.Unlock()
-		f(&r.times)
-	}, &saved)
+	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, note: note,
+		times: func(f func(*Timeline)) {
+			mu.Lock()
+			defer mu.Unlock()
+			f(&r.times)
+		},
+		saved: &saved,
+		console: func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]string(nil), con.lines...)
+		}})
 	if err != nil {
 		r.err = err
 		return r
+	}
+	if p.mode == Restored {
+		if err := replayBoot(con, cell.snap.store, p.key); err != nil {
+			r.err = err
+			return r
+		}
 	}
 	start := time.Now()
 	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch,

@@ -239,6 +239,7 @@ func (s *snapshots) publish(tmpState, tmpRAM string, p *plan, meta snapshotMeta)
 func (s *snapshots) remove(key string) {
 	os.Remove(s.state(key))
 	os.Remove(s.ram(key))
+	os.Remove(s.bootLog(key))
 	os.Remove(filepath.Join(s.dir, key+".json"))
 }
 
@@ -264,7 +265,7 @@ func boot(ctx context.Context, cell *Cell) run {
 	var notes []string
 	restore := func() (run, bool) {
 		p := &plan{mode: Restored, state: s.state(key), key: key}
-		for _, f := range []string{p.state, s.ram(key)} {
+		for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
 			if _, err := os.Stat(f); err != nil {
 				return run{}, false
 			}
@@ -272,7 +273,7 @@ func boot(ctx context.Context, cell *Cell) run {
 		r := bootVM(ctx, cell, p)
 		if r.jobSeen || ctx.Err() != nil {
 			now := time.Now()
-			for _, f := range []string{p.state, s.ram(key)} {
+			for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
 				os.Chtimes(f, now, now) // in use: kernels prune keeps it
 			}
 			return r, true
@@ -355,7 +356,8 @@ const ramID = "kmmap-ram"
 // runs the job: boot). To restore, the RAM is that file mapped privately
 // and a task has QEMU load the state, then releases the job once the
 // guest runs, and kills the VM if the guest does not take it.
-func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill func(), note func(string, ...any), times func(func(*Timeline)), saved *bool) (qemu.Fn, error) {
+func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
+	release, ready, took, kill, note, times := v.release, v.ready, v.took, v.kill, v.note, v.times
 	if p.mode == Cold {
 		close(release)
 		return func(*qemu.IDAllocator, *qemu.Options) error { return nil }, nil
@@ -444,10 +446,10 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 				return nil
 			}
 			begun := time.Now()
-			err = c.save(ctx, mon, store, p, ram)
+			err = c.save(ctx, mon, store, p, ram, v.console())
 			times(func(t *Timeline) { t.Save = time.Since(begun) })
 			if err == nil {
-				*saved = true
+				*v.saved = true
 				kill() // its job runs in a restored guest
 				return nil
 			}
@@ -470,6 +472,19 @@ func (c *Cell) snapshotDevice(p *plan, release, ready, took chan struct{}, kill 
 	}, nil
 }
 
+// vmHooks are what snapshotDevice needs of the VM's run: release, ready
+// and took (see bootVM), a way to kill the VM, to note something for a
+// person, to set the run's times and say it saved its snapshot, and the
+// console so far.
+type vmHooks struct {
+	release, ready, took chan struct{}
+	kill                 func()
+	note                 func(string, ...any)
+	times                func(func(*Timeline))
+	saved                *bool
+	console              func() []string
+}
+
 // memory is the guest's memory size: QEMU's last -m.
 func (c *Cell) memory() (string, error) {
 	mem := ""
@@ -487,7 +502,11 @@ func (c *Cell) memory() (string, error) {
 
 // save writes the stopped guest's state (all but its RAM, which is in
 // ram) into a temporary file beside the snapshot, and publishes both.
-func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ram string) error {
+// The boot's console is kept with the snapshot (<key>.boot.log): every
+// restored run's console starts with it, so that its results show the
+// boot and a kernel report during the boot fails every run, as it would
+// have failed each cold boot.
+func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ram string, console []string) error {
 	start := time.Now()
 	f, err := os.CreateTemp(s.dir, ".tmp-"+p.key+"-*.state")
 	if err != nil {
@@ -497,6 +516,9 @@ func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ra
 	err = mon.save(ctx, f)
 	f.Close()
 	if err == nil {
+		err = kernels.WriteFileAtomic(s.bootLog(p.key), []byte(strings.Join(console, "\n")+"\n"), 0o644)
+	}
+	if err == nil {
 		version, _ := s.qemuVersion(c.Arch.QEMU) // known: it named the snapshot
 		err = s.publish(tmp, ram, p, snapshotMeta{Cell: c.ID, QEMU: version, Kernel: c.Image, Created: time.Now(), SaveMs: time.Since(start).Milliseconds()})
 	}
@@ -504,6 +526,23 @@ func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ra
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// bootLog is where the console of the boot that saved snapshot key is.
+func (s *snapshots) bootLog(key string) string { return filepath.Join(s.dir, key+".boot.log") }
+
+// replayBoot feeds a restored run's console the boot that saved its
+// snapshot, then a line saying where the restored guest begins.
+func replayBoot(con *console, s *snapshots, key string) error {
+	b, err := os.ReadFile(s.bootLog(key))
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		con.add(l)
+	}
+	con.add(fmt.Sprintf("kmmap: ---- the lines above are the boot that saved the snapshot %s; this run restored it here ----", key))
+	return nil
 }
 
 // bootedHow says how the cell's last guest started, for a person.
