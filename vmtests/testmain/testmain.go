@@ -183,7 +183,7 @@ func write(t testing.TB, line string) {
 // Parallel runs top-level test t in parallel with the other tests that
 // call it, when the guest has more than one CPU (else it does nothing: one
 // CPU gains nothing and the suite keeps its order). Call it first thing,
-// in a test that shares nothing with others: no module parameter, fault
+// in a test that shares nothing with others: no fork, module parameter, fault
 // injection, sysctl, cgroup, credentials or unloading. Such tests run
 // after the others, as go test runs parallel tests. A kernel report while
 // several ran is charged to each (the host says they ran in parallel);
