@@ -419,19 +419,21 @@ func TestConcurrentMapUnmap(t *testing.T) {
 					p := (g + i) % d.npages()
 					b, err := unix.Mmap(d.fd, int64(p*d.ps()), d.ps(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 					if err != nil {
-						bad.Add(1)
+						wrong("mmap of page %d: %v", p, err)
 						continue
 					}
-					if b[1] != Pattern(1000+uint64(p), 1) {
-						bad.Add(1)
+					if got, want := b[1], Pattern(1000+uint64(p), 1); got != want {
+						wrong("page %d mapped at %p: byte 1 is %#x, want %#x", p, &b[0], got, want)
 					}
-					unix.Munmap(b)
+					if err := unix.Munmap(b); err != nil {
+						wrong("munmap of page %d: %v", p, err)
+					}
 				}
 			}()
 		}
 		wg.Wait()
 		if n := bad.Load(); n != 0 {
-			t.Errorf("%d of 800 concurrent map/read/unmap rounds went wrong", n)
+			t.Errorf("%d of 800 concurrent map/read/unmap rounds went wrong; the first: %s", n, what)
 		}
 	})
 }
