@@ -85,49 +85,52 @@ func (m *monitor) save(ctx context.Context, f *os.File) error {
 	if err := m.do("migrate", map[string]any{"uri": "fd:kmmap-snapshot"}, nil); err != nil {
 		return err
 	}
-	for {
+	return poll(ctx, func() (bool, error) {
 		var st struct {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
 		if err := m.do("query-migrate", nil, &st); err != nil {
-			return err
+			return false, err
 		}
 		switch st.Status {
 		case "completed":
-			return nil
+			return true, nil
 		case "failed", "cancelled":
-			return fmt.Errorf("QEMU's migration to the snapshot %s: %s", st.Status, st.ErrorDesc)
+			return false, fmt.Errorf("QEMU's migration to the snapshot %s: %s", st.Status, st.ErrorDesc)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		return false, nil
+	})
 }
 
 // waitRunning waits until QEMU has loaded the incoming state and starts
 // the guest: it was saved stopped, so QEMU leaves it paused.
 func (m *monitor) waitRunning(ctx context.Context) error {
-	for {
+	return poll(ctx, func() (bool, error) {
 		var st struct {
 			Status string `json:"status"`
 		}
 		if err := m.do("query-status", nil, &st); err != nil {
-			return err
+			return false, err
 		}
 		switch st.Status {
 		case "running":
-			return nil
+			return true, nil
 		case "paused":
-			if err := m.do("cont", nil, nil); err != nil {
-				return err
-			}
-			continue
+			return false, m.do("cont", nil, nil)
 		case "inmigrate", "prelaunch", "restore-vm":
-		default:
-			return fmt.Errorf("the restored guest is %s, not running", st.Status)
+			return false, nil
+		}
+		return false, fmt.Errorf("the restored guest is %s, not running", st.Status)
+	})
+}
+
+// poll calls check every 10 ms until it is done, fails, or ctx ends.
+func poll(ctx context.Context, check func() (done bool, err error)) error {
+	for {
+		done, err := check()
+		if done || err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
