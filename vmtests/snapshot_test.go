@@ -138,7 +138,7 @@ func TestSnapshots(t *testing.T) {
 			}
 			// The state's size differs from save to save: what shows it
 			// was saved whole again is that the next run restores it.
-			if next := run("after cut" + part); next.mode != Restored {
+			if next := run("after-cut" + part); next.mode != Restored {
 				t.Errorf("the run after the one that saved the snapshot again (its %s cut short before): %s, want restored", part, next.mode)
 			}
 		}
