@@ -28,6 +28,9 @@ type bug struct {
 	cells string
 	live  bool // run by every `go test`, not only when capturing fixtures
 	count int  // runs of the test in the one boot (a race shows now and then)
+	// cold: also booted cold, beside the restored run: a snapshot must
+	// not change the verdict.
+	cold bool
 }
 
 // inInfo injects code at the start of KMMAP_IOC_INFO, which TestInfo calls.
@@ -42,7 +45,7 @@ func both(kind string) map[string]string { return map[string]string{"amd64": kin
 
 var bugs = []bug{
 	{
-		name: "use-after-free-on-close", live: true, cells: "debug", test: "TestInfo", kind: both("KASAN"),
+		name: "use-after-free-on-close", live: true, cold: true, cells: "debug", test: "TestInfo", kind: both("KASAN"),
 		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->buf.size, 0);\t/* injected: use after free */\n"}},
 	},
 	{
@@ -122,7 +125,9 @@ const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 // guest test that triggers it: that test, and only it, must get a report
 // of the bug's kind. The use-after-free and the lock-order inversion run
 // on the debug cells, the data race on the KCSAN cells, in every run;
-// KMMAP_CAPTURE_SPLATS=1 runs them all and refreshes the fixtures.
+// KMMAP_CAPTURE_SPLATS=1 runs them all and refreshes the fixtures. The
+// use-after-free runs restored from the cell's snapshot and booted cold,
+// and must give the same verdict both ways.
 func TestInjectedBugs(t *testing.T) {
 	h := kmmapHarness(t)
 	root, lock := h.Root(), h.Lock()
@@ -139,8 +144,14 @@ func TestInjectedBugs(t *testing.T) {
 			ran++
 			t.Run(b.name+"/"+k.ID, func(t *testing.T) {
 				t.Parallel()
-				runBug(t, root, k, b, capture)
+				runBug(t, root, k, b, capture, h.Config().Cold)
 			})
+			if b.cold && !h.Config().Cold {
+				t.Run(b.name+"/"+k.ID+"-cold", func(t *testing.T) {
+					t.Parallel()
+					runBug(t, root, k, b, false, true)
+				})
+			}
 		}
 	}
 	if ran == 0 {
@@ -182,11 +193,12 @@ func editedModule(t *testing.T, root, name string, edits []edit) string {
 }
 
 // bootEdited boots cell k with kmod/ changed by edits, running only the
-// guest test test, and keeps the run's results under resultsID.
-func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, count int, args []string, resultsID string) run {
+// guest test test, and keeps the run's results under resultsID; it says
+// how the guest started.
+func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits []edit, test string, count int, args []string, resultsID string, opts ...Option) (run, BootMode) {
 	t.Helper()
 	src := editedModule(t, root, name, edits)
-	h := kmmapHarness(t)
+	h := kmmapHarness(t, opts...)
 	f, err := h.Fetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +216,7 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 	if err := cell.writeResults(r); err != nil {
 		t.Error(err)
 	}
-	return r
+	return r, cell.mode
 }
 
 // reportsDuring returns the kernel reports during test and its subtests,
@@ -219,8 +231,20 @@ func reportsDuring(r run, test string) []string {
 	return reports
 }
 
-func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture bool) {
-	r := bootEdited(t, root, k, "bug "+b.name, b.edits, b.test, b.count, b.args, k.ID+"-bug-"+b.name)
+// runBug boots cell k with bug b, cold or (snapshots on) restored, and
+// checks the verdict.
+func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture, cold bool) {
+	var opts []Option
+	id := k.ID + "-bug-" + b.name
+	if cold {
+		cfg := kmmapHarness(t).Config()
+		cfg.Cold = true
+		opts, id = []Option{WithConfig(cfg)}, id+"-cold"
+	}
+	r, mode := bootEdited(t, root, k, "bug "+b.name, b.edits, b.test, b.count, b.args, id, opts...)
+	if restored := mode != Cold; restored == cold {
+		t.Errorf("the guest started %s, want %s", mode, map[bool]string{true: "cold", false: "from a snapshot"}[cold])
+	}
 	for name, s := range r.con.splats {
 		if !strings.HasPrefix(name, b.test) {
 			t.Errorf("a report during %q, not %s:\n%s", name, b.test, strings.Join(s, "\n"))

@@ -124,7 +124,7 @@ func TestRegressionsCaught(t *testing.T) {
 		ran++
 		t.Run(reg.name+"/"+k.ID, func(t *testing.T) {
 			t.Parallel()
-			r := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, reg.count, nil, k.ID+"-regression-"+reg.name)
+			r, _ := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, reg.count, nil, k.ID+"-regression-"+reg.name)
 			if !slices.Contains(r.res.list, reg.test) {
 				t.Fatalf("the guest suite has no %s", reg.test)
 			}
