@@ -55,9 +55,11 @@ func mark(t testing.TB) {
 // parallel runs a test that shares nothing with others in parallel with
 // the others that call it, in a guest with more than one CPU
 // (testmain.Parallel): those in files about one file's buffer (kmmap,
-// ring, pin) and lifecycle's, but not those reading a global counter. Tests that touch what is global
-// (fault injection, module parameters, cgroups, credentials, unloading)
-// and the race tests, which want the CPUs to themselves, do not.
+// ring, pin) and lifecycle's, but not those reading a global counter or
+// forking (the child inherits every test's mappings). Tests that touch
+// what is global (fault injection, module parameters, cgroups,
+// credentials, unloading) and the race tests, which want the CPUs to
+// themselves, do not.
 func parallel(t *testing.T) {
 	t.Helper()
 	testmain.Parallel(t)

@@ -11,6 +11,7 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -334,12 +335,28 @@ func munmap(b []byte) error {
 
 // TestRandomArguments throws seeded random mmap and ioctl arguments at the
 // module for a bounded time: every call succeeds or fails with a plain
-// errno, and no kernel splat appears (the host checks).
+// errno, and no kernel splat appears (the host checks). The 3000 calls are
+// shared by one subtest per CPU, each on its own file with its own seed
+// (the seed plus its number), so they also run at once.
 func TestRandomArguments(t *testing.T) {
 	parallel(t)
-	d := openDev(t)
 	seed := *randomSeed
 	t.Logf("seed %d (another: KMMAP_RANDOM_SEED=N go test ./vmtests)", seed)
+	shards := runtime.NumCPU()
+	for i := range shards {
+		t.Run(fmt.Sprint("file", i), func(t *testing.T) {
+			if shards > 1 {
+				t.Parallel()
+			}
+			randomArguments(t, seed+int64(i), 3000/shards)
+		})
+	}
+}
+
+// randomArguments makes up to n random calls on a file of its own, for
+// five seconds at most.
+func randomArguments(t *testing.T, seed int64, n int) {
+	d := openDev(t)
 	rng := rand.New(rand.NewSource(seed))
 	ps := d.ps()
 	pick := func() uint64 {
@@ -360,7 +377,7 @@ func TestRandomArguments(t *testing.T) {
 	reqs := []uint{IocInfo, IocSetup, IocFill, IocChecksum, IocRingEmit, IocRingTimer, IocUnpin, 0xc0206b00 | uint(rng.Intn(256))}
 	deadline := time.Now().Add(5 * time.Second)
 	calls := 0
-	for i := 0; i < 3000 && time.Now().Before(deadline); i++ {
+	for i := 0; i < n && time.Now().Before(deadline); i++ {
 		calls++
 		if rng.Intn(2) == 0 {
 			length := int(pick() % uint64(16*ps))
