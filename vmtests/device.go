@@ -37,26 +37,35 @@ func exitOnPanic() device {
 // TCG (initcall_debug: crypto_algapi_init).
 func quietCrypto() device { return device{kernel: []string{"cryptomgr.notests"}} }
 
-// accelDevice runs the guest under "kvm" or "tcg".
-func accelDevice(name string) device { return device{qemu: []string{"-accel", name}} }
-
-// cpus gives the guest n CPUs. An x86 kernel with jump labels patches its
-// own code while it runs (text_poke_bp: an int3 first, the other CPUs
-// synchronised by IPI), and QEMU 7.2's multi-threaded TCG can run a stale
-// translation of the int3 on the other vCPU after the patch is done:
-// "Oops: int3" in sched_clock_cpu, a panic at boot, when the kernel marks
-// sched_clock stable (a static key) with both CPUs up. 6.12-amd64 with two
-// CPUs: 1 boot in 30 went so; with tsc=unstable, which keeps sched_clock
-// from ever being marked stable (the clocksource is then the HPET), 0 in
-// 20. The kernels built here have no jump labels (allnoconfig) and need
-// nothing.
-func cpus(a arch.Arch, jumpLabels bool, n int) device {
-	d := device{qemu: []string{"-smp", strconv.Itoa(max(n, 1))}}
-	if n >= 2 && a.Name == "amd64" && jumpLabels {
-		d.kernel = []string{"tsc=unstable"}
+// accelDevice runs the guest under "kvm" or "tcg"; oneThread runs every
+// vCPU of a TCG guest in one host thread (see oneTCGThread).
+func accelDevice(name string, oneThread bool) device {
+	if name == "tcg" && oneThread {
+		return qemuOnly("-accel", "tcg,thread=single")
 	}
-	return d
+	return qemuOnly("-accel", name)
 }
+
+// oneTCGThread says whether a guest with n CPUs must run them in one TCG
+// thread. An x86 kernel with jump labels patches its own code while it
+// runs (text_poke_bp: an int3 first, the other CPUs synchronised by IPI),
+// and QEMU 7.2's multi-threaded TCG can run a stale translation of the
+// int3 on another vCPU after the patch is done: "Oops: int3", a panic.
+// Seen at boot with two CPUs on 6.12-amd64: in sched_clock_cpu when the
+// kernel marks sched_clock stable (1 boot in 30; tsc=unstable, keeping
+// sched_clock unstable, was the first workaround), then with tsc=unstable
+// in enqueue_timer (the timers_nohz_active key, at 1.47 s, in the third
+// cold matrix run of kmmap bench, after 0 in 50 cold boots in a row):
+// any static key can flip, at boot or in a test (cgroups flip some), so
+// every vCPU runs in one host thread, taking turns, and none runs while
+// another patches. The kernels built here have no jump labels
+// (allnoconfig) and keep a thread per vCPU.
+func oneTCGThread(a arch.Arch, jumpLabels bool, n int) bool {
+	return n >= 2 && a.Name == "amd64" && jumpLabels
+}
+
+// cpus gives the guest n CPUs.
+func cpus(n int) device { return qemuOnly("-smp", strconv.Itoa(max(n, 1))) }
 
 // gdbStub starts QEMU halted with its gdb stub on port; the kernel boots
 // without KASLR, so that the addresses of `file vmlinux` are the running

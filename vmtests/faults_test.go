@@ -45,7 +45,7 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 			t.Fatal(err)
 		}
 		c := &Cell{ID: k.ID + "-fault", Tree: tree, Arch: a, Image: img, Initramfs: path, Accel: "tcg", Timeout: timeout}
-		c.QEMUArgs, c.KernelArgs = join([]device{serialConsole(a), exitOnPanic(), accelDevice(c.Accel), cpus(a, false, 1)})
+		c.QEMUArgs, c.KernelArgs = join([]device{serialConsole(a), exitOnPanic(), accelDevice(c.Accel, false), cpus(1)})
 		return c
 	}
 	t.Skip("no amd64 cell selected by KMMAP_CELLS: the fault tests boot an amd64 kernel")

@@ -139,8 +139,9 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	var why string
 	cell.Accel, why = h.kvm.accel(h.cfg.Accel, k.Arch, tree.Vmlinuz, h.cache)
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
-	devs := []device{serialConsole(a), exitOnPanic(), quietCrypto(), accelDevice(cell.Accel),
-		cpus(a, config.Enabled("CONFIG_JUMP_LABEL"), kern.CPUs), kernelOnly(memoryDebugArgs(config, k.FromSource() || h.cfg.MemDebug)...)}
+	devs := []device{serialConsole(a), exitOnPanic(), quietCrypto(),
+		accelDevice(cell.Accel, oneTCGThread(a, config.Enabled("CONFIG_JUMP_LABEL"), kern.CPUs)),
+		cpus(kern.CPUs), kernelOnly(memoryDebugArgs(config, k.FromSource() || h.cfg.MemDebug)...)}
 	if h.guest.KernelArgs != nil {
 		devs = append(devs, kernelOnly(h.guest.KernelArgs(kern)...))
 	}
