@@ -167,6 +167,8 @@ type dev struct {
 	fd   int
 	info Info
 	pfns []uint64
+	mu   sync.Mutex
+	maps map[*byte]bool // what mmap mapped and unmap has not unmapped
 }
 
 func openDev(t testing.TB) *dev {
@@ -230,14 +232,50 @@ func ioctl(fd int, req uint, arg unsafe.Pointer) error {
 	return nil
 }
 
+// mmap maps the file shared; the test's cleanup unmaps it unless unmap
+// did. Never unix.Munmap what it returns: tests run in parallel in one
+// address space, and unix.Munmap finds a mapping by its address, so a
+// second munmap unmaps whatever another test has mapped there since
+// (TestSetup's cleanup unmapped a TestConcurrentMapUnmap round's page:
+// SIGSEGV reading it, on 6.12-arm64-debug).
 func (d *dev) mmap(t testing.TB, off int64, length int) []byte {
 	t.Helper()
 	b, err := unix.Mmap(d.fd, off, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatalf("mmap(off=%d, len=%d): %v", off, length, err)
 	}
-	t.Cleanup(func() { _ = unix.Munmap(b) })
+	d.mu.Lock()
+	if d.maps == nil {
+		d.maps = map[*byte]bool{}
+	}
+	d.maps[&b[0]] = true
+	d.mu.Unlock()
+	t.Cleanup(func() {
+		if d.forget(b) {
+			_ = unix.Munmap(b)
+		}
+	})
 	return b
+}
+
+// unmap unmaps b, a mapping mmap made, before the test ends.
+func (d *dev) unmap(t testing.TB, b []byte) {
+	t.Helper()
+	if !d.forget(b) {
+		t.Fatalf("unmap: %p is not a mapping of this file that is still mapped", &b[0])
+	}
+	if err := unix.Munmap(b); err != nil {
+		t.Fatalf("munmap: %v", err)
+	}
+}
+
+// forget reports whether b is a live mapping of mmap, and forgets it.
+func (d *dev) forget(b []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	live := d.maps[&b[0]]
+	delete(d.maps, &b[0])
+	return live
 }
 
 func (d *dev) ps() int     { return int(d.info.Page_size) }

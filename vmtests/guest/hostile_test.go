@@ -56,9 +56,7 @@ func TestSetupFailureKeepsFile(t *testing.T) {
 			if err := ioctl(d.fd, IocRingTimer, unsafe.Pointer(&c)); err != nil {
 				t.Fatalf("KMMAP_IOC_RING_TIMER: %v", err)
 			}
-			if err := unix.Munmap(r.mem); err != nil { // SETUP needs no mapping
-				t.Fatal(err)
-			}
+			r.d.unmap(t, r.mem) // SETUP needs no mapping
 		} else {
 			d.fillPages(t, 300)
 			sum = d.checksum(t, 0, d.size())

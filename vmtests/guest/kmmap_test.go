@@ -297,9 +297,7 @@ func TestSetup(t *testing.T) {
 	if err := ioctl(d.fd, IocSetup, unsafe.Pointer(&s)); !errors.Is(err, unix.EBUSY) {
 		t.Errorf("setup while mapped: err = %v, want EBUSY", err)
 	}
-	if err := unix.Munmap(m); err != nil {
-		t.Fatal(err)
-	}
+	d.unmap(t, m)
 	d.setup(t, BackingInsert, MaxPages) // allowed again once unmapped
 }
 

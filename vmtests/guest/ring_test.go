@@ -315,9 +315,7 @@ func TestRingSetupAgain(t *testing.T) {
 	if got := atomic.LoadUint64(&r.hdr.Dropped); got != 3 {
 		t.Fatalf("dropped = %d, want 3", got)
 	}
-	if err := unix.Munmap(r.mem); err != nil {
-		t.Fatal(err)
-	}
+	r.d.unmap(t, r.mem)
 	d.setup(t, BackingRing, 2)
 	r = mapRing(t, d)
 	r.emit(t, 1)
