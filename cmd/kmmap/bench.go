@@ -45,8 +45,13 @@ func bench(ctx context.Context, args []string) error {
 	}
 	var md bytes.Buffer
 	w := io.MultiWriter(&md, os.Stdout)
-	fmt.Fprintf(w, "# kmmap benchmarks\n\n%s, on %s. Command: `make bench` (`go run ./cmd/kmmap bench -runs %d`).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), *runs)
+	// The command as run: a run of some parts or cells says so.
+	command := "`go run ./cmd/kmmap bench " + strings.Join(args, " ") + "`"
+	if len(args) == 0 {
+		command = "`make bench` (`go run ./cmd/kmmap bench`)"
+	}
+	fmt.Fprintf(w, "# kmmap benchmarks\n\n%s, on %s. Command: %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), command)
 	fmt.Fprintf(w, "Figures are from one run of the command on this machine; compare ratios within a run, not absolute numbers across runs. This host's speed drifts between runs: SHA-256 of 1 GiB on one core took %s at the start of this run.\n", secs(hostSpeed()))
 
 	quiet := func(string, ...any) {}
