@@ -249,20 +249,23 @@ func (s *snapshots) remove(key string) {
 // guest in it does not answer) is removed and the cell boots cold, with
 // a note saying so.
 func boot(ctx context.Context, cell *Cell) run {
-	if cell.snap.cold != "" || cell.snap.store == nil {
+	var notes []string
+	// cold boots the cell without a snapshot, after the notes so far and
+	// why.
+	cold := func(why ...string) run {
 		r := bootVM(ctx, cell, &plan{mode: Cold})
+		r.notes = append(append(notes, why...), r.notes...)
 		cell.mode = Cold
 		return r
+	}
+	if cell.snap.cold != "" || cell.snap.store == nil {
+		return cold()
 	}
 	s := cell.snap.store
 	key, err := s.key(cell)
 	if err != nil {
-		r := bootVM(ctx, cell, &plan{mode: Cold})
-		r.notes = append(r.notes, fmt.Sprintf("booted cold: naming the snapshot failed: %v", err))
-		cell.mode = Cold
-		return r
+		return cold(fmt.Sprintf("booted cold: naming the snapshot failed: %v", err))
 	}
-	var notes []string
 	restore := func() (run, bool) {
 		p := &plan{mode: Restored, state: s.state(key), key: key}
 		for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
@@ -289,10 +292,7 @@ func boot(ctx context.Context, cell *Cell) run {
 	}
 	lock, err := s.lock(ctx, key)
 	if err != nil {
-		r := bootVM(ctx, cell, &plan{mode: Cold})
-		r.notes = append(notes, fmt.Sprintf("booted cold: %v", err))
-		cell.mode = Cold
-		return r
+		return cold(fmt.Sprintf("booted cold: %v", err))
 	}
 	// Another run may have saved it while this one waited for the lock.
 	if r, ok := restore(); ok {
@@ -315,10 +315,7 @@ func boot(ctx context.Context, cell *Cell) run {
 			r.notes = append(notes, r.notes...)
 			return r
 		}
-		r := bootVM(ctx, cell, &plan{mode: Cold})
-		r.notes = append(notes, r.notes...)
-		cell.mode = Cold
-		return r
+		return cold()
 	}
 	// Saving failed, or the run ended before: the guest went on cold.
 	cell.mode = Cold
