@@ -36,6 +36,10 @@ const (
 	buildHost      = "kmmap"
 )
 
+// niceness is the kernel build's scheduling priority: below the guests
+// and module builds of the cells that are ready, which run beside it.
+const niceness = 10
+
 // Builder builds kernels from source.
 type Builder struct {
 	jobs int
@@ -83,6 +87,18 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 	if err != nil {
 		return nil, err
 	}
+	// One source build at a time on the machine, with all of its CPUs:
+	// two at once (each -j<CPUs>) both take twice as long, and hold back
+	// every cell that waits for either.
+	wait := time.Now()
+	lk, err := kernels.LockFile(filepath.Join(env.Cache, "kernels", "source-build.lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	if w := time.Since(wait); w > time.Second {
+		env.Logf("kernel %s: waited %s for another kernel build to end", k.ID, w.Round(time.Second))
+	}
 	tree := filepath.Join(dir, "src")
 	start := time.Now()
 	env.Logf("kernel %s: unpacking %s", k.ID, filepath.Base(src))
@@ -106,7 +122,9 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 	}
 	makeArgs = append(makeArgs, k.Make...)
 	run := func(args ...string) ([]byte, error) {
-		cmd := r.Command(ctx, tree, append(append([]string{"env",
+		// nice: a cell's guest, waiting for nothing, goes first; the
+		// build takes the CPU the guests leave.
+		cmd := r.Command(ctx, tree, append(append([]string{"nice", "-n", strconv.Itoa(niceness), "env",
 			"KBUILD_BUILD_TIMESTAMP=" + buildTimestamp, "KBUILD_BUILD_USER=" + buildUser, "KBUILD_BUILD_HOST=" + buildHost},
 			makeArgs...), args...)...)
 		// The result is make's standard output alone: a make warning on
@@ -125,7 +143,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 				select {
 				case <-t.C:
 					if l := stage.get(); l != "" {
-						progress.Update(env.Logf, k.ID, "kernel", "building: "+l)
+						progress.Update(env.Logf, k.ID, "kernel", fmt.Sprintf("building, %s: %s", time.Since(start).Round(time.Second), l))
 					}
 				case <-done:
 					return

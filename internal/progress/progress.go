@@ -83,8 +83,10 @@ func Update(logf func(string, ...any), cell, step, detail string) {
 func Live(f *os.File, ci string) bool { return ci == "" && term.IsTerminal(int(f.Fd())) }
 
 // Board draws events on w: live, a line per cell with a step running,
-// redrawn in place as events come; else a line per step's start and end
-// (Progress events are dropped). Print writes other lines above it.
+// redrawn in place as events come; else (plain) a line per step's start
+// and end, and for a step still running a line at least every Heartbeat
+// with its time and latest detail, so that a log never sits silent
+// through a download or a build. Print writes other lines above it.
 type Board struct {
 	mu      sync.Mutex
 	w       io.Writer
@@ -94,6 +96,8 @@ type Board struct {
 	drawn   int                  // lines of the board on the terminal
 	now     func() time.Time
 	stop    chan struct{}
+	// plain: the steps running, and when each last had a line
+	running map[[2]string]*plainStep
 }
 
 type cellLine struct {
@@ -101,29 +105,60 @@ type cellLine struct {
 	since        time.Time
 }
 
+type plainStep struct {
+	detail             string
+	since, lastPrinted time.Time
+}
+
+// Heartbeat is the longest a plain board stays silent about a step that
+// is still running.
+const Heartbeat = 30 * time.Second
+
 // NewBoard returns a board drawing on w; a live one redraws every second,
-// so that a step's time runs on, until Close.
+// so that a step's time runs on, and a plain one writes its heartbeat
+// lines, until Close.
 func NewBoard(w io.Writer, live bool) *Board {
-	b := &Board{w: w, live: live, current: map[string]*cellLine{}, now: time.Now, stop: make(chan struct{})}
-	if live {
-		go func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-t.C:
-					b.mu.Lock()
-					if b.drawn > 0 {
-						b.redraw()
-					}
-					b.mu.Unlock()
-				case <-b.stop:
-					return
-				}
-			}
-		}()
+	b := &Board{w: w, live: live, current: map[string]*cellLine{}, now: time.Now, stop: make(chan struct{}),
+		running: map[[2]string]*plainStep{}}
+	tick := time.Second
+	if !live {
+		tick = Heartbeat / 6
 	}
+	stop := b.stop
+	go func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				b.mu.Lock()
+				if b.live && b.drawn > 0 {
+					b.redraw()
+				} else if !b.live {
+					b.heartbeat()
+				}
+				b.mu.Unlock()
+			case <-stop:
+				return
+			}
+		}
+	}()
 	return b
+}
+
+// heartbeat writes a line for each running step that has had none for
+// Heartbeat.
+func (b *Board) heartbeat() {
+	now := b.now()
+	for _, cell := range b.order {
+		for key, st := range b.running {
+			if key[0] != cell || now.Sub(st.lastPrinted) < Heartbeat {
+				continue
+			}
+			fmt.Fprintf(b.w, "%s: %s running %s%s\n", cell, key[1], now.Sub(st.since).Round(time.Second), suffix(st.detail))
+			st.lastPrinted = now
+		}
+	}
 }
 
 // Add draws event e.
@@ -131,9 +166,7 @@ func (b *Board) Add(e Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.live {
-		if e.Kind != Progress {
-			fmt.Fprintf(b.w, "%s: %s %s%s\n", e.Cell, e.Step, e.Kind, suffix(e.Detail))
-		}
+		b.addPlain(e)
 		return
 	}
 	l := b.current[e.Cell]
@@ -154,6 +187,29 @@ func (b *Board) Add(e Event) {
 		l.step, l.detail = "", ""
 	}
 	b.redraw()
+}
+
+func (b *Board) addPlain(e Event) {
+	now, key := b.now(), [2]string{e.Cell, e.Step}
+	if b.current[e.Cell] == nil {
+		b.current[e.Cell] = &cellLine{}
+		b.order = append(b.order, e.Cell)
+	}
+	st := b.running[key]
+	switch e.Kind {
+	case Start:
+		b.running[key] = &plainStep{since: now, lastPrinted: now}
+	case Progress:
+		if st == nil { // a step whose start this board did not see
+			st = &plainStep{since: now, lastPrinted: now}
+			b.running[key] = st
+		}
+		st.detail = e.Detail
+		return
+	case Done, Failed:
+		delete(b.running, key)
+	}
+	fmt.Fprintf(b.w, "%s: %s %s%s\n", e.Cell, e.Step, e.Kind, suffix(e.Detail))
 }
 
 // Print writes a line that is not progress, above a live board.

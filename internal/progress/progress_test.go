@@ -96,3 +96,40 @@ func TestBoardLiveOnTerminal(t *testing.T) {
 		}
 	}
 }
+
+// Without a terminal, a step that runs on without events still has a line
+// every Heartbeat, with its time and latest detail; a finished one has
+// none.
+func TestBoardPlainHeartbeat(t *testing.T) {
+	var b bytes.Buffer
+	board := NewBoard(&b, false)
+	defer board.Close()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	board.mu.Lock()
+	board.now = func() time.Time { return now }
+	board.mu.Unlock()
+	board.Add(Event{Cell: "6.12-amd64-debug", Step: "kernel", Kind: Start})
+	board.Add(Event{Cell: "6.12-amd64-debug", Step: "kernel", Kind: Progress, Detail: "building, 40s: CC mm/slub.o"})
+	board.Add(Event{Cell: "6.1-amd64", Step: "toolchain root", Kind: Start})
+	beat := func(after time.Duration) string {
+		board.mu.Lock()
+		defer board.mu.Unlock()
+		b.Reset()
+		now = now.Add(after)
+		board.heartbeat()
+		return b.String()
+	}
+	if got := beat(Heartbeat / 2); got != "" {
+		t.Errorf("a line before the heartbeat was due:\n%s", got)
+	}
+	got := beat(Heartbeat / 2)
+	for _, want := range []string{"6.12-amd64-debug: kernel running 30s: building, 40s: CC mm/slub.o\n", "6.1-amd64: toolchain root running 30s\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("heartbeat lacks %q:\n%s", want, got)
+		}
+	}
+	board.Add(Event{Cell: "6.1-amd64", Step: "toolchain root", Kind: Done, Detail: "85.0s"})
+	if got := beat(Heartbeat); strings.Contains(got, "toolchain root") || !strings.Contains(got, "kernel running 1m0s") {
+		t.Errorf("after the root was done, heartbeat:\n%s", got)
+	}
+}
