@@ -1,8 +1,10 @@
 // Package initramfs builds the guest's initramfs: a u-root image holding
-// u-root's init, the guest agent (as uinit), test2json, the guest test
-// binary and the suite's files, built once per architecture and cached by
-// content hash; and per cell, a small cpio appended to it with the
-// kernel's own modules and the agent's manifest.
+// u-root's init, the guest agent (as uinit) and test2json, built once per
+// architecture and cached by content hash; and per cell, a small cpio
+// appended to it with the kernel's own modules and the agent's manifest.
+// The guest test binary and the suite's files are not in it: they change
+// with every edit of a guest test, so the host sends them with each run
+// (event.WriteFiles) and the image, and a snapshot of its boot, stay.
 package initramfs
 
 import (
@@ -35,27 +37,12 @@ const (
 // GuestTestPath is where the guest test binary lives in the guest.
 const GuestTestPath = "/kmmap/guest.test"
 
-// Base returns a cached u-root initramfs for arch holding the agent and
-// files (guest path -> host path; GuestTestPath must be one), in cache.
-// srcRoot is kmmap's module root (its go.mod), where the agent and u-root
-// are built; the cache key covers go.mod, go.sum, the agent's sources, the
-// Go version and every file, so any change to them rebuilds it.
-func Base(arch, srcRoot, cache string, files map[string]string, logf func(string, ...any)) (string, error) {
-	if files[GuestTestPath] == "" {
-		return "", fmt.Errorf("initramfs %s: no guest test binary for %s", arch, GuestTestPath)
-	}
-	guestPaths := make([]string, 0, len(files))
-	for g := range files {
-		guestPaths = append(guestPaths, g)
-	}
-	sort.Strings(guestPaths)
-	var withFiles []string
-	var hostFiles []string
-	for _, g := range guestPaths {
-		withFiles = append(withFiles, files[g]+":"+strings.TrimPrefix(g, "/"))
-		hostFiles = append(hostFiles, files[g])
-	}
-	key, err := baseKey(arch, srcRoot, guestPaths, hostFiles)
+// Base returns a cached u-root initramfs for arch holding the agent, in
+// cache. srcRoot is kmmap's module root (its go.mod), where the agent and
+// u-root are built; the cache key covers go.mod, go.sum, the agent's
+// sources and the Go version, so any change to them rebuilds it.
+func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error) {
+	key, err := baseKey(arch, srcRoot)
 	if err != nil {
 		return "", err
 	}
@@ -70,7 +57,6 @@ func Base(arch, srcRoot, cache string, files map[string]string, logf func(string
 			uimage.WithBinaryCommands("cmd/test2json"),
 			uimage.WithInit("init"),
 			uimage.WithUinit("agent"),
-			uimage.WithFiles(withFiles...),
 			uimage.WithCPIOOutput(out),
 			uimage.WithTempDir(tmpDir),
 		)
@@ -91,17 +77,12 @@ func shellCommands() []string {
 	return out
 }
 
-// baseKey hashes what goes into the base image: the extra files by their
-// guest path and content (their host paths are temporary), go.mod, go.sum
-// and the agent's sources.
-func baseKey(arch, srcRoot string, guestPaths, extra []string) (string, error) {
+// baseKey hashes what goes into the base image: go.mod, go.sum and the
+// agent's sources.
+func baseKey(arch, srcRoot string) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "initramfs-v2\n%s\n%s\n", arch, runtime.Version())
+	fmt.Fprintf(h, "initramfs-v3\n%s\n%s\n", arch, runtime.Version())
 	files := []string{filepath.Join(srcRoot, "go.mod"), filepath.Join(srcRoot, "go.sum")}
-	for _, g := range guestPaths {
-		fmt.Fprintf(h, "file %s\n", g)
-	}
-	files = append(files, extra...)
 	fixed := len(files)
 	err := filepath.WalkDir(filepath.Join(srcRoot, "initramfs"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") {

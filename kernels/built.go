@@ -37,22 +37,51 @@ type SourceBuilder interface {
 // config and the toolchain; it is built in place under a file lock and
 // becomes visible when its tree.json is written, last.
 func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
+	e, err := f.builtEntry(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return lockedTree(k, e.final, func() (*Tree, error) { return f.build(ctx, k, e.env, e.src, e.config, e.final) })
+}
+
+// Built reports whether the cache holds kernel k, built from source,
+// complete: whether Fetch returns without a build. It may make the
+// toolchain root the build would use (its name is part of the key).
+func (f *Fetcher) Built(ctx context.Context, k Kernel) (bool, error) {
+	e, err := f.builtEntry(ctx, k)
+	if err != nil {
+		return false, err
+	}
+	_, err = readTree(e.final)
+	return err == nil, nil
+}
+
+// builtEntry is where the cache keeps kernel k built from source, and
+// what builds it.
+type builtEntry struct {
+	final  string
+	env    BuildEnv
+	src    Package
+	config []byte
+}
+
+func (f *Fetcher) builtEntry(ctx context.Context, k Kernel) (builtEntry, error) {
 	if f.builder == nil {
-		return nil, fmt.Errorf("kernel %s is built from source and this fetcher has no builder (kernels.WithSourceBuilder)", k.ID)
+		return builtEntry{}, fmt.Errorf("kernel %s is built from source and this fetcher has no builder (kernels.WithSourceBuilder)", k.ID)
 	}
 	pkgs, err := k.packagesFor(f.hostArch)
 	if err != nil {
-		return nil, err
+		return builtEntry{}, err
 	}
 	config, err := k.ConfigText()
 	if err != nil {
-		return nil, err
+		return builtEntry{}, err
 	}
 	mirror, _ := f.mirrorURL() // needed only for what the cache lacks; errors surface there
 	env := BuildEnv{Cache: f.cache, Mirror: mirror, Logf: f.logf}
 	tc, err := f.builder.Toolchain(ctx, k, env)
 	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", k.ID, err)
+		return builtEntry{}, fmt.Errorf("kernel %s: %w", k.ID, err)
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", treeFormat, builtFormat, pkgs[0].SHA256, tc, k.Release)
@@ -61,7 +90,7 @@ func (f *Fetcher) fetchBuilt(ctx context.Context, k Kernel) (*Tree, error) {
 	}
 	h.Write(config)
 	final := filepath.Join(f.cache, "kernels", k.ID+"-"+hex.EncodeToString(h.Sum(nil))[:16])
-	return lockedTree(k, final, func() (*Tree, error) { return f.build(ctx, k, env, pkgs[0], config, final) })
+	return builtEntry{final: final, env: env, src: pkgs[0], config: config}, nil
 }
 
 // build makes the tree of k from its source package in final.

@@ -3,6 +3,7 @@ package vmtests
 import (
 	"context"
 	"fmt"
+	"github.com/kmmap/kmmap/initramfs"
 	"regexp"
 	"strconv"
 	"strings"
@@ -75,5 +76,12 @@ func (h *Harness) BuildGuestImage(name string, logf func(string, ...any)) (strin
 	if err != nil {
 		return "", err
 	}
-	return h.buildGuestImage(a, logf)
+	if _, err := h.buildGuestSuite(a); err != nil {
+		return "", err
+	}
+	src, err := h.kmmapDir()
+	if err != nil {
+		return "", err
+	}
+	return initramfs.Base(a.Name, src, h.cache, logf)
 }

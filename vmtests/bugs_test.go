@@ -129,6 +129,7 @@ const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 // use-after-free runs restored from the cell's snapshot and booted cold,
 // and must give the same verdict both ways.
 func TestInjectedBugs(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	root, lock := h.Root(), h.Lock()
 	capture := h.Config().CaptureSplats

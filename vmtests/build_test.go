@@ -102,6 +102,7 @@ func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 // error, and the guest, told there is no module, powers off at once
 // instead of waiting for the VM timeout.
 func TestBrokenModuleWhileBooting(t *testing.T) {
+	bootsVMs(t)
 	tree := hostTree(t)
 	src := brokenModule(t, "int kmmap_broken(void) { return undeclared_symbol; }")
 	cell, err := kmmapHarness(t).Prepare(t.Context(), cellFetcher(t), tree, CellOptions{Logf: t.Logf, ModuleDir: src,

@@ -66,9 +66,12 @@ type Cell struct {
 	// Image is what QEMU boots: on x86 the uncompressed vmlinux with the
 	// PVH entry when the kernel has one (kernels.PVHImage), else
 	// Tree.Vmlinuz.
-	Image   string
-	kmod    *moduleBuild // the module built for this kernel: Module()
-	KmodSrc string       // the directory it was built from
+	Image string
+	kmod  *moduleBuild // the module built for this kernel: Module()
+	// files are the guest test binary and the suite's files, sent to the
+	// guest with each run (not in the image, so an edit keeps it).
+	files   []event.File
+	KmodSrc string // the directory it was built from
 	// kmodLabel names KmodSrc in coverage reports: its path in the
 	// test's Go module ("kmod"), or its absolute path outside it.
 	kmodLabel string

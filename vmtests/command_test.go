@@ -46,6 +46,7 @@ func commandCellID(t *testing.T, h *Harness) string {
 // ExitSplat, although the command itself exits 0; the report is
 // attributed to the command.
 func TestCommandKernelWarning(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	id := commandCellID(t, h)
 	w, err := New(Module{Dir: "testdata/warn"}, KmmapGuest(h.Root()), WithConfig(h.Config()))
@@ -66,6 +67,7 @@ func TestCommandKernelWarning(t *testing.T) {
 
 // A command that panics the kernel ends the run at once with ExitPanic.
 func TestCommandPanic(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}, NoModule: true})
 	r := RunCommand(t.Context(), c)
@@ -77,6 +79,7 @@ func TestCommandPanic(t *testing.T) {
 // A command that outlives its timeout is stopped there, with ExitTimeout
 // and the console's last lines.
 func TestCommandTimeout(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sleep", "600"}, NoModule: true})
 	c.Timeout = 25 * time.Second
@@ -90,6 +93,7 @@ func TestCommandTimeout(t *testing.T) {
 // and dumps every goroutine, a little before the VM's timeout: the guest
 // suite gets -test.timeout under it.
 func TestHungGuestTestNamed(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	id := commandCellID(t, h)
 	cfg := h.Config()

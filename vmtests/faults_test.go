@@ -70,6 +70,7 @@ func wantProblem(t *testing.T, problems []string, want ...string) {
 // A kernel panic ends the run at once (panic=-1 with -no-reboot), with the
 // panic on the console, instead of waiting for the timeout.
 func TestPanicEndsRunAtOnce(t *testing.T) {
+	bootsVMs(t)
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 3*time.Minute)
 	r := boot(t.Context(), c)
@@ -83,6 +84,7 @@ func TestPanicEndsRunAtOnce(t *testing.T) {
 
 // A guest that never powers off is stopped at the timeout.
 func TestHungGuestTimesOut(t *testing.T) {
+	bootsVMs(t)
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 20*time.Second)
 	c.KernelArgs = []string{"console=" + c.Arch.Console, "panic=0"} // panic, then spin forever
@@ -95,6 +97,7 @@ func TestHungGuestTimesOut(t *testing.T) {
 
 // A guest that reboots instead of powering off is caught as such.
 func TestRebootingGuestCaught(t *testing.T) {
+	bootsVMs(t)
 	t.Parallel()
 	init := staticInit(t, `#include <sys/reboot.h>
 #include <unistd.h>
@@ -107,6 +110,7 @@ int main(void) { sync(); return reboot(RB_AUTOBOOT); }`)
 // QEMU that fails (here: a machine it does not know) fails the run with
 // QEMU's own words.
 func TestQEMUFailureReported(t *testing.T) {
+	bootsVMs(t)
 	t.Parallel()
 	c := faultCell(t, []byte("x"), time.Minute)
 	c.Arch.Machine = []string{"-machine", "no-such-machine"}

@@ -22,6 +22,7 @@ var foreignCells = []string{"6.1-amd64", "6.1-arm64"}
 // both cells; with its ioctl broken, TestAdd fails on each and TestRead
 // still passes.
 func TestForeignModule(t *testing.T) {
+	bootsVMs(t)
 	h := kmmapHarness(t)
 	var cells []string
 	for _, id := range foreignCells {

@@ -17,6 +17,7 @@ import (
 // /sys/module/kmmap/sections must place the module's functions where the
 // guest loaded them.
 func TestGDBStub(t *testing.T) {
+	bootsVMs(t)
 	gdb, err := exec.LookPath("gdb-multiarch")
 	if err != nil {
 		t.Fatal("gdb-multiarch not found (apt-get install gdb-multiarch): the KMMAP_GDB path is tested with it")

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kmmap/kmmap/initramfs"
+	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/kernelbuild"
 	"github.com/kmmap/kmmap/internal/progress"
@@ -46,8 +48,9 @@ type Harness struct {
 	kmmapDir func() (string, error) // the harness's Go module, for the agent
 	kvm      kvmProbe
 	imagesMu sync.Mutex
-	images   map[string]func() (string, error) // arch -> base image
-	snapDir  string                            // "" for the cache's snapshots/
+	images   map[string]func() (string, error)       // arch -> base image
+	suites   map[string]func() ([]event.File, error) // arch -> guest suite
+	snapDir  string                                  // "" for the cache's snapshots/
 	snaps    *snapshots
 }
 
@@ -109,7 +112,7 @@ func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMT
 
 // New returns a harness for module m and guest suite g.
 func New(m Module, g Guest, opts ...Option) (*Harness, error) {
-	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}}
+	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}, suites: map[string]func() ([]event.File, error){}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -261,32 +264,48 @@ func goModuleDir(dir, path string) (string, error) {
 	return d, nil
 }
 
-// guestImage builds the guest test binary, the guest's files and the base
-// initramfs once per arch for the harness.
+// guestImage is the base initramfs of arch (u-root's init and the guest
+// agent, cached by their content), built once per arch for the harness.
 func (h *Harness) guestImage(id string, a arch.Arch, logf func(string, ...any)) (string, error) {
 	done := progress.Step(logf, id, "guest image")
-	img, err := h.guestImageOnce(a, logf)
+	h.imagesMu.Lock()
+	f := h.images[a.Name]
+	if f == nil {
+		f = sync.OnceValues(func() (string, error) {
+			src, err := h.kmmapDir()
+			if err != nil {
+				return "", err
+			}
+			return initramfs.Base(a.Name, src, h.cache, logf)
+		})
+		h.images[a.Name] = f
+	}
+	h.imagesMu.Unlock()
+	img, err := f()
 	done(err)
 	return img, err
 }
 
-func (h *Harness) guestImageOnce(a arch.Arch, logf func(string, ...any)) (string, error) {
+// guestSuite is the guest test binary and the suite's files for arch,
+// built once per arch for the harness: they go to the guest with each
+// run (event.WriteFiles), after the snapshot point.
+func (h *Harness) guestSuite(id string, a arch.Arch) ([]event.File, error) {
 	h.imagesMu.Lock()
-	f := h.images[a.Name]
+	f := h.suites[a.Name]
 	if f == nil {
-		f = sync.OnceValues(func() (string, error) { return h.buildGuestImage(a, logf) })
-		h.images[a.Name] = f
+		f = sync.OnceValues(func() ([]event.File, error) { return h.buildGuestSuite(a) })
+		h.suites[a.Name] = f
 	}
 	h.imagesMu.Unlock()
 	return f()
 }
 
-func (h *Harness) buildGuestImage(a arch.Arch, logf func(string, ...any)) (string, error) {
+func (h *Harness) buildGuestSuite(a arch.Arch) ([]event.File, error) {
 	dir, err := os.MkdirTemp("", "kmmap-guest-"+a.Name+"-")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer os.RemoveAll(dir) // Base copies what it needs into the image
+	defer os.RemoveAll(dir) // read into memory below
 	g := h.guest
 	bin := filepath.Join(dir, "guest.test")
 	args := []string{"test", "-c", "-trimpath", "-ldflags=-s -w", "-o", bin}
@@ -297,23 +316,32 @@ func (h *Harness) buildGuestImage(a arch.Arch, logf func(string, ...any)) (strin
 	cmd.Dir = g.Dir
 	cmd.Env = append(os.Environ(), "GOARCH="+a.Name, "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the guest suite %s for %s (go %s in %s): %v\n%s", g.Package, a.Name, strings.Join(args, " "), g.Dir, err, out)
+		return nil, fmt.Errorf("building the guest suite %s for %s (go %s in %s): %v\n%s", g.Package, a.Name, strings.Join(args, " "), g.Dir, err, out)
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("the guest package %s has no tests (go test -c made no binary)", g.Package)
+		return nil, fmt.Errorf("the guest package %s has no tests (go test -c made no binary)", g.Package)
 	}
-	files := map[string]string{}
+	paths := map[string]string{}
 	if g.Files != nil {
-		if files, err = g.Files(a.Name, dir); err != nil {
-			return "", err
+		if paths, err = g.Files(a.Name, dir); err != nil {
+			return nil, err
 		}
 	}
-	files[initramfs.GuestTestPath] = bin
-	src, err := h.kmmapDir()
-	if err != nil {
-		return "", err
+	paths[initramfs.GuestTestPath] = bin
+	var files []event.File
+	for guest, host := range paths {
+		st, err := os.Stat(host)
+		if err != nil {
+			return nil, fmt.Errorf("the guest suite's file %s: %w", guest, err)
+		}
+		b, err := os.ReadFile(host)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, event.File{Path: "/" + strings.TrimPrefix(guest, "/"), Mode: st.Mode().Perm(), Data: b})
 	}
-	return initramfs.Base(a.Name, src, h.cache, files, logf)
+	slices.SortFunc(files, func(x, y event.File) int { return strings.Compare(x.Path, y.Path) })
+	return files, nil
 }
 
 // smpCells are the distribution cells booted with two CPUs: one per arch,

@@ -284,8 +284,8 @@ func (c *Cell) moduleName() string {
 // modulePort adds the virtio-serial port the run's job and the module
 // under test go to the guest through, and a task that sends them once
 // release is closed (the guest runs: booted, saved or restored): the job;
-// when the agent took it (took), the host's time and fresh entropy; then
-// the module once it is built, or why there is none, in which case the
+// when the agent took it (took), the host's time and fresh entropy, and
+// the guest suite's files; then the module once it is built, or why there is none, in which case the
 // agent gives up at once.
 func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 	pr, pw, err := os.Pipe()
@@ -326,7 +326,8 @@ func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 }
 
 // sendJob writes the run's job; once the agent took it, the host's time
-// and fresh entropy; then (unless the run has none) the module under test.
+// and fresh entropy, the guest test binary and the suite's files; then
+// (unless the run has none) the module under test.
 func (c *Cell) sendJob(ctx context.Context, w io.Writer, took <-chan struct{}) error {
 	if err := event.WriteJob(w, c.job); err != nil {
 		return fmt.Errorf("sending the job to the guest: %w", err)
@@ -343,6 +344,9 @@ func (c *Cell) sendJob(ctx context.Context, w io.Writer, took <-chan struct{}) e
 	fresh.Time = time.Now().UnixNano()
 	if err := event.WriteFresh(w, fresh); err != nil {
 		return fmt.Errorf("sending the time and entropy to the guest: %w", err)
+	}
+	if err := event.WriteFiles(w, c.files); err != nil {
+		return fmt.Errorf("sending the guest suite's files to the guest: %w", err)
 	}
 	if c.job.NoModule {
 		return nil

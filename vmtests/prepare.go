@@ -180,6 +180,9 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	}
 	cell.job = job
 	cell.snap = h.snapshotPolicy(cell.GDB != 0)
+	if cell.files, err = h.guestSuite(k.ID, a); err != nil {
+		return nil, err
+	}
 	base, err := h.guestImage(k.ID, a, logf)
 	if err != nil {
 		return nil, err

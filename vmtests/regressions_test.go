@@ -115,6 +115,7 @@ var regressions = []regression{
 // TestRegressionsCaught builds the module with each fix undone and runs
 // the guest test written for it on its cell: that test must fail.
 func TestRegressionsCaught(t *testing.T) {
+	bootsVMs(t)
 	root, lock := loadLock(t)
 	ran := 0
 	for _, reg := range regressions {

@@ -47,6 +47,7 @@ func (w *stampWriter) Write(p []byte) (int, error) {
 // cut short is removed and the cell boots cold with a note, saving a new
 // one.
 func TestSnapshots(t *testing.T) {
+	bootsVMs(t)
 	h0 := kmmapHarness(t)
 	id := commandCellID(t, h0)
 	if h0.Config().Cold {

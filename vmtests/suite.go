@@ -1,14 +1,20 @@
 package vmtests
 
 import (
+	"context"
+	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/progress"
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // Run runs module m's guest suite g on the selected cells, as subtests
@@ -27,34 +33,166 @@ func Run(t *testing.T, m Module, g Guest, opts ...Option) {
 	h.Test(t)
 }
 
-// Test boots every selected cell of the harness as a parallel subtest of
-// t and replays its guest tests as subtests t/<cell>/<test>. With a custom
-// kernel, it runs as cell "custom" (and the lock's cells only when the
-// configuration names them).
+// Test boots every selected cell of the harness and replays its guest
+// tests as subtests t/<cell>/<test>. With a custom kernel, it runs as
+// cell "custom" (and the lock's cells only when the configuration names
+// them).
+//
+// Kernels are work the cells wait for, not cells: they are fetched in
+// the lock's order, the distribution kernels (downloads) apart from the
+// kernels built from source (one build at a time), and a cell starts, as
+// many at once as go test's -parallel, when its kernel is ready. A cell
+// that needs no build never waits behind one.
 func (h *Harness) Test(t *testing.T) {
 	t.Helper()
 	h.readSources(t)
-	ran := 0
+	var ids []string
 	if h.cfg.Custom.set() {
-		ran++
-		t.Run(CustomID, func(t *testing.T) {
-			t.Parallel()
-			h.testCell(t, CustomID)
-		})
+		ids = append(ids, CustomID)
 	}
 	for _, k := range h.lock.Kernels {
-		if !h.cfg.selects(k.ID) || (h.cfg.Custom.set() && len(h.cfg.Cells) == 0) {
-			continue
+		if h.cfg.selects(k.ID) && !(h.cfg.Custom.set() && len(h.cfg.Cells) == 0) {
+			ids = append(ids, k.ID)
 		}
-		ran++
-		t.Run(k.ID, func(t *testing.T) {
-			t.Parallel()
-			h.testCell(t, k.ID)
-		})
 	}
-	if ran == 0 {
+	if len(ids) == 0 {
 		t.Fatalf("the cells chosen (%s) select none of %s", strings.Join(h.cfg.Cells, ","), strings.Join(h.lock.IDs(), ", "))
 	}
+	if testing.Short() && len(h.cfg.Cells) == 0 && !h.cfg.Custom.set() {
+		ids = ShortCells(h.lock)
+		t.Logf("-short: one cell per arch (%s); without -short, or with KMMAP_CELLS, others", strings.Join(ids, ", "))
+	}
+	f, err := h.Fetcher(t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := make(chan struct{}, parallelism())
+	var wg sync.WaitGroup
+	for k := range h.trees(t.Context(), f, ids, deadline(t)) {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			t.Run(k.ID, func(t *testing.T) { h.testCell(t, k) })
+		}()
+	}
+	wg.Wait()
+}
+
+// ShortCells are the cells a -short run boots, the quick developer run:
+// one per arch, the newest distribution kernel of the arch with its
+// default page size (the last cell named <series>-<arch> in the lock).
+func ShortCells(l *kernels.Lock) []string {
+	var arches []string
+	last := map[string]string{}
+	for _, k := range l.Kernels {
+		if k.FromSource() || k.ID != k.Series+"-"+k.Arch {
+			continue
+		}
+		if _, ok := last[k.Arch]; !ok {
+			arches = append(arches, k.Arch)
+		}
+		last[k.Arch] = k.ID
+	}
+	var ids []string
+	for _, a := range arches {
+		ids = append(ids, last[a])
+	}
+	return ids
+}
+
+// minBuildTime is the least time a kernel build from source is given
+// before a test's deadline (one took 12-28 min on 2 CPUs here).
+const minBuildTime = 30 * time.Minute
+
+// buildFits says why cell id's kernel cannot be built before deadline
+// (nil: it is built, needs no build, or there is time).
+func (h *Harness) buildFits(ctx context.Context, f *kernels.Fetcher, id string, deadline time.Time) error {
+	k, err := h.lock.Kernel(id)
+	if err != nil || !k.FromSource() || deadline.IsZero() {
+		return nil
+	}
+	left := time.Until(deadline)
+	if left >= minBuildTime {
+		return nil
+	}
+	if built, err := f.Built(ctx, k); err != nil || built {
+		return err
+	}
+	return fmt.Errorf("kernel %s is built from source (10-30 min on a 2-CPU machine, once: it is cached), and go test's deadline is %s away: "+
+		"build it first with no deadline, `go run github.com/kmmap/kmmap/cmd/kmmap kernels fetch %s` (make kernels builds them all), or run go test with -timeout 0",
+		id, left.Round(time.Second), id)
+}
+
+// deadline is t's deadline (go test -timeout), zero for none.
+func deadline(t *testing.T) time.Time {
+	d, _ := t.Deadline()
+	return d
+}
+
+// parallelism is how many cells run at once: go test's -parallel (by
+// default GOMAXPROCS), or GOMAXPROCS outside a test binary.
+func parallelism() int {
+	if fl := flag.Lookup("test.parallel"); fl != nil {
+		if g, ok := fl.Value.(flag.Getter); ok {
+			if n, ok := g.Get().(int); ok && n > 0 {
+				return n
+			}
+		}
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// readyTree is a cell's kernel tree, or why there is none.
+type readyTree struct {
+	ID   string
+	Tree *kernels.Tree
+	Err  error
+}
+
+// trees fetches the kernel trees of cells ids and sends each as it is
+// ready: the custom kernel and the distribution kernels in order, one at
+// a time, and beside them the kernels built from source in order, one at
+// a time (kernelbuild also keeps to one build on the machine). The
+// channel is closed when every cell's tree was sent, or ctx is done.
+//
+// A kernel that must still be built when the test's deadline (go test
+// -timeout) is nearer than minBuildTime is not started: its cell fails at
+// once saying how to build it without a deadline, and the others run.
+func (h *Harness) trees(ctx context.Context, f *kernels.Fetcher, ids []string, deadline time.Time) <-chan readyTree {
+	out := make(chan readyTree, len(ids))
+	var fetched, built []string
+	for _, id := range ids {
+		if k, err := h.lock.Kernel(id); err == nil && k.FromSource() {
+			built = append(built, id)
+		} else {
+			fetched = append(fetched, id)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, queue := range [][]string{fetched, built} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, id := range queue {
+				if ctx.Err() != nil {
+					return
+				}
+				if err := h.buildFits(ctx, f, id, deadline); err != nil {
+					out <- readyTree{ID: id, Err: err}
+					continue
+				}
+				t, err := h.Tree(ctx, id, f)
+				out <- readyTree{ID: id, Tree: t, Err: err}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(out)
+	}()
+	return out
 }
 
 // readSources reads what the module and the guest side are built from,
@@ -76,14 +214,14 @@ func (h *Harness) readSources(t *testing.T) {
 	}
 }
 
-// testCell prepares, boots and judges cell id as the running subtest.
-func (h *Harness) testCell(t *testing.T, id string) {
-	ctx := t.Context()
-	f, err := h.Fetcher(t.Logf)
-	if err != nil {
-		t.Fatal(err)
+// testCell prepares, boots and judges the cell of kernel k as the
+// running subtest.
+func (h *Harness) testCell(t *testing.T, k readyTree) {
+	if k.Err != nil {
+		t.Fatal(k.Err)
 	}
-	tree, err := h.Tree(ctx, id, f)
+	ctx, id, tree := t.Context(), k.ID, k.Tree
+	f, err := h.Fetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}

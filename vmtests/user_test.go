@@ -31,6 +31,7 @@ import (
 // u-root's line editor hung intermittently). Before all that, a
 // cache an older kmmap left (toolchains made with sudo) must be explained.
 func TestCellJobAsUser(t *testing.T) {
+	bootsVMs(t)
 	if os.Geteuid() != 0 {
 		t.Skip("this run is a normal user's already; the test creates one only when run as root, as CI is")
 	}

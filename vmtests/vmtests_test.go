@@ -13,6 +13,15 @@ func TestGuest(t *testing.T) {
 	Run(t, KmmapModule(root), KmmapGuest(root))
 }
 
+// bootsVMs marks a self-test of the harness that boots guests: -short,
+// the quick developer run (TestGuest on one cell per arch), skips it.
+func bootsVMs(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots guests: a self-test of the harness, not in -short (the quick run: TestGuest on one cell per arch)")
+	}
+}
+
 // moduleRoot is the kmmap checkout the tests run in.
 func moduleRoot(t testing.TB) string {
 	t.Helper()

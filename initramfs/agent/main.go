@@ -7,8 +7,9 @@
 // for later runs, so everything a run does comes after it. The agent takes
 // the job, then the host's time and entropy (setting the clock and
 // reseeding the random pool, so that a restored guest is not a copy of
-// the last one), mounts the host's shares, receives and loads the module
-// under test, runs the guest test binary with its output converted by
+// the last one), mounts the host's shares, receives the guest test binary
+// and the suite's files (they change with every edit of a guest test, so
+// they are not in the image), receives and loads the module under test, runs the guest test binary with its output converted by
 // test2json (or the benchmarks, a command or a shell), unloads the module
 // and powers off.
 //
@@ -100,9 +101,6 @@ func run() error {
 		emit(event.Event{Agent: event.AgentError, Error: err.Error()})
 		return err
 	}
-	// The suite's tests, listed before the snapshot point: a restored
-	// guest does not start the test binary once more to list them.
-	tests, listErr := listTests(m.Test, ".")
 	emit(event.Event{Agent: event.AgentModules, Uptime: uptime})
 
 	// The snapshot point: a restored guest resumes in this read.
@@ -126,6 +124,19 @@ func run() error {
 	if err := mountShares(job.Shares); err != nil {
 		return fail(err)
 	}
+	// The guest test binary and the suite's files come with the run, not
+	// in the image: an edit of a guest test keeps the image and the
+	// snapshot. The tests are listed while the module is still on its way.
+	if _, err := event.ReceiveFiles(br, "/"); err != nil {
+		return fail(fmt.Errorf("receiving the guest suite's files: %w", err))
+	}
+	var tests []string
+	listed := make(chan error, 1)
+	go func() {
+		var err error
+		tests, err = listTests(m.Test, ".")
+		listed <- err
+	}()
 
 	var kmodName string
 	if !job.NoModule {
@@ -144,6 +155,7 @@ func run() error {
 			emit(event.Event{Agent: event.AgentModule, Sections: sec})
 		}
 	}
+	listErr := <-listed
 	switch {
 	case job.Shell:
 		shell(m, job, kmodName)
