@@ -1,10 +1,70 @@
 package vmtests
 
 import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/kmmap/kmmap/kernels"
 )
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	stop := prebuild()
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// prebuild starts, when the whole package runs (no -run, no -short, as
+// make test runs it), the builds of the selected cells' kernels that are
+// built from source, one at a time in the background and below the
+// guests' priority: the tests that need one (TestInjectedBugs, the
+// matrix's debug and KCSAN cells) find it built or wait for its build,
+// instead of building in turn while nothing else runs. stop cancels what
+// is left (the next run starts it again).
+func prebuild() (stop func()) {
+	if fl := flag.Lookup("test.run"); testing.Short() || fl == nil || fl.Value.String() != "" {
+		return func() {}
+	}
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		return func() {}
+	}
+	root, err := goModuleRoot("")
+	if err != nil {
+		return func() {}
+	}
+	h, err := New(KmmapModule(root), KmmapGuest(root), WithConfig(cfg))
+	if err != nil {
+		return func() {}
+	}
+	logf := func(format string, args ...any) { fmt.Printf("prebuild: "+format+"\n", args...) }
+	f, err := h.Fetcher(logf)
+	if err != nil {
+		return func() {}
+	}
+	var ids []string
+	for _, k := range h.Lock().Kernels {
+		if k.FromSource() && cfg.selects(k.ID) {
+			ids = append(ids, k.ID)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range h.trees(ctx, f, ids, time.Time{}) { // errors: the tests that need the kernel say them
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
 
 // TestGuest boots every selected cell and replays kmmap's guest tests as
 // subtests TestGuest/<cell>/<test>.
