@@ -11,6 +11,9 @@ type testResult struct {
 	action   string // pass, fail, skip, or "" (started but never finished, or never started)
 	output   strings.Builder
 	children []string // full names of its subtests, in the order they ran
+	// elapsed is how long it ran in the guest, in seconds (summed over
+	// -test.count runs).
+	elapsed float64
 }
 
 // results gathers the events of one guest run.
@@ -82,6 +85,7 @@ func (r *results) handle(e event.Event) {
 		if tr.action != "fail" { // run several times (-test.count), one failure fails it
 			tr.action = e.Action
 		}
+		tr.elapsed += e.Elapsed
 	}
 }
 

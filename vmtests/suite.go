@@ -62,6 +62,9 @@ func (h *Harness) Test(t *testing.T) {
 		ids = ShortCells(h.lock)
 		t.Logf("-short: one cell per arch (%s); without -short, or with KMMAP_CELLS, others", strings.Join(ids, ", "))
 	}
+	// kmmap report lists them from this line: a cell that never started
+	// (its kernel still building when the test binary died) is reported.
+	t.Logf("%s %s", CellsLine, strings.Join(ids, " "))
 	f, err := h.Fetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)
@@ -299,6 +302,13 @@ func rerunTarget(t *testing.T, root string) (test, pkg string) {
 	return test, pkg
 }
 
+// CellsLine starts the log line of Test that names every cell it runs.
+const CellsLine = "kmmap-cells:"
+
+// GuestElapsedAttr is the test attribute (testing.T.Attr) of a replayed
+// guest test that says how long it ran in the guest, e.g. "1.25s".
+const GuestElapsedAttr = "guest_elapsed"
+
 // replay reports the guest test full (and its subtests, recursively) as a
 // subtest of t, with any kernel splat seen while it ran. It returns whether
 // the subtest passed.
@@ -315,6 +325,12 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 				t.Log(reproducer(cell, full))
 			}
 		}()
+		if tr.action != "" {
+			// The subtest's own time is the host's replay; the guest's
+			// is an attribute (go test -json: an "attr" event), which
+			// kmmap report shows in the test's --- line.
+			t.Attr(GuestElapsedAttr, fmt.Sprintf("%.2fs", tr.elapsed))
+		}
 		if len(splats) > 0 {
 			t.Errorf("kernel splat (%s) during %s:\n%s", kindsOf(splats), full, strings.Join(splats, "\n"))
 		}
@@ -334,7 +350,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 			t.Skipf("skipped in the guest:\n%s", tr.output.String())
 		case "fail":
 			if !res.childFailed(tr) { // a failing subtest already said why
-				t.Errorf("failed in the guest:\n%s", tr.output.String())
+				t.Errorf("failed in the guest after %.2fs:\n%s", tr.elapsed, tr.output.String())
 			}
 		default:
 			msg := "did not run to completion in the guest (crash, hang or earlier failure)"

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/progress"
+	"github.com/kmmap/kmmap/vmtests"
 )
 
 // testEvent is one line of `go test -json` (cmd/test2json).
@@ -23,6 +25,24 @@ type testEvent struct {
 	Test       string
 	Elapsed    float64
 	Output     string
+	Key, Value string // an "attr" event's (testing.T.Attr)
+}
+
+// resultLine matches go test's "--- PASS: name (0.00s)" lines.
+var resultLine = regexp.MustCompile(`^(\s*--- (?:PASS|FAIL|SKIP): (\S+)) \(\d+\.\d+s\)`)
+
+// withGuestTime puts the guest's time of a replayed guest test in its
+// result line (the host's replay takes no time).
+func withGuestTime(line string, guest map[string]string) string {
+	m := resultLine.FindStringSubmatchIndex(line)
+	if m == nil {
+		return line
+	}
+	d, ok := guest[line[m[4]:m[5]]]
+	if !ok {
+		return line
+	}
+	return line[:m[3]] + " (" + d + " in the guest)" + line[m[1]:]
 }
 
 // cellRow is one cell of the matrix: TestGuest/<cell>.
@@ -66,6 +86,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		}
 		return c
 	}
+	guest := map[string]string{} // test -> its time in the guest
 	status, events := 0, 0
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
@@ -82,7 +103,17 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			fmt.Fprint(out, e.Output)
 		case "build-fail":
 			status = 1
+		case "attr":
+			if e.Key == vmtests.GuestElapsedAttr {
+				guest[e.Test] = e.Value
+			}
 		case "output":
+			e.Output = withGuestTime(e.Output, guest)
+			if _, ids, ok := strings.Cut(e.Output, vmtests.CellsLine); ok && e.Test == "TestGuest" {
+				for _, id := range strings.Fields(ids) {
+					row(id, e.Package)
+				}
+			}
 			if ev, ok := progress.Parse(e.Output); ok && steps {
 				board.Add(ev)
 			}

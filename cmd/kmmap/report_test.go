@@ -10,7 +10,10 @@ import (
 
 const stream = `{"Action":"start","Package":"p"}
 {"Action":"run","Package":"p","Test":"TestGuest"}
+{"Action":"output","Package":"p","Test":"TestGuest","Output":"    suite.go:60: kmmap-cells: 6.1-amd64 5.10-arm64\n"}
 {"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Output":"all fine\n"}
+{"Action":"attr","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Key":"guest_elapsed","Value":"1.25s"}
+{"Action":"output","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Output":"    --- PASS: TestGuest/6.1-amd64/TestA (0.00s)\n"}
 {"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64/TestA","Elapsed":0.1}
 {"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64","Elapsed":4.5}
 {"Action":"output","Package":"p","Test":"TestGuest/5.10-arm64/TestB/fault","Output":"    kernel splat during TestB/fault\n"}
@@ -54,6 +57,11 @@ func TestReport(t *testing.T) {
 	if !strings.Contains(out.String(), "all fine") {
 		t.Errorf("-v hides passing output:\n%s", out.String())
 	}
+	// A replayed guest test's --- line has the guest's time, not the
+	// replay's.
+	if !strings.Contains(out.String(), "--- PASS: TestGuest/6.1-amd64/TestA (1.25s in the guest)\n") {
+		t.Errorf("-v: the guest test's line lacks its time in the guest:\n%s", out.String())
+	}
 }
 
 func TestReportNoEvents(t *testing.T) {
@@ -68,6 +76,7 @@ func TestReportNoEvents(t *testing.T) {
 // the panic and the goroutines, not only "FAIL <package>".
 func TestReportUnfinished(t *testing.T) {
 	const died = `{"Action":"run","Package":"p","Test":"TestGuest"}
+{"Action":"output","Package":"p","Test":"TestGuest","Output":"    suite.go:60: kmmap-cells: 6.1-amd64 5.10-amd64 6.12-amd64-kcsan\n"}
 {"Action":"run","Package":"p","Test":"TestGuest/6.1-amd64"}
 {"Action":"pass","Package":"p","Test":"TestGuest/6.1-amd64","Elapsed":4.5}
 {"Action":"run","Package":"p","Test":"TestGuest/5.10-amd64"}
@@ -81,7 +90,8 @@ func TestReportUnfinished(t *testing.T) {
 	if st := report([]string{"-markdown", md}, strings.NewReader(died), &out); st != 1 {
 		t.Errorf("status %d, want 1", st)
 	}
-	for _, want := range []string{"panic: test timed out", "goroutine 7 [chan receive]", "prepared in 3s", "DNF  5.10-amd64", "PASS 6.1-amd64", "FAIL p 1800.0s"} {
+	for _, want := range []string{"panic: test timed out", "goroutine 7 [chan receive]", "prepared in 3s", "DNF  5.10-amd64", "PASS 6.1-amd64", "FAIL p 1800.0s",
+		"DNF  6.12-amd64-kcsan"} { // never started: its kernel was still building
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
