@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/hugelgupf/vmtest/qemu/qevent"
 	"github.com/kmmap/kmmap/initramfs/event"
 )
 
@@ -138,7 +137,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 			}
 			con.add(l)
 		}),
-		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
+		guestEvents(func(e event.Event) {
 			mu.Lock()
 			defer mu.Unlock()
 			if trace && (e.Agent != "" || e.Action == "run" && !strings.Contains(e.Test, "/")) {

@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/hugelgupf/vmtest/qemu/qevent"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"golang.org/x/term"
 )
@@ -122,7 +121,7 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 		qemu.WithAppendKernel(c.KernelArgs...),
 		qemu.ArbitraryArgs(c.QEMUArgs...),
 		qemu.WithSerialOutput(nopCloser{stdout}),
-		qevent.EventChannelCallback(event.Channel, func(e event.Event) {
+		guestEvents(func(e event.Event) {
 			switch {
 			case e.Agent == event.AgentJob:
 				tookOnce.Do(func() { close(took) })

@@ -217,7 +217,50 @@ func newUser(t *testing.T) *testUser {
 			u.env = append(u.env, k+"="+v)
 		}
 	}
+	u.seedGo(t, goBin)
 	return u
+}
+
+// seedGo gives u what the test does not prove and need not redo: the Go
+// modules root has, served from disk (a file:// GOPROXY over a copy of
+// root's module download cache, ahead of the configured proxy, so go
+// still fetches and verifies each against go.sum), and a copy of root's
+// Go build cache. The user's kmmap cache stays empty: that is under test.
+func (u *testUser) seedGo(t *testing.T, goBin string) {
+	t.Helper()
+	out, err := exec.Command(goBin, "env", "GOMODCACHE", "GOCACHE", "GOPROXY").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(v) != 3 {
+		t.Fatalf("go env GOMODCACHE GOCACHE GOPROXY: %q", out)
+	}
+	proxy := filepath.Join(u.home, ".goproxy")
+	for _, c := range [][2]string{{filepath.Join(v[0], "cache", "download"), proxy}, {v[1], filepath.Join(u.home, ".cache", "go-build")}} {
+		if _, err := os.Stat(c[0]); err != nil {
+			continue // nothing to seed: the user starts from nothing
+		}
+		if err := os.MkdirAll(filepath.Dir(c[1]), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("cp", "-r", c[0], c[1]).CombinedOutput(); err != nil {
+			t.Fatalf("seeding %s's Go caches: cp -r %s %s: %v\n%s", u.name, c[0], c[1], err, out)
+		}
+	}
+	if _, err := os.Stat(proxy); err == nil {
+		upstream := v[2]
+		if upstream == "" || upstream == "off" {
+			upstream = "off"
+		}
+		for i, e := range u.env {
+			if strings.HasPrefix(e, "GOPROXY=") {
+				u.env = slices.Delete(u.env, i, i+1)
+				break
+			}
+		}
+		u.env = append(u.env, "GOPROXY=file://"+proxy+","+upstream)
+	}
 }
 
 // command is name with args run as u in dir, with the cache the
