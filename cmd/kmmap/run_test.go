@@ -13,6 +13,9 @@ import (
 // 6.1-arm64, those of them KMMAP_CELLS chooses when it is set.
 func runCells(t *testing.T) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots guests: not in -short")
+	}
 	cfg, err := vmtests.ConfigFromEnv()
 	if err != nil {
 		t.Fatal(err)
