@@ -96,8 +96,10 @@ type Board struct {
 	drawn   int                  // lines of the board on the terminal
 	now     func() time.Time
 	stop    chan struct{}
-	// plain: the steps running, and when each last had a line
+	// plain: the steps running, and when each last had a line; the
+	// steps ended (a late progress event does not bring one back)
 	running map[[2]string]*plainStep
+	ended   map[[2]string]bool
 }
 
 type cellLine struct {
@@ -119,7 +121,7 @@ const Heartbeat = 30 * time.Second
 // lines, until Close.
 func NewBoard(w io.Writer, live bool) *Board {
 	b := &Board{w: w, live: live, current: map[string]*cellLine{}, now: time.Now, stop: make(chan struct{}),
-		running: map[[2]string]*plainStep{}}
+		running: map[[2]string]*plainStep{}, ended: map[[2]string]bool{}}
 	tick := time.Second
 	if !live {
 		tick = Heartbeat / 6
@@ -199,7 +201,11 @@ func (b *Board) addPlain(e Event) {
 	switch e.Kind {
 	case Start:
 		b.running[key] = &plainStep{since: now, lastPrinted: now}
+		delete(b.ended, key)
 	case Progress:
+		if st == nil && b.ended[key] {
+			return // a build's last word, after its step ended
+		}
 		if st == nil { // a step whose start this board did not see
 			st = &plainStep{since: now, lastPrinted: now}
 			b.running[key] = st
@@ -208,6 +214,7 @@ func (b *Board) addPlain(e Event) {
 		return
 	case Done, Failed:
 		delete(b.running, key)
+		b.ended[key] = true
 	}
 	fmt.Fprintf(b.w, "%s: %s %s%s\n", e.Cell, e.Step, e.Kind, suffix(e.Detail))
 }

@@ -129,6 +129,8 @@ func TestBoardPlainHeartbeat(t *testing.T) {
 		}
 	}
 	board.Add(Event{Cell: "6.1-amd64", Step: "toolchain root", Kind: Done, Detail: "85.0s"})
+	// a late progress event of the ended step brings no line back
+	board.Add(Event{Cell: "6.1-amd64", Step: "toolchain root", Kind: Progress, Detail: "unpacking"})
 	if got := beat(Heartbeat); strings.Contains(got, "toolchain root") || !strings.Contains(got, "kernel running 1m0s") {
 		t.Errorf("after the root was done, heartbeat:\n%s", got)
 	}
