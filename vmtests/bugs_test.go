@@ -130,6 +130,9 @@ const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 // and must give the same verdict both ways.
 func TestInjectedBugs(t *testing.T) {
 	bootsVMs(t)
+	// Needs the kernels built from source: after the tests that need
+	// none, so that on a cold cache they run while these build.
+	t.Parallel()
 	h := kmmapHarness(t)
 	root, lock := h.Root(), h.Lock()
 	capture := h.Config().CaptureSplats

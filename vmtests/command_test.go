@@ -80,6 +80,7 @@ func TestCommandPanic(t *testing.T) {
 // and the console's last lines.
 func TestCommandTimeout(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel() // waits for its timeout: it runs beside the matrix
 	h := kmmapHarness(t)
 	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sleep", "600"}, NoModule: true})
 	c.Timeout = 25 * time.Second
@@ -94,6 +95,7 @@ func TestCommandTimeout(t *testing.T) {
 // suite gets -test.timeout under it.
 func TestHungGuestTestNamed(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel() // waits for its timeout: it runs beside the matrix
 	h := kmmapHarness(t)
 	id := commandCellID(t, h)
 	cfg := h.Config()

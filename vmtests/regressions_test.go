@@ -116,6 +116,9 @@ var regressions = []regression{
 // the guest test written for it on its cell: that test must fail.
 func TestRegressionsCaught(t *testing.T) {
 	bootsVMs(t)
+	// Needs the kernels built from source: after the tests that need
+	// none, so that on a cold cache they run while these build.
+	t.Parallel()
 	root, lock := loadLock(t)
 	ran := 0
 	for _, reg := range regressions {

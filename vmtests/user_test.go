@@ -35,6 +35,9 @@ func TestCellJobAsUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("this run is a normal user's already; the test creates one only when run as root, as CI is")
 	}
+	// Most of it is a new user's waits (downloads, mmdebstrap, the
+	// first boots): it runs beside the matrix, not after it.
+	t.Parallel()
 	root, lock := loadLock(t)
 	// The newest amd64 distribution cell that needs a toolchain root, and
 	// the newest that needs none (the host's suite: 6.1 on bookworm).

@@ -69,6 +69,9 @@ func prebuild() (stop func()) {
 // TestGuest boots every selected cell and replays kmmap's guest tests as
 // subtests TestGuest/<cell>/<test>.
 func TestGuest(t *testing.T) {
+	// Beside the self-tests that mostly wait (a new user's first run, the
+	// timeouts): the package takes minutes less than one after another.
+	t.Parallel()
 	root := moduleRoot(t)
 	Run(t, KmmapModule(root), KmmapGuest(root))
 }
