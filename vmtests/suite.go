@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/progress"
+	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -69,6 +71,7 @@ func (h *Harness) Test(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer h.prepareGuests(ids, t.Logf)() // logs to t: ends before it
 	slots := make(chan struct{}, parallelism())
 	var wg sync.WaitGroup
 	for k := range h.trees(t.Context(), f, ids, deadline(t)) {
@@ -134,6 +137,35 @@ func deadline(t *testing.T) time.Time {
 	return d
 }
 
+// prepareGuests starts building, in the background, the guest image and
+// the guest suite of each arch of cells ids (both are built once per arch
+// and kept by the harness): on a cold cache they take minutes, which then
+// pass while the first kernels download and their modules build. wait
+// waits for them.
+func (h *Harness) prepareGuests(ids []string, logf func(string, ...any)) (wait func()) {
+	var wg sync.WaitGroup
+	seen := map[string]bool{}
+	for _, id := range ids {
+		name := runtime.GOARCH
+		if k, err := h.lock.Kernel(id); err == nil {
+			name = k.Arch
+		} else if id == CustomID && h.cfg.Custom.Arch != "" {
+			name = h.cfg.Custom.Arch
+		}
+		a, err := arch.Lookup(name)
+		if err != nil || seen[name] {
+			continue // Prepare says what is wrong
+		}
+		seen[name] = true
+		wg.Go(func() {
+			if _, err := h.guestSuite(id, a); err == nil {
+				h.guestImage(id, a, logf)
+			}
+		})
+	}
+	return wg.Wait
+}
+
 // parallelism is how many cells run at once: go test's -parallel (by
 // default GOMAXPROCS), or GOMAXPROCS outside a test binary.
 func parallelism() int {
@@ -165,14 +197,21 @@ type readyTree struct {
 // once saying how to build it without a deadline, and the others run.
 func (h *Harness) trees(ctx context.Context, f *kernels.Fetcher, ids []string, deadline time.Time) <-chan readyTree {
 	out := make(chan readyTree, len(ids))
-	var fetched, built []string
+	var fetched, rooted, built []string
 	for _, id := range ids {
-		if k, err := h.lock.Kernel(id); err == nil && k.FromSource() {
+		k, err := h.lock.Kernel(id)
+		switch {
+		case err == nil && k.FromSource():
 			built = append(built, id)
-		} else {
+		case err == nil && toolchain.NeedsRoot(k):
+			rooted = append(rooted, id)
+		default:
 			fetched = append(fetched, id)
 		}
 	}
+	// The cells whose modules the host's compiler builds first: the others
+	// wait for a toolchain root before their first module.
+	fetched = append(fetched, rooted...)
 	var wg sync.WaitGroup
 	for _, queue := range [][]string{fetched, built} {
 		wg.Add(1)
