@@ -137,13 +137,18 @@ func deadline(t *testing.T) time.Time {
 	return d
 }
 
-// prepareGuests starts building, in the background, the guest image and
-// the guest suite of each arch of cells ids (both are built once per arch
-// and kept by the harness): on a cold cache they take minutes, which then
-// pass while the first kernels download and their modules build. wait
-// waits for them.
+// prepareGuests starts building, in the background, the guest suite and
+// image of each arch of cells ids, one arch after the other in the order
+// of ids (both are built once per arch and kept by the harness): on a
+// cold cache they take minutes, which then pass while the first kernels
+// download and their modules build, and the first cell's arch is ready
+// first. wait waits for them.
 func (h *Harness) prepareGuests(ids []string, logf func(string, ...any)) (wait func()) {
-	var wg sync.WaitGroup
+	type job struct {
+		id string
+		a  arch.Arch
+	}
+	var jobs []job
 	seen := map[string]bool{}
 	for _, id := range ids {
 		name := runtime.GOARCH
@@ -157,13 +162,18 @@ func (h *Harness) prepareGuests(ids []string, logf func(string, ...any)) (wait f
 			continue // Prepare says what is wrong
 		}
 		seen[name] = true
-		wg.Go(func() {
-			if _, err := h.guestSuite(id, a); err == nil {
-				h.guestImage(id, a, logf)
-			}
-		})
+		jobs = append(jobs, job{id, a})
 	}
-	return wg.Wait
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, j := range jobs {
+			if _, err := h.guestSuite(j.id, j.a); err == nil {
+				h.guestImage(j.id, j.a, logf)
+			}
+		}
+	}()
+	return func() { <-done }
 }
 
 // parallelism is how many cells run at once: go test's -parallel (by
