@@ -3,7 +3,6 @@ package vmtests
 import (
 	"context"
 	"fmt"
-	"github.com/kmmap/kmmap/initramfs"
 	"regexp"
 	"strconv"
 	"strings"
@@ -79,9 +78,5 @@ func (h *Harness) BuildGuestImage(name string, logf func(string, ...any)) (strin
 	if _, err := h.buildGuestSuite(a); err != nil {
 		return "", err
 	}
-	src, err := h.kmmapDir()
-	if err != nil {
-		return "", err
-	}
-	return initramfs.Base(a.Name, src, h.cache, logf)
+	return h.baseImage(a, logf)
 }

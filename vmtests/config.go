@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +94,14 @@ type CustomKernel struct {
 
 // set reports whether a custom kernel is given.
 func (c CustomKernel) set() bool { return c.Image != "" || c.KDir != "" }
+
+// arch is the custom kernel's arch: KMMAP_ARCH, else the host's.
+func (c CustomKernel) arch() string {
+	if c.Arch != "" {
+		return c.Arch
+	}
+	return runtime.GOARCH
+}
 
 // ConfigFromEnv reads every variable of Vars, and only those, from the
 // environment: the one place the harness reads it.

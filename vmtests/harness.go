@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -268,35 +267,37 @@ func goModuleDir(dir, path string) (string, error) {
 // agent, cached by their content), built once per arch for the harness.
 func (h *Harness) guestImage(id string, a arch.Arch, logf func(string, ...any)) (string, error) {
 	done := progress.Step(logf, id, "guest image")
-	h.imagesMu.Lock()
-	f := h.images[a.Name]
-	if f == nil {
-		f = sync.OnceValues(func() (string, error) {
-			src, err := h.kmmapDir()
-			if err != nil {
-				return "", err
-			}
-			return initramfs.Base(a.Name, src, h.cache, logf)
-		})
-		h.images[a.Name] = f
-	}
-	h.imagesMu.Unlock()
-	img, err := f()
+	img, err := once(&h.imagesMu, h.images, a.Name, func() (string, error) { return h.baseImage(a, logf) })
 	done(err)
 	return img, err
+}
+
+// baseImage builds (or finds in the cache) the base initramfs of arch.
+func (h *Harness) baseImage(a arch.Arch, logf func(string, ...any)) (string, error) {
+	src, err := h.kmmapDir()
+	if err != nil {
+		return "", err
+	}
+	return initramfs.Base(a.Name, src, h.cache, logf)
 }
 
 // guestSuite is the guest test binary and the suite's files for arch,
 // built once per arch for the harness: they go to the guest with each
 // run (event.WriteFiles), after the snapshot point.
 func (h *Harness) guestSuite(id string, a arch.Arch) ([]event.File, error) {
-	h.imagesMu.Lock()
-	f := h.suites[a.Name]
+	return once(&h.imagesMu, h.suites, a.Name, func() ([]event.File, error) { return h.buildGuestSuite(a) })
+}
+
+// once returns build's result for key, calling it once for all callers
+// (m holds the memo of each key, under mu).
+func once[T any](mu *sync.Mutex, m map[string]func() (T, error), key string, build func() (T, error)) (T, error) {
+	mu.Lock()
+	f := m[key]
 	if f == nil {
-		f = sync.OnceValues(func() ([]event.File, error) { return h.buildGuestSuite(a) })
-		h.suites[a.Name] = f
+		f = sync.OnceValues(build)
+		m[key] = f
 	}
-	h.imagesMu.Unlock()
+	mu.Unlock()
 	return f()
 }
 
@@ -392,10 +393,7 @@ func customTree(c CustomKernel) (*kernels.Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("custom kernel: KMMAP_KDIR=%s has no include/config/kernel.release: run `make modules_prepare` in it", c.KDir)
 	}
-	name := c.Arch
-	if name == "" {
-		name = runtime.GOARCH
-	}
+	name := c.arch()
 	if _, err := arch.Lookup(name); err != nil {
 		return nil, fmt.Errorf("custom kernel: KMMAP_ARCH: %w", err)
 	}

@@ -151,11 +151,9 @@ func (h *Harness) prepareGuests(ids []string, logf func(string, ...any)) (wait f
 	var jobs []job
 	seen := map[string]bool{}
 	for _, id := range ids {
-		name := runtime.GOARCH
+		name := h.cfg.Custom.arch() // CustomID's
 		if k, err := h.lock.Kernel(id); err == nil {
 			name = k.Arch
-		} else if id == CustomID && h.cfg.Custom.Arch != "" {
-			name = h.cfg.Custom.Arch
 		}
 		a, err := arch.Lookup(name)
 		if err != nil || seen[name] {
