@@ -241,13 +241,13 @@ func newUser(t *testing.T) *testUser {
 // Go build cache. The user's kmmap cache stays empty: that is under test.
 func (u *testUser) seedGo(t *testing.T, goBin string) {
 	t.Helper()
-	out, err := exec.Command(goBin, "env", "GOMODCACHE", "GOCACHE", "GOPROXY").Output()
+	out, err := exec.Command(goBin, "env", "GOMODCACHE", "GOCACHE").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(v) != 3 {
-		t.Fatalf("go env GOMODCACHE GOCACHE GOPROXY: %q", out)
+	if len(v) != 2 {
+		t.Fatalf("go env GOMODCACHE GOCACHE: %q", out)
 	}
 	proxy := filepath.Join(u.home, ".goproxy")
 	for _, c := range [][2]string{{filepath.Join(v[0], "cache", "download"), proxy}, {v[1], filepath.Join(u.home, ".cache", "go-build")}} {
@@ -262,12 +262,10 @@ func (u *testUser) seedGo(t *testing.T, goBin string) {
 		}
 	}
 	if _, err := os.Stat(proxy); err == nil {
-		upstream := v[2]
-		if upstream == "" || upstream == "off" {
-			upstream = "off"
-		}
-		for i, e := range u.env {
-			if strings.HasPrefix(e, "GOPROXY=") {
+		upstream := "off"
+		for i, e := range u.env { // newUser's, from root's go env
+			if p, ok := strings.CutPrefix(e, "GOPROXY="); ok {
+				upstream = p
 				u.env = slices.Delete(u.env, i, i+1)
 				break
 			}

@@ -367,10 +367,11 @@ func editLoop(root, cell string, e edit, i int, env ...string) (time.Duration, e
 		return 0, err
 	}
 	defer os.WriteFile(p, orig, 0o644)
-	edited := bytes.Replace(orig, []byte(e.after), []byte(fmt.Sprintf("%s// bench edit %d %d\n", e.after, i, time.Now().UnixNano())), 1)
+	comment := fmt.Sprintf("// bench edit %d %d\n", i, time.Now().UnixNano())
 	if strings.HasSuffix(e.file, ".c") {
-		edited = bytes.Replace(orig, []byte(e.after), []byte(fmt.Sprintf("%s/* bench edit %d %d */\n", e.after, i, time.Now().UnixNano())), 1)
+		comment = fmt.Sprintf("/* bench edit %d %d */\n", i, time.Now().UnixNano())
 	}
+	edited := bytes.Replace(orig, []byte(e.after), []byte(e.after+comment), 1)
 	if bytes.Equal(edited, orig) {
 		return 0, fmt.Errorf("%s has no line %q to add one after", e.file, strings.TrimSpace(e.after))
 	}
