@@ -285,8 +285,8 @@ func (c *Cell) moduleName() string {
 // under test go to the guest through, and a task that sends them once
 // release is closed (the guest runs: booted, saved or restored): the job;
 // when the agent took it (took), the host's time and fresh entropy, and
-// the guest suite's files; then the module once it is built, or why there is none, in which case the
-// agent gives up at once.
+// the guest suite's files; then the module once it is built, or why there
+// is none, in which case the agent gives up at once.
 func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {

@@ -9,9 +9,10 @@
 // reseeding the random pool, so that a restored guest is not a copy of
 // the last one), mounts the host's shares, receives the guest test binary
 // and the suite's files (they change with every edit of a guest test, so
-// they are not in the image), receives and loads the module under test, runs the guest test binary with its output converted by
-// test2json (or the benchmarks, a command or a shell), unloads the module
-// and powers off.
+// they are not in the image), receives and loads the module under test,
+// runs the guest test binary with its output converted by test2json (or
+// the benchmarks, a command or a shell), unloads the module and powers
+// off.
 //
 // Anything that goes wrong is sent to the host as an event and also printed
 // on the console with the prefix "kmmap-agent:", so the host can always tell
