@@ -224,16 +224,8 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 }
 
 // reportsDuring returns the kernel reports during test and its subtests,
-// the test's own first.
-func reportsDuring(r run, test string) []string {
-	reports := append([]string(nil), r.con.splats[test]...)
-	for name, s := range r.con.splats {
-		if strings.HasPrefix(name, test+"/") {
-			reports = append(reports, s...)
-		}
-	}
-	return reports
-}
+// in the order they began.
+func reportsDuring(r run, test string) []string { return r.con.during(test) }
 
 // runBug boots cell k with bug b, cold or (snapshots on) restored, and
 // checks the verdict.

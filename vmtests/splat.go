@@ -111,8 +111,21 @@ var ruleRe = regexp.MustCompile(`^\[\s*\d+\.\d+\] ={20,}$`)
 
 var markRe = regexp.MustCompile(regexp.QuoteMeta(testmain.Marker) + ` (start|end) (\S+)`)
 
-// maxReport bounds how many lines of one kernel report are kept.
-const maxReport = 80
+// maxReport bounds how many lines of one kernel report are kept;
+// maxOpen, how many lines a report that ends with a line of its own
+// (endedRe) may run before it is taken as cut off.
+const (
+	maxReport = 80
+	maxOpen   = 400
+)
+
+// endedRe matches the first line of a report that ends with a line of its
+// own: a rule of "=" (KASAN, KCSAN, KFENCE, older UBSAN) or "---[ end
+// trace" (WARN, BUG, Oops, newer UBSAN); not lockdep's "WARNING: possible
+// ...", which has no end line. Such a report stays open across
+// the lines other CPUs print meanwhile - a test's marker among them - so
+// that it is read whole and charged to the tests running when it began.
+var endedRe = regexp.MustCompile(`BUG: (KASAN|KCSAN|KFENCE): |UBSAN: |WARNING: CPU: \d+ PID: |kernel BUG at |Oops|general protection fault|Unable to handle kernel|BUG: unable to handle|BUG: kernel NULL pointer`)
 
 // console collects the guest's serial console and attributes kernel
 // reports (splats) to the guest test that was running, using the markers
@@ -121,6 +134,9 @@ type console struct {
 	lines  []string
 	stack  []string            // tests whose start marker was seen and not their end
 	splats map[string][]string // full test name ("" outside every test) -> reports
+	// order is every report charged to a test, in the order they began,
+	// with the tests it is charged to.
+	order []charged
 	open   *report             // the report being read, if any
 	// kernelRaces are KCSAN reports of the kernel's own races with its
 	// devices (kernelsOwnRace): logged, never failed.
@@ -139,6 +155,35 @@ type console struct {
 type report struct {
 	keys  []string
 	lines []string
+	ended bool // it ends with a line of its own (endedRe)
+	read  int  // lines read, kept or not
+}
+
+// limit is how many lines r may run before it is closed: a report with
+// no end line of its own ends at the next marker or after maxReport lines.
+func (r *report) limit() int {
+	if r.ended {
+		return maxOpen
+	}
+	return maxReport
+}
+
+// charged is a report and the tests it is charged to.
+type charged struct {
+	keys []string
+	text string
+}
+
+// during returns the reports charged to test or its subtests, in the
+// order they began.
+func (c *console) during(test string) []string {
+	var out []string
+	for _, r := range c.order {
+		if slices.ContainsFunc(r.keys, func(k string) bool { return k == test || strings.HasPrefix(k, test+"/") }) {
+			out = append(out, r.text)
+		}
+	}
+	return out
 }
 
 func (c *console) closeReport() {
@@ -158,6 +203,7 @@ func (c *console) closeReport() {
 		for _, k := range keys {
 			c.splats[k] = append(c.splats[k], r)
 		}
+		c.order = append(c.order, charged{keys, r})
 	}
 	c.open = nil
 }
@@ -191,7 +237,9 @@ func (c *console) add(raw string) {
 	line := cleanLine(raw)
 	c.lines = append(c.lines, line)
 	if m := markRe.FindStringSubmatch(line); m != nil {
-		c.closeReport()
+		if c.open != nil && !c.open.ended {
+			c.closeReport()
+		}
 		name := m[2]
 		c.stack = slices.DeleteFunc(c.stack, func(s string) bool { return s == name || strings.HasPrefix(s, name+"/") })
 		if m[1] == "start" {
@@ -200,11 +248,15 @@ func (c *console) add(raw string) {
 		return
 	}
 	if c.open == nil && c.isSplat(line) {
-		c.open = &report{keys: c.running()}
+		c.open = &report{keys: c.running(), ended: endedRe.MatchString(line)}
 	}
 	if c.open != nil {
-		c.open.lines = append(c.open.lines, line)
-		if strings.Contains(line, "---[ end ") || len(c.open.lines) > 1 && ruleRe.MatchString(line) || len(c.open.lines) >= maxReport {
+		c.open.read++
+		if len(c.open.lines) < maxReport {
+			c.open.lines = append(c.open.lines, line)
+		}
+		end := strings.Contains(line, "---[ end ") || c.open.read > 1 && ruleRe.MatchString(line)
+		if end || c.open.read >= c.open.limit() {
 			c.closeReport()
 		}
 	}

@@ -25,6 +25,7 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"[    1.35] kmmap-test: start TestB",
 		"[    1.4] kmmap-test: start TestB/sub",
 		"[    1.5] BUG: unable to handle page fault for address: 0000",
+		"[    1.5] ---[ end trace 0000000000000000 ]---",
 		"[    1.6] kmmap-test: end TestB/sub",
 		"[    1.65] WARNING: after the subtest, still in TestB",
 		"[    1.66] kmmap-test: end TestB",
@@ -109,6 +110,48 @@ func TestConsoleParallelTests(t *testing.T) {
 	}
 	if len(c.splats["TestP"]) != 1 || len(c.splats[""]) != 0 {
 		t.Errorf("TestP: %q, outside tests: %q", c.splats["TestP"], c.splats[""])
+	}
+}
+
+// A report that ends with a line of its own is read whole across the
+// markers of tests on other CPUs printed in its middle, and charged to the
+// tests running when it began; one with no end line ends at a marker.
+func TestConsoleReportAcrossMarkers(t *testing.T) {
+	c := kmmapConsole()
+	for _, l := range []string{
+		"[    1.0] kmmap-test: start TestInfo",
+		"[    1.1] kmmap-test: start TestInfo/fault",
+		"[    1.2] ==================================================================",
+		"[    1.2] BUG: KASAN: slab-use-after-free in kmmap_release+0xef/0x100 [kmmap]",
+		"[    1.3] kmmap-test: end TestInfo/fault",
+		"[    1.3] kmmap-test: start TestInfo/pfn",
+		"[    1.4] Call Trace:",
+		"[    1.4]  kmmap_release+0xef/0x100 [kmmap]",
+		"[    1.5] ==================================================================",
+		"[    1.6] kmmap-test: end TestInfo/pfn",
+		"[    1.6] kmmap-test: end TestInfo",
+		"[    1.7] kmmap-test: start TestLock",
+		"[    1.8] WARNING: possible circular locking dependency detected",
+		"[    1.8] kmmap-test: end TestLock",
+		"[    1.9] kmmap-test: start TestNext",
+		"[    2.0] Call Trace:",
+		"[    2.1] kmmap-test: end TestNext",
+	} {
+		c.add(l)
+	}
+	c.finish()
+	got := c.during("TestInfo")
+	if len(got) != 1 || kindOf(got[0]) != "KASAN" || !strings.Contains(got[0], "Call Trace:") {
+		t.Errorf("reports during TestInfo = %q, want the one KASAN report, whole", got)
+	}
+	if got := c.splats["TestInfo/fault"]; len(got) != 1 || len(c.splats["TestInfo/pfn"]) != 0 {
+		t.Errorf("TestInfo/fault: %q, TestInfo/pfn: %q: want the report charged to the subtest running when it began", got, c.splats["TestInfo/pfn"])
+	}
+	if got := c.splats["TestLock"]; len(got) != 1 || kindOf(got[0]) != "lockdep" || strings.Contains(got[0], "TestNext") {
+		t.Errorf("TestLock: %q, want the lockdep report ended at the marker", got)
+	}
+	if got := c.splats["TestNext"]; len(got) != 1 {
+		t.Errorf("TestNext: %q, want its own report", got)
 	}
 }
 
