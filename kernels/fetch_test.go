@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -286,9 +287,23 @@ func TestVerifyAndPrune(t *testing.T) {
 	for _, name := range []string{"6.1-amd64-00000000000000aa.state", "6.1-amd64-00000000000000aa.lock"} {
 		os.Chtimes(filepath.Join(snaps, name), two, two)
 	}
+	// A snapshot's RAM a killed run was saving (its process is gone)
+	// goes at once; one a running process writes stays.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	killed := filepath.Join(snaps, fmt.Sprintf(".tmp-6.1-amd64-00000000000000cc-%d.ram", dead.Process.Pid))
+	saving := filepath.Join(snaps, fmt.Sprintf(".tmp-6.1-amd64-00000000000000dd-%d.ram", os.Getpid()))
+	for _, p := range []string{killed, saving} {
+		os.WriteFile(p, []byte("ram"), 0o644)
+	}
 	removed, err := f.Prune(l, time.Hour)
-	if err != nil || len(removed) != 5 {
-		t.Errorf("removed %v, %v; want the stray tree, the stray .deb, the partial download and the old snapshot with its lock", removed, err)
+	if err != nil || len(removed) != 6 || !slices.Contains(removed, killed) {
+		t.Errorf("removed %v, %v; want the stray tree, the stray .deb, the partial download, the old snapshot with its lock and the killed run's RAM file", removed, err)
+	}
+	if _, err := os.Stat(saving); err != nil {
+		t.Errorf("prune removed the RAM file of a snapshot being saved: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(snaps, "6.1-amd64-00000000000000bb.state")); err != nil {
 		t.Errorf("prune removed a snapshot in use: %v", err)

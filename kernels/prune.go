@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -100,11 +103,7 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		return nil
 	}
 	old := func(_ string, fi os.FileInfo) bool { return time.Since(fi.ModTime()) > maxAge }
-	// Temporary files and directories an interrupted run left behind:
-	// nothing ever reads them, and after an hour nothing still writes them.
-	leftover := func(name string, fi os.FileInfo) bool {
-		return (strings.HasPrefix(name, ".tmp-") || strings.HasPrefix(name, ".build-")) && time.Since(fi.ModTime()) > time.Hour
-	}
+	leftover := func(name string, fi os.FileInfo) bool { return Leftover(name, fi.ModTime()) }
 	either := func(a, b func(string, os.FileInfo) bool) func(string, os.FileInfo) bool {
 		return func(n string, fi os.FileInfo) bool { return a(n, fi) || b(n, fi) }
 	}
@@ -129,6 +128,28 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 		}
 	}
 	return removed, nil
+}
+
+// writerRe finds the process ID a temporary file's name ends with (a
+// snapshot's RAM while its guest boots: .tmp-<key>-<pid>.ram).
+var writerRe = regexp.MustCompile(`-([0-9]+)\.ram$`)
+
+// Leftover reports whether a file of the cache named name, last changed
+// at mod, is what an interrupted run left behind: a temporary file or
+// directory (.tmp-*, .build-*) whose writer is gone - the process its
+// name ends with no longer runs - or that nothing changed for an hour.
+// Nothing ever reads such a file: it becomes a cache entry only by its
+// rename, once whole.
+func Leftover(name string, mod time.Time) bool {
+	if !strings.HasPrefix(name, ".tmp-") && !strings.HasPrefix(name, ".build-") {
+		return false
+	}
+	if m := writerRe.FindStringSubmatch(name); m != nil {
+		if pid, err := strconv.Atoi(m[1]); err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+			return true
+		}
+	}
+	return time.Since(mod) > time.Hour
 }
 
 // newestBuilt names, for each kernel of l built from source, its most
