@@ -21,8 +21,20 @@
 # Test output is one line per cell and the output of what failed; V=1
 # shows everything.
 
+# Nothing a recipe starts outlives make, however make ends (a CI runner's
+# SIGTERM, a kill): each recipe's shell, and each go command in it, gets
+# the parent-death signal from util-linux's setpriv; the test binaries,
+# kmmap and the guests and builds they start tie themselves in turn
+# (internal/lifeline).
+# (Without setpriv, make deps says which package has it.)
+ifneq ($(shell command -v setpriv),)
+TIED        := setpriv --pdeathsig KILL --
+SHELL       := setpriv
+.SHELLFLAGS := --pdeathsig KILL -- bash -o pipefail -c
+else
 SHELL       := bash
 .SHELLFLAGS := -o pipefail -c
+endif
 
 GO      ?= go
 GOFLAGS ?=
@@ -36,6 +48,7 @@ TIMEOUT ?= 85m
 # command -> Debian package that provides it
 TOOLS := \
 	make:make \
+	setpriv:util-linux \
 	perl:perl \
 	xz:xz-utils \
 	tar:tar \
@@ -106,7 +119,7 @@ vet:
 
 # The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>.
 vmtests: deps
-	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
+	$(TIED) $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
 
 # Your own command in a cell, the working directory shared (kmmap run):
 # make run KERNEL=<cell> CMD='./repro arg', or CELLS=<cell,cell|all>.
@@ -114,35 +127,35 @@ run: deps
 	@if [ -z "$(CMD)" ] || [ -z "$(KERNEL)$(CELLS)" ]; then \
 		echo "usage: make run KERNEL=<cell> CMD='<command>'  (or CELLS=<cell,cell|all>; NO_MODULE=1, TIMEOUT_RUN=2m)"; exit 2; \
 	fi
-	$(GO) run ./cmd/kmmap run $(if $(CELLS),--cells $(CELLS),$(KERNEL)) $(if $(NO_MODULE),--no-module) $(if $(TIMEOUT_RUN),--timeout $(TIMEOUT_RUN)) --dir "$(or $(DIR),$(CURDIR))" -- $(CMD)
+	$(TIED) $(GO) run ./cmd/kmmap run $(if $(CELLS),--cells $(CELLS),$(KERNEL)) $(if $(NO_MODULE),--no-module) $(if $(TIMEOUT_RUN),--timeout $(TIMEOUT_RUN)) --dir "$(or $(DIR),$(CURDIR))" -- $(CMD)
 
 # One cell, interactively: KERNEL=<cell id> (see `go run ./cmd/kmmap kernels
 # list`), or KERNEL=custom with KMMAP_KERNEL and KMMAP_KDIR.
 shell: deps
 	@if [ -z "$(KERNEL)" ]; then \
-		echo "usage: make shell KERNEL=<cell>, one of:"; $(GO) run ./cmd/kmmap kernels list | cut -d' ' -f1 | sed 's/^/    /'; \
+		echo "usage: make shell KERNEL=<cell>, one of:"; $(TIED) $(GO) run ./cmd/kmmap kernels list | cut -d' ' -f1 | sed 's/^/    /'; \
 		echo "or KERNEL=custom with KMMAP_KERNEL=<image> KMMAP_KDIR=<kbuild tree>"; exit 2; \
 	fi
-	$(GO) run ./cmd/kmmap shell --dir "$(or $(DIR),$(CURDIR))" $(KERNEL)
+	$(TIED) $(GO) run ./cmd/kmmap shell --dir "$(or $(DIR),$(CURDIR))" $(KERNEL)
 
 # Everything CI runs: vet, the harness's own tests, and the vmtests; never
 # a cached result (-count=1): the point is to boot the kernels.
 test: deps vet
-	$(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) ./... | $(REPORT)
+	$(TIED) $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) ./... | $(REPORT)
 
 # Module coverage: the debug cells (CONFIG_GCOV_KERNEL) run the suite and
 # leave their counters as results/<cell>/kmod.info; then merged and drawn.
 coverage: deps
-	cells=$$($(GO) run ./cmd/kmmap coverage cells) && \
-	KMMAP_CELLS=$$cells $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
-	$(GO) run ./cmd/kmmap coverage report
+	cells=$$($(TIED) $(GO) run ./cmd/kmmap coverage cells) && \
+	KMMAP_CELLS=$$cells $(TIED) $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
+	$(TIED) $(GO) run ./cmd/kmmap coverage report
 
 # Mutation testing of kmod/ against the guest suite; MUTANTS=<dir> runs
 # another list (its table goes to stdout, MUTANTS.md is left alone).
 MUTANTS ?=
 mutants: deps
-	$(GO) run ./cmd/kmmap mutate $(if $(MUTANTS),-mutants $(MUTANTS),-o MUTANTS.md)
+	$(TIED) $(GO) run ./cmd/kmmap mutate $(if $(MUTANTS),-mutants $(MUTANTS),-o MUTANTS.md)
 
 # Benchmarks, not tests: nothing fails because the machine is slow.
 bench: deps
-	$(GO) run ./cmd/kmmap bench
+	$(TIED) $(GO) run ./cmd/kmmap bench

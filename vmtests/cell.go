@@ -107,6 +107,8 @@ type Cell struct {
 	snap snapshotPolicy
 	mode BootMode
 
+	lifeline []string // what QEMU's command starts with (qemuCommand)
+
 	config kernels.Config   // the kernel's
 	allow  []*regexp.Regexp // expected kernel lines beside the built-in ones
 	cfg    *Config          // the harness's: the rerun line repeats it

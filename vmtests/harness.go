@@ -11,12 +11,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/kernelbuild"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -109,8 +111,18 @@ func WithSnapshotDir(dir string) Option { return func(h *Harness) { h.snapDir = 
 // WithVMTimeout bounds each guest's run.
 func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMTimeout = d } }
 
+var tieTestBinary = sync.OnceValue(lifeline.Self)
+
 // New returns a harness for module m and guest suite g.
 func New(m Module, g Guest, opts ...Option) (*Harness, error) {
+	// A test binary dies with its go test: its guests and builds then
+	// die with it (lifeline). Not a program's: a daemon may outlive the
+	// shell that started it.
+	if testing.Testing() {
+		if err := tieTestBinary(); err != nil {
+			return nil, err
+		}
+	}
 	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}, suites: map[string]func() ([]event.File, error){}}
 	for _, o := range opts {
 		o(h)
@@ -313,7 +325,7 @@ func (h *Harness) buildGuestSuite(a arch.Arch) ([]event.File, error) {
 	if len(g.Tags) > 0 {
 		args = append(args, "-tags", strings.Join(g.Tags, ","))
 	}
-	cmd := exec.Command("go", append(args, g.Package)...)
+	cmd := lifeline.Tie(exec.Command("go", append(args, g.Package)...))
 	cmd.Dir = g.Dir
 	cmd.Env = append(os.Environ(), "GOARCH="+a.Name, "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -74,7 +75,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 			args = append(args, "CC="+prefix+k.Compiler, "HOSTCC="+k.Compiler)
 		}
 		args = append(append(args, m.MakeArgs...), "modules")
-		cmd := exec.CommandContext(ctx, "make", args...)
+		cmd := lifeline.Tie(exec.CommandContext(ctx, "make", args...))
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
 		}

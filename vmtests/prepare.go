@@ -12,6 +12,7 @@ import (
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -133,6 +134,9 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	}
 	cell := &Cell{ID: k.ID, Tree: tree, Arch: a, kmod: kmod, KmodSrc: mod.Dir, kmodLabel: label, toolchain: tc, Modules: mods,
 		CPUs: kern.CPUs, Timeout: timeout, Results: results, config: config, allow: h.allow, cfg: &h.cfg}
+	if cell.lifeline, err = lifeline.Prefix(); err != nil {
+		return nil, err
+	}
 	if cell.Image, err = bootImage(tree, h.cache, logf); err != nil {
 		return nil, err
 	}

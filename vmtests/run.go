@@ -122,7 +122,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	}
 	start := time.Now()
 	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch,
-		qemu.WithQEMUCommand(cell.Arch.QEMU+" "+strings.Join(cell.Arch.Machine, " ")),
+		qemu.WithQEMUCommand(cell.qemuCommand()),
 		qemu.WithKernel(cell.Image),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
@@ -196,6 +196,13 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", p.state)
 	}
 	return r
+}
+
+// qemuCommand is the QEMU vmtest starts for c: behind setpriv, which
+// ties it to this process (lifeline), so that no guest outlives the test
+// that booted it, however that test ends.
+func (c *Cell) qemuCommand() string {
+	return strings.Join(append(append(append([]string(nil), c.lifeline...), c.Arch.QEMU), c.Arch.Machine...), " ")
 }
 
 // problems says what went wrong with a boot as a whole, apart from the

@@ -115,7 +115,7 @@ func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error
 		return err
 	}
 	vm, err := qemu.StartContext(ctx, c.Arch.QEMUArch,
-		qemu.WithQEMUCommand(c.Arch.QEMU+" "+strings.Join(c.Arch.Machine, " ")),
+		qemu.WithQEMUCommand(c.qemuCommand()),
 		qemu.WithKernel(c.Image),
 		qemu.WithInitramfs(c.Initramfs),
 		qemu.WithAppendKernel(c.KernelArgs...),

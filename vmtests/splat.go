@@ -137,7 +137,7 @@ type console struct {
 	// order is every report charged to a test, in the order they began,
 	// with the tests it is charged to.
 	order []charged
-	open   *report             // the report being read, if any
+	open  *report // the report being read, if any
 	// kernelRaces are KCSAN reports of the kernel's own races with its
 	// devices (kernelsOwnRace): logged, never failed.
 	kernelRaces []string

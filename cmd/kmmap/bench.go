@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
 )
@@ -341,7 +342,7 @@ func ratio(a, b float64) float64 {
 
 // goTest runs go test on the vmtests with -run pattern and returns its wall time.
 func goTest(root, run string, env ...string) (time.Duration, error) {
-	cmd := exec.Command("go", "test", "-count=1", "-timeout", "60m", "-run", run, "./vmtests")
+	cmd := lifeline.Tie(exec.Command("go", "test", "-count=1", "-timeout", "60m", "-run", run, "./vmtests"))
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), env...)
 	start := time.Now()

@@ -37,9 +37,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
@@ -52,7 +54,12 @@ func main() {
 	}
 	flag.Parse()
 	args := flag.Args()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// Die with whatever started this (go run, a script): its guests and
+	// builds die with it in turn. SIGTERM ends it as Ctrl-C does.
+	if err := lifeline.Self(); err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch {
 	case len(args) == 2 && args[0] == "shell", len(args) == 4 && args[0] == "shell" && args[1] == "--dir":

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -204,7 +205,7 @@ func unpack(ctx context.Context, deb, dir string) error {
 		return err
 	}
 	return kernels.SourceTarball(deb, func(name string, r io.Reader) error {
-		cmd := exec.CommandContext(ctx, "tar", "-x", "--strip-components=1", "-C", dir, "-f", "-")
+		cmd := lifeline.Tie(exec.CommandContext(ctx, "tar", "-x", "--strip-components=1", "-C", dir, "-f", "-"))
 		if strings.HasSuffix(name, ".xz") {
 			cmd.Args = append(cmd.Args, "-J")
 		}

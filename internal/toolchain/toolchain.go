@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -158,7 +159,8 @@ func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) er
 		"--keyring="+keyring, "--include="+strings.Join(pkgs, ","), suite, "-", mirror)
 	var mmErr, tarErr bytes.Buffer
 	mm.Stderr = &mmErr
-	tar := exec.CommandContext(ctx, "tar", "-x", "-C", dir, "--exclude=./dev/*")
+	tar := lifeline.Tie(exec.CommandContext(ctx, "tar", "-x", "-C", dir, "--exclude=./dev/*"))
+	lifeline.Tie(mm)
 	tar.Stderr = &tarErr
 	pipe, err := mm.StdoutPipe()
 	if err != nil {
@@ -296,12 +298,15 @@ mount --rbind /dev "$ROOT/dev"
 mount -t proc proc "$ROOT/proc"
 cd "$ROOT$WORKDIR"
 exec chroot "$ROOT" /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"`
-	unshare := []string{"--mount", "--propagation", "private", "--fork", "--pid"}
+	// --kill-child: when unshare dies (it dies with this process: Tie),
+	// the namespace's first process does, and with it every process in
+	// the namespace - make and each compiler it runs.
+	unshare := []string{"--mount", "--propagation", "private", "--fork", "--pid", "--kill-child"}
 	if os.Geteuid() != 0 {
 		unshare = append([]string{"--map-root-user"}, unshare...)
 	}
 	argv := append(append(unshare, "--", "/bin/sh", "-c", script, "sh"), args...)
-	cmd := exec.CommandContext(ctx, "unshare", argv...)
+	cmd := lifeline.Tie(exec.CommandContext(ctx, "unshare", argv...))
 	cmd.Env = append(os.Environ(), "ROOT="+r.Dir, "CACHE="+r.cache, "WORKDIR="+workdir,
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C")
 	return cmd

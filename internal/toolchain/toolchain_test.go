@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
+	"golang.org/x/sys/unix"
 )
 
 func TestBaseSuite(t *testing.T) {
@@ -142,5 +147,73 @@ func TestCommandSeesCacheUnderTmp(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(cache, "out")); err != nil || string(b) != "built\n" {
 		t.Errorf("what the command wrote in the cache: %q, %v", b, err)
+	}
+}
+
+// buildTagEnv marks the processes of the build TestBuildDiesWithItsRun
+// ends; set, the test binary is that build's run (TestMain).
+const buildTagEnv = "KMMAP_BUILD_TAG"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(buildTagEnv) != "" {
+		// A build as a kernel's runs: make and its compilers, here two
+		// sleeps, in the root's namespaces.
+		r := &Root{Suite: "host", Dir: "/", cache: os.TempDir()}
+		err := r.Command(context.Background(), "/", "/bin/sh", "-c", "sleep 600 & sleep 600 & wait").Run()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// A build whose run dies - killed, or ended by a CI runner's SIGTERM -
+// leaves none of its processes behind (the kernel builds run as this
+// one does: Root.Command, with --kill-child, tied to its run).
+func TestBuildDiesWithItsRun(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(unix.SignalName(sig), func(t *testing.T) {
+			tag := fmt.Sprintf("%d-%d", os.Getpid(), sig)
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), buildTagEnv+"="+tag)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sleeps := func() (n int) {
+				pids, _ := lifeline.Processes(buildTagEnv, tag)
+				for _, p := range pids {
+					if strings.HasPrefix(lifeline.Describe(p), fmt.Sprintf("%d sleep", p)) {
+						n++
+					}
+				}
+				return n
+			}
+			t.Cleanup(func() {
+				pids, _ := lifeline.Processes(buildTagEnv, tag)
+				for _, p := range pids {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			})
+			for end := time.Now().Add(30 * time.Second); sleeps() < 2; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(end) {
+					cmd.Process.Kill()
+					t.Fatal("the build did not start its two processes within 30 s")
+				}
+			}
+			cmd.Process.Signal(sig)
+			cmd.Wait()
+			var left []string
+			for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				pids, _ := lifeline.Processes(buildTagEnv, tag)
+				if left = nil; len(pids) == 0 {
+					break
+				}
+				for _, p := range pids {
+					left = append(left, lifeline.Describe(p))
+				}
+			}
+			if len(left) > 0 {
+				t.Errorf("10 s after %s ended the build's run, its processes still run:\n%s", unix.SignalName(sig), strings.Join(left, "\n"))
+			}
+		})
 	}
 }
