@@ -30,6 +30,7 @@
 // | `KMMAP_RESULTS` | where each cell's console, command lines and image are kept | results/ in the test's Go module | yes |
 // | `KMMAP_DEBIAN_MIRROR` | the Debian archive to download from | the first Debian source of apt's configuration | no |
 // | `KMMAP_VM_TIMEOUT` | how long a guest may run (a Go duration); the guest suite gets -test.timeout a little under it | 5m | yes |
+// | `KMMAP_STALL` | how long a guest may print nothing and send no event before the harness prints its goroutines, QEMU's state and the last console lines and fails the cell (a Go duration; `0`: never; a command of kmmap run: only when set) | 3m | no |
 // | `KMMAP_ACCEL` | `kvm` or `tcg`, skipping the probe boot | probed: KVM only when a boot under it works | yes |
 // | `KMMAP_CPUS` | CPUs of every guest (1 to 8) | 2 for the debug, KCSAN and SMP cells, else 1 | yes |
 // | `KMMAP_MEMDEBUG` | `1`: full run-time memory debugging on the distribution cells too | unset | yes |

@@ -90,6 +90,28 @@ func TestCommandTimeout(t *testing.T) {
 	}
 }
 
+// A guest that makes no progress - here a guest test that hangs, silent -
+// is ended by the watchdog after KMMAP_STALL, long before the VM's
+// timeout, with QEMU's state, the last console lines and every goroutine.
+func TestStalledGuestWatchdog(t *testing.T) {
+	bootsVMs(t)
+	t.Parallel() // waits for its watchdog: it runs beside the matrix
+	h := kmmapHarness(t)
+	id := commandCellID(t, h)
+	cfg := h.Config()
+	cfg.VMTimeout, cfg.Stall = 2*time.Minute, 6*time.Second
+	hung, err := New(Module{Dir: "testdata/warn"}, Guest{Dir: h.Root(), Package: "./vmtests/testdata/hang", Tags: []string{"hang_guest"}}, WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := commandCell(t, hung, id, CellOptions{})
+	r := boot(t.Context(), c)
+	if r.elapsed > time.Minute {
+		t.Errorf("the stalled guest ran %s: the watchdog (6 s) did not end it", r.elapsed)
+	}
+	wantProblem(t, c.problems(r), "no console output or guest event for", "KMMAP_STALL=6s", `"status": "running"`, "kmmap-test: start TestHangs", "goroutine ", "vmtests.bootVM")
+}
+
 // A guest test that hangs ends with Go's own timeout panic, which names it
 // and dumps every goroutine, a little before the VM's timeout: the guest
 // suite gets -test.timeout under it.

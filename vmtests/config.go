@@ -30,6 +30,7 @@ var Vars = []Var{
 	{"KMMAP_RESULTS", "where each cell's console, command lines and image are kept", "results/ in the test's Go module", true},
 	{"KMMAP_DEBIAN_MIRROR", "the Debian archive to download from", "the first Debian source of apt's configuration", false},
 	{"KMMAP_VM_TIMEOUT", "how long a guest may run (a Go duration); the guest suite gets -test.timeout a little under it", "5m", true},
+	{"KMMAP_STALL", "how long a guest may print nothing and send no event before the harness prints its goroutines, QEMU's state and the last console lines and fails the cell (a Go duration; `0`: never; a command of kmmap run: only when set)", "3m", false},
 	{"KMMAP_ACCEL", "`kvm` or `tcg`, skipping the probe boot", "probed: KVM only when a boot under it works", true},
 	{"KMMAP_CPUS", "CPUs of every guest (1 to 8)", "2 for the debug, KCSAN and SMP cells, else 1", true},
 	{"KMMAP_MEMDEBUG", "`1`: full run-time memory debugging on the distribution cells too", "", true},
@@ -61,6 +62,10 @@ type Config struct {
 	Mirror string
 	// VMTimeout bounds each guest (0 for 5 minutes).
 	VMTimeout time.Duration
+	// Stall is how long a guest may make no progress (no console line,
+	// no event) before the watchdog fails it: 0 for 3 minutes (off for a
+	// command), negative for never.
+	Stall time.Duration
 	// Accel forces "kvm" or "tcg" ("" probes).
 	Accel string
 	// CPUs is every guest's CPUs (0 for each cell's default).
@@ -141,6 +146,16 @@ func parseConfig(env map[string]string) (Config, error) {
 	}
 	c.Mirror = strings.TrimRight(env["KMMAP_DEBIAN_MIRROR"], "/")
 	c.Custom.Arch = env["KMMAP_ARCH"]
+	if s := env["KMMAP_STALL"]; s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return Config{}, bad("KMMAP_STALL", "want a Go duration such as 5m, or 0 for no watchdog")
+		}
+		c.Stall = d
+		if d == 0 {
+			c.Stall = -1
+		}
+	}
 	if s := env["KMMAP_VM_TIMEOUT"]; s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {

@@ -36,6 +36,9 @@ type run struct {
 	// notes are what a person should know about how the guest started
 	// (a snapshot that did not restore, or could not be saved).
 	notes []string
+	// stalled is what the watchdog saw when it ended a guest that made
+	// no progress ("" if it did not).
+	stalled string
 }
 
 // Timeline splits a boot: QEMU's own start (process, firmware, loading the
@@ -97,6 +100,12 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		r.err = err
 		return r
 	}
+	wd, err := newWatchdog(cell.stall())
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer wd.close()
 	var saved bool
 	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, note: note,
 		times: func(f func(*Timeline)) {
@@ -129,6 +138,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		qemu.ArbitraryArgs(cell.QEMUArgs...),
 		qemu.WithVMTimeout(cell.Timeout),
 		qemu.LogSerialByLine(func(l string) {
+			wd.progress()
 			mu.Lock()
 			defer mu.Unlock()
 			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 && p.mode != Restored {
@@ -138,6 +148,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 			con.add(l)
 		}),
 		guestEvents(func(e event.Event) {
+			wd.progress()
 			mu.Lock()
 			defer mu.Unlock()
 			if trace && (e.Agent != "" || e.Action == "run" && !strings.Contains(e.Test, "/")) {
@@ -175,6 +186,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		}),
 		port, // after the event channel, which adds the virtio-serial bus
 		snap,
+		wd.device(),
 	)
 	if err != nil {
 		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
@@ -183,10 +195,24 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	if cell.GDB != 0 {
 		fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
 	}
-	r.err = vm.Wait()
-	con.finish()
+	waited := make(chan error, 1)
+	go func() { waited <- vm.Wait() }()
+	select {
+	case r.err = <-waited:
+	case msg := <-wd.stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.tail(20) }):
+		kill()
+		select {
+		case r.err = <-waited:
+		case <-time.After(15 * time.Second):
+			msg += "\nvmtest's VM.Wait did not return 15 s after QEMU was killed: the run was abandoned there"
+		}
+		mu.Lock()
+		r.stalled = msg
+		mu.Unlock()
+	}
 	mu.Lock()
 	defer mu.Unlock()
+	con.finish()
 	r.saved = saved
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
@@ -212,6 +238,8 @@ func (c *Cell) problems(r run) []string {
 	con, res := r.con, r.res
 	panicked := len(con.splats[""]) > 0 && strings.Contains(strings.Join(con.splats[""], "\n"), "Kernel panic")
 	switch {
+	case r.stalled != "":
+		out = append(out, r.stalled)
 	case c.Timeout > 0 && r.elapsed >= c.Timeout:
 		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", c.Timeout, con.tail(20)))
 	case !panicked && con.contains("reboot: Restarting system"):

@@ -1,0 +1,140 @@
+package vmtests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/hugelgupf/vmtest/qemu"
+)
+
+// defaultStall is how long a guest running the suite may make no
+// progress before the watchdog fails it (Config.Stall).
+const defaultStall = 3 * time.Minute
+
+// stall is how long c's guest may go without a console line or an event
+// before the watchdog fails it; 0: no watchdog (a gdb session, a command
+// of kmmap run unless KMMAP_STALL is set: it may be silent for as long as
+// it likes).
+func (c *Cell) stall() time.Duration {
+	var d time.Duration
+	if c.cfg != nil {
+		d = c.cfg.Stall
+	}
+	switch {
+	case d < 0 || c.GDB != 0:
+		return 0
+	case d > 0:
+		return d
+	case c.command != nil:
+		return 0
+	}
+	return defaultStall
+}
+
+// watchdog watches one guest for progress: a console line or an agent
+// event. When there is none for its limit it says what everything was
+// doing - QEMU's own state through a QMP monitor of its own, every
+// goroutine of this process, the last console lines - instead of the run
+// sitting until the VM's timeout or go test's deadline (a consumer of
+// the guest's events that stopped reading kept VM.Wait from ever
+// returning, twice, before that was fixed).
+type watchdog struct {
+	limit time.Duration
+	last  atomic.Int64 // UnixNano of the last progress
+	dir   string       // holds the QMP socket
+}
+
+// newWatchdog returns a watchdog with limit d, or nil for none (d == 0).
+func newWatchdog(d time.Duration) (*watchdog, error) {
+	if d == 0 {
+		return nil, nil
+	}
+	dir, err := os.MkdirTemp("", "kmmap-watchdog-")
+	if err != nil {
+		return nil, err
+	}
+	w := &watchdog{limit: d, dir: dir}
+	w.progress()
+	return w, nil
+}
+
+func (w *watchdog) sock() string { return filepath.Join(w.dir, "qmp") }
+
+// close removes the watchdog's socket directory.
+func (w *watchdog) close() {
+	if w != nil {
+		os.RemoveAll(w.dir)
+	}
+}
+
+// progress records that the guest did something.
+func (w *watchdog) progress() {
+	if w != nil {
+		w.last.Store(time.Now().UnixNano())
+	}
+}
+
+// device gives QEMU the watchdog's QMP monitor, waiting for no client.
+func (w *watchdog) device() qemu.Fn {
+	return func(_ *qemu.IDAllocator, opts *qemu.Options) error {
+		if w != nil {
+			opts.AppendQEMU("-qmp", "unix:"+w.sock()+",server=on,wait=off")
+		}
+		return nil
+	}
+}
+
+// stalled returns a channel that receives, once, what the watchdog saw
+// when the guest made no progress for its limit; nothing before ctx is
+// done otherwise (nil for no watchdog). tail returns the console's last
+// lines.
+func (w *watchdog) stalled(ctx context.Context, tail func() string) <-chan string {
+	if w == nil {
+		return nil
+	}
+	ch := make(chan string, 1)
+	go func() {
+		tick := time.NewTicker(min(w.limit/4, 5*time.Second))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			idle := time.Since(time.Unix(0, w.last.Load()))
+			if idle < w.limit {
+				continue
+			}
+			var dump bytes.Buffer
+			pprof.Lookup("goroutine").WriteTo(&dump, 2)
+			ch <- fmt.Sprintf("no console output or guest event for %s (KMMAP_STALL=%s; raise it if a guest test is silent that long): the watchdog ended the guest.\nQEMU: %s\nlast console lines:\n%s\nevery goroutine of the test binary:\n%s",
+				idle.Round(time.Second), w.limit, w.qemuState(ctx), tail(), dump.String())
+			return
+		}
+	}()
+	return ch
+}
+
+// qemuState is QMP's query-status of the guest, or why it is unknown.
+func (w *watchdog) qemuState(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := dialMonitor(ctx, w.sock())
+	if err != nil {
+		return fmt.Sprintf("query-status: no answer (%v)", err)
+	}
+	defer m.close()
+	var st json.RawMessage
+	if err := m.do("query-status", nil, &st); err != nil {
+		return fmt.Sprintf("query-status: %v", err)
+	}
+	return "query-status " + string(st)
+}
