@@ -147,6 +147,12 @@ type MutantResult struct {
 	KilledBy []string
 	Detail   string // the first failure's text
 	Elapsed  time.Duration
+	// OnlyTimedOut: the run was ended by its time limit or the watchdog,
+	// with no kernel report and no guest test failed - a verdict that
+	// load alone can give (kmmap mutate runs such a mutant once more).
+	OnlyTimedOut bool
+	// Rerun says why the verdict is that of a second run ("" for none).
+	Rerun string
 }
 
 // RunMutant builds the mutant for tree's kernel and runs the whole guest
@@ -185,6 +191,7 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 		return res, err
 	}
 	res.KilledBy, res.Detail = cell.failures(r)
+	res.OnlyTimedOut = cell.onlyTimedOut(r)
 	res.Verdict = Survived
 	if len(res.KilledBy) > 0 {
 		res.Verdict = Killed
@@ -192,14 +199,35 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 	return res, nil
 }
 
+// onlyTimedOut reports whether run r ended by its time limit or the
+// watchdog with nothing else wrong: no kernel report, no guest test that
+// finished failing.
+func (c *Cell) onlyTimedOut(r run) bool {
+	if r.stalled == "" && (c.Timeout == 0 || r.elapsed < c.Timeout) {
+		return false
+	}
+	if len(r.con.splats) > 0 {
+		return false
+	}
+	for _, tr := range r.res.tests {
+		if tr.action == "fail" {
+			return false
+		}
+	}
+	return true
+}
+
 // Baseline runs the unmutated module's suite on tree's cell: it must
 // pass before a mutant's failure means anything. It returns how long the
-// boot took.
+// run took booted cold - the most a mutant's run takes when it is not
+// broken (a snapshot that does not restore boots cold), the base of its
+// time limit.
 func Baseline(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree) (time.Duration, error) {
 	cell, err := h.Prepare(ctx, f, tree, CellOptions{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
 	if err != nil {
 		return 0, err
 	}
+	cell.snap.cold = "the mutants' time limit is measured on a cold boot"
 	r := boot(ctx, cell)
 	if err := cell.writeResults(r); err != nil {
 		return 0, err

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMutantsApply: every committed mutant names what it breaks, applies
@@ -103,6 +104,31 @@ func TestMutantVerdict(t *testing.T) {
 	what, detail := cell.failures(r)
 	if len(what) != 2 || what[0] != "TestB (KASAN)" || what[1] != "TestB" || !strings.Contains(detail, "KASAN") {
 		t.Errorf("failures %q (detail %q), want the KASAN report during TestB, then TestB", what, detail)
+	}
+	if cell.onlyTimedOut(r) {
+		t.Error("a run with a failed test and a KASAN report counts as only timed out")
+	}
+	// Ended by the time limit or the watchdog with nothing else wrong:
+	// only timed out (kmmap mutate runs it again); a report or a failed
+	// test beside the timeout is a verdict of its own.
+	hung := run{con: kmmapConsole(), res: newResults(), elapsed: time.Minute}
+	hung.res.list = []string{"TestA", "TestB"}
+	hung.res.test("TestA").action = "pass"
+	hung.res.test("TestB")
+	limited := &Cell{ID: "6.12-amd64", Timeout: time.Minute}
+	if !limited.onlyTimedOut(hung) {
+		t.Error("a run that hit its time limit with TestB unfinished does not count as only timed out")
+	}
+	if hung.elapsed, hung.stalled = time.Second, "no console output"; !limited.onlyTimedOut(hung) {
+		t.Error("a run the watchdog ended does not count as only timed out")
+	}
+	hung.con.splats["TestB"] = []string{"INFO: task guest.test blocked for more than 2 seconds"}
+	if limited.onlyTimedOut(hung) {
+		t.Error("a run that hung with a hung-task report counts as only timed out")
+	}
+	hung.con.splats, hung.stalled = map[string][]string{}, ""
+	if limited.onlyTimedOut(hung) {
+		t.Error("a run that ended within its limit counts as timed out")
 	}
 	passed := run{con: kmmapConsole(), res: newResults()}
 	passed.res.list = []string{"TestA"}
