@@ -283,6 +283,7 @@ func (u *testUser) command(dir, name string, args ...string) *exec.Cmd {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: []uint32{}},
 		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL, // dies with the test (set after the uid change)
 	}
 	return cmd
 }
