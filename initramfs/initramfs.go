@@ -16,12 +16,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/u-root/gobusybox/src/pkg/golang"
 	"github.com/u-root/mkuimage/cpio"
@@ -51,8 +53,12 @@ func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error
 		out := filepath.Join(tmpDir, "initramfs.cpio")
 		logf("initramfs %s: building u-root image", arch)
 		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
+		env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))
+		if err := tieGo(env, tmpDir); err != nil {
+			return "", err
+		}
 		err := uimage.Create(l,
-			uimage.WithReplaceEnv(golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))),
+			uimage.WithReplaceEnv(env),
 			uimage.WithBusyboxCommands(append([]string{"github.com/u-root/u-root/cmds/core/init", agentPkg, shPkg}, shellCommands()...)...),
 			uimage.WithBinaryCommands("cmd/test2json"),
 			uimage.WithInit("init"),
@@ -65,6 +71,34 @@ func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error
 		}
 		return out, nil
 	})
+}
+
+// tieGo makes every go command the image build runs die with this
+// process (internal/lifeline): gobusybox starts them with an exec.Cmd of
+// its own, so env's compiler becomes a script in dir that execs go behind
+// setpriv. A killed run's cold image build otherwise went on compiling
+// for minutes.
+func tieGo(env *golang.Environ, dir string) error {
+	prefix, err := lifeline.Prefix()
+	if err != nil {
+		return err
+	}
+	goBin := filepath.Join(env.GOROOT, "bin", "go")
+	if env.GOROOT == "" {
+		if goBin, err = exec.LookPath("go"); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	var q []string
+	for _, a := range append(prefix, goBin) {
+		q = append(q, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
+	}
+	script := filepath.Join(dir, "go")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec "+strings.Join(q, " ")+` "$@"`+"\n"), 0o755); err != nil {
+		return err
+	}
+	env.Compiler.Path = script
+	return nil
 }
 
 // shellCommands are the u-root commands `make shell` offers beside gosh.

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 	"golang.org/x/sys/unix"
@@ -34,6 +36,17 @@ const (
 // status.
 func lifelineRun(step string) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 2 }
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	if step == "image" { // the guest image, built into an empty cache
+		root, err := goModuleRoot("")
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := initramfs.Base(runtime.GOARCH, root, os.Getenv(lifelineSnapsEnv), logf); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
 	cfg, err := ConfigFromEnv()
 	if err != nil {
 		return fail(err)
@@ -51,7 +64,6 @@ func lifelineRun(step string) int {
 	if err != nil {
 		return fail(err)
 	}
-	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	f, err := h.Fetcher(logf)
 	if err != nil {
 		return fail(err)
@@ -77,7 +89,8 @@ func lifelineRun(step string) int {
 
 // A run ended by any cause - Ctrl-C, a CI runner's SIGTERM, SIGKILL, go
 // test's deadline (SIGQUIT) - while its guest boots, restores or saves a
-// snapshot leaves no process behind within seconds, a half-saved
+// snapshot, or while it builds the guest image, leaves no process behind
+// within seconds, a half-saved
 // snapshot is a leftover prune removes at once, and the next run passes.
 // (A build ended the same way: internal/toolchain's
 // TestBuildDiesWithItsRun.) About 40 s warm, beside the matrix.
@@ -91,8 +104,11 @@ func TestNothingOutlivesRun(t *testing.T) {
 		tag := strconv.FormatInt(time.Now().UnixNano(), 36)
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), lifelineStepEnv+"="+step, lifelineTagEnv+"="+tag, "KMMAP_LIFELINE_CELL="+id)
-		if step == "save" {
+		switch step {
+		case "save":
 			cmd.Env = append(cmd.Env, lifelineSnapsEnv+"="+saves)
+		case "image":
+			cmd.Env = append(cmd.Env, lifelineSnapsEnv+"="+t.TempDir())
 		}
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -170,6 +186,15 @@ func TestNothingOutlivesRun(t *testing.T) {
 			return false
 		}
 	}
+	building := func(tag string) bool { // a go command of the image's build
+		pids, _ := lifeline.Processes(lifelineTagEnv, tag)
+		for _, p := range pids {
+			if d := lifeline.Describe(p); strings.Contains(d, "/bin/go ") && !strings.Contains(d, "setpriv") {
+				return true
+			}
+		}
+		return false
+	}
 	saving := func(tag string) bool {
 		m, _ := filepath.Glob(filepath.Join(saves, ".tmp-*.ram"))
 		return len(m) > 0 && qemuWith("")(tag)
@@ -184,6 +209,7 @@ func TestNothingOutlivesRun(t *testing.T) {
 		{"restore", syscall.SIGQUIT, qemuWith("-incoming")},
 		{"boot", syscall.SIGINT, qemuWith("")},
 		{"save", syscall.SIGKILL, saving},
+		{"image", syscall.SIGKILL, building},
 		{"pass", 0, nil}, // and the next run passes
 	} {
 		name := c.step

@@ -48,10 +48,13 @@ func Tie(cmd *exec.Cmd) *exec.Cmd {
 // with this process: util-linux's setpriv sets the parent-death signal
 // and execs the command, which keeps it.
 func Prefix() ([]string, error) {
-	if _, err := exec.LookPath("setpriv"); err != nil {
+	path, err := exec.LookPath("setpriv")
+	if err != nil {
 		return nil, errors.New("setpriv not found: it ties each QEMU to the test that starts it; install util-linux (sudo apt-get install util-linux)")
 	}
-	return []string{"setpriv", "--pdeathsig", "KILL", "--"}, nil
+	// By its path: a command may run with a PATH of its own (gobusybox
+	// runs go with PATH=$GOROOT/bin).
+	return []string{path, "--pdeathsig", "KILL", "--"}, nil
 }
 
 // Self makes this process die (SIGKILL) when its parent dies: a test
