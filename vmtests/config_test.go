@@ -73,17 +73,17 @@ func TestRerunLineCarriesTheRun(t *testing.T) {
 }
 
 // Every variable is in the one table, and the table is what the package
-// doc and the README show; no code of the harness below ConfigFromEnv
+// doc and docs/how-it-works.md show; no code of the harness below ConfigFromEnv
 // reads the environment.
 func TestConfigTable(t *testing.T) {
 	root := moduleRoot(t)
 	table := ConfigTable()
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(root, "docs", "how-it-works.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(readme), table) {
-		t.Errorf("README.md does not hold the configuration table; paste `go run ./cmd/kmmap config`:\n%s", table)
+		t.Errorf("docs/how-it-works.md does not hold the configuration table; paste `go run ./cmd/kmmap config`:\n%s", table)
 	}
 	doc, err := os.ReadFile(filepath.Join(root, "vmtests", "cell.go"))
 	if err != nil {
@@ -200,5 +200,44 @@ func TestGuestTimeoutUnderVMTimeout(t *testing.T) {
 		if g <= 0 || g >= d || d-g > 30*time.Second && d-g > d/10 {
 			t.Errorf("VM timeout %s: guest -test.timeout %s", d, g)
 		}
+	}
+}
+
+// Module.Dir and Guest.Package are relative to the host test's directory:
+// a host test moved into a subdirectory names them from there, and one
+// that still names them from the Go module's root is told how to write
+// them.
+func TestSpecPathsFromTestDirectory(t *testing.T) {
+	lock := filepath.Join(moduleRoot(t), "kernels", "kernels.lock")
+	mod := t.TempDir()
+	for _, d := range []string{"kmod", "guest", "host"} {
+		if err := os.Mkdir(filepath.Join(mod, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module example.com/hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Join(mod, "host"))
+	cfg := Config{Lock: lock, Cache: t.TempDir()}
+	_, err := New(Module{Dir: "kmod"}, Guest{Package: "./guest"}, WithConfig(cfg))
+	for _, want := range []string{`Module.Dir "kmod"`, filepath.Join(mod, "host", "kmod"), "the host test's directory", `write "../kmod"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Module.Dir named from the module's root: %v, want an error saying %q", err, want)
+		}
+	}
+	_, err = New(Module{Dir: "../kmod"}, Guest{Package: "./guest"}, WithConfig(cfg))
+	if err == nil || !strings.Contains(err.Error(), `Guest.Package "./guest"`) || !strings.Contains(err.Error(), `write "../guest"`) {
+		t.Errorf("Guest.Package named from the module's root: %v, want an error saying to write ../guest", err)
+	}
+	h, err := New(Module{Dir: "../kmod"}, Guest{Package: "../guest"}, WithConfig(cfg))
+	if err != nil {
+		t.Fatalf("both named from the host test's directory: %v", err)
+	}
+	if got := h.sourceDirs()[:2]; got[0] != filepath.Join(mod, "kmod") || got[1] != filepath.Join(mod, "guest") {
+		t.Errorf("the module and the guest package resolve to %q", got)
+	}
+	if _, err := New(Module{Dir: "../kmod"}, Guest{Package: "example.com/hello/guest"}, WithConfig(cfg)); err != nil {
+		t.Errorf("an import path as Guest.Package: %v", err)
 	}
 }

@@ -113,6 +113,35 @@ func WithVMTimeout(d time.Duration) Option { return func(h *Harness) { h.cfg.VMT
 
 var tieTestBinary = sync.OnceValue(lifeline.Self)
 
+// specDir resolves a directory a spec names (field, as given) against
+// base (what is says which directory that is) and checks that it is one;
+// the error names what was given, where it was looked for and, when it is
+// relative to the Go module's root instead, how to write it.
+func specDir(field, given, base, what, root string) (string, error) {
+	dir := given
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(base, dir)
+	}
+	fi, err := os.Stat(dir)
+	if err == nil && fi.IsDir() {
+		return dir, nil
+	}
+	if err == nil {
+		err = errors.New("not a directory")
+	}
+	msg := fmt.Sprintf("%s %q: %v (it is relative to %s, %s)", field, given, err, what, base)
+	alt := filepath.Join(root, given)
+	if fi, err := os.Stat(alt); err == nil && fi.IsDir() && !filepath.IsAbs(given) && alt != dir {
+		if rel, err := filepath.Rel(base, alt); err == nil {
+			if field == "Guest.Package" && !strings.HasPrefix(rel, ".") {
+				rel = "./" + rel
+			}
+			msg += fmt.Sprintf("; %s is there, relative to the Go module's root: write %q", alt, rel)
+		}
+	}
+	return "", errors.New(msg)
+}
+
 // New returns a harness for module m and guest suite g.
 func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 	// A test binary dies with its go test: its guests and builds then
@@ -135,12 +164,24 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 		h.root = root
 	}
 	root := h.root
-	var err error
-	if h.guest.Dir == "" {
-		h.guest.Dir = root
-	}
-	if h.module.Dir, err = filepath.Abs(h.module.Dir); err != nil {
+	// Module.Dir and Guest.Package are relative to the host test's own
+	// directory, where go test runs it (as a test's testdata/ is).
+	base, err := os.Getwd()
+	if err != nil {
 		return nil, err
+	}
+	const testDir = "the host test's directory, where go test runs it"
+	pkgBase := "Guest.Dir"
+	if h.guest.Dir == "" {
+		h.guest.Dir, pkgBase = base, testDir
+	}
+	if h.module.Dir, err = specDir("Module.Dir", m.Dir, base, testDir, root); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(g.Package, ".") || filepath.IsAbs(g.Package) { // not an import path
+		if _, err := specDir("Guest.Package", g.Package, h.guest.Dir, pkgBase, root); err != nil {
+			return nil, err
+		}
 	}
 	h.allow = append(h.allow, g.Allow...)
 	h.kmmapDir = sync.OnceValues(func() (string, error) { return goModuleDir(h.guest.Dir, kmmapModulePath) })

@@ -12,7 +12,9 @@ import (
 // the .ko in the build's modules.order, and names it by its .modinfo.
 type Module struct {
 	// Dir is the module's Kbuild directory (a Kbuild or Makefile with
-	// obj-m). It must build one module.
+	// obj-m). It must build one module. A relative Dir is relative to
+	// the host test's directory, where go test runs it (as testdata/
+	// is): "../kmod" from a host test in host/.
 	Dir string
 	// MakeArgs are added to make's command line (e.g. "EXTRA=1").
 	MakeArgs []string
@@ -26,11 +28,11 @@ type Module struct {
 // Guest is the guest side of a run: a Go test package compiled for the
 // guest's arch and run there once the module is loaded, as root.
 type Guest struct {
-	// Dir is the Go module the package is built in ("" for the one the
-	// host test runs in).
+	// Dir is where Package is built from ("" for the host test's
+	// directory, where go test runs it), in the Go module it builds in.
 	Dir string
-	// Package is the guest test package, as go test -c takes it
-	// ("./guest").
+	// Package is the guest test package, as go test -c takes it: an
+	// import path, or a path relative to Dir ("./guest", "../guest").
 	Package string
 	// Tags are build tags for it (a guest-only package is best kept
 	// behind one, so that go test ./... on the host skips it).
