@@ -90,21 +90,27 @@ func TestCommandTimeout(t *testing.T) {
 	}
 }
 
+// hungCell is the command cell with the guest suite whose TestHangs never
+// ends (testdata/hang), configured by set.
+func hungCell(t *testing.T, set func(*Config)) *Cell {
+	t.Helper()
+	h := kmmapHarness(t)
+	cfg := h.Config()
+	set(&cfg)
+	hung, err := New(Module{Dir: "testdata/warn"}, Guest{Dir: h.Root(), Package: "./vmtests/testdata/hang", Tags: []string{"hang_guest"}}, WithConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return commandCell(t, hung, commandCellID(t, h), CellOptions{})
+}
+
 // A guest that makes no progress - here a guest test that hangs, silent -
 // is ended by the watchdog after KMMAP_STALL, long before the VM's
 // timeout, with QEMU's state, the last console lines and every goroutine.
 func TestStalledGuestWatchdog(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel() // waits for its watchdog: it runs beside the matrix
-	h := kmmapHarness(t)
-	id := commandCellID(t, h)
-	cfg := h.Config()
-	cfg.VMTimeout, cfg.Stall = 2*time.Minute, 6*time.Second
-	hung, err := New(Module{Dir: "testdata/warn"}, Guest{Dir: h.Root(), Package: "./vmtests/testdata/hang", Tags: []string{"hang_guest"}}, WithConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := commandCell(t, hung, id, CellOptions{})
+	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout, cfg.Stall = 2*time.Minute, 6*time.Second })
 	r := boot(t.Context(), c)
 	if r.elapsed > time.Minute {
 		t.Errorf("the stalled guest ran %s: the watchdog (6 s) did not end it", r.elapsed)
@@ -118,15 +124,7 @@ func TestStalledGuestWatchdog(t *testing.T) {
 func TestHungGuestTestNamed(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel() // waits for its timeout: it runs beside the matrix
-	h := kmmapHarness(t)
-	id := commandCellID(t, h)
-	cfg := h.Config()
-	cfg.VMTimeout = time.Minute
-	hung, err := New(Module{Dir: "testdata/warn"}, Guest{Dir: h.Root(), Package: "./vmtests/testdata/hang", Tags: []string{"hang_guest"}}, WithConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := commandCell(t, hung, id, CellOptions{})
+	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = time.Minute })
 	r := boot(t.Context(), c)
 	dump := r.con.from("panic: test timed out")
 	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
