@@ -152,11 +152,17 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 // out (a normal user cannot mknod): Command binds the host's /dev.
 func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) error {
 	mode := "--mode=unshare"
+	var argv []string
 	if os.Geteuid() == 0 {
-		mode = "--mode=root"
+		// As root, apt and dpkg run as mmdebstrap's children: in a PID
+		// namespace of their own that dies with it (Command's reason).
+		// A normal user's mmdebstrap makes its own namespaces, whose
+		// processes it alone can end: a kill leaves them to finish.
+		mode, argv = "--mode=root", []string{"unshare", "--pid", "--fork", "--kill-child", "--"}
 	}
-	mm := exec.CommandContext(ctx, "mmdebstrap", mode, "--variant=minbase", "--format=tar",
+	argv = append(argv, "mmdebstrap", mode, "--variant=minbase", "--format=tar",
 		"--keyring="+keyring, "--include="+strings.Join(pkgs, ","), suite, "-", mirror)
+	mm := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var mmErr, tarErr bytes.Buffer
 	mm.Stderr = &mmErr
 	tar := lifeline.Tie(exec.CommandContext(ctx, "tar", "-x", "-C", dir, "--exclude=./dev/*"))
