@@ -151,14 +151,21 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 // (owning every file when not root). The tarball's /dev nodes are left
 // out (a normal user cannot mknod): Command binds the host's /dev.
 func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) error {
-	mode := "--mode=unshare"
-	var argv []string
-	if os.Geteuid() == 0 {
-		// As root, apt and dpkg run as mmdebstrap's children: in a PID
-		// namespace of their own that dies with it (Command's reason).
-		// A normal user's mmdebstrap makes its own namespaces, whose
-		// processes it alone can end: a kill leaves them to finish.
-		mode, argv = "--mode=root", []string{"unshare", "--pid", "--fork", "--kill-child", "--"}
+	// mmdebstrap runs in a PID namespace of its own that dies with this
+	// process (Command's reason): apt, dpkg and mmdebstrap's own forks
+	// with it. A normal user's is also a user namespace mapping the user
+	// to root and its subordinate ids after (--map-auto, through
+	// newuidmap), in which mmdebstrap --mode=unshare, seeing root, makes
+	// no user namespace of its own; left to make one, a killed run left
+	// two of its processes blocked for good.
+	// (util-linux before 2.38 has no --map-auto: mmdebstrap then runs
+	// as before, untied.)
+	mode, argv := "--mode=root", []string{"unshare", "--pid", "--fork", "--kill-child", "--"}
+	if os.Geteuid() != 0 {
+		mode, argv = "--mode=unshare", append([]string{"unshare", "--map-root-user", "--map-auto"}, argv[1:]...)
+		if !mapAuto() {
+			argv = nil
+		}
 	}
 	argv = append(argv, "mmdebstrap", mode, "--variant=minbase", "--format=tar",
 		"--keyring="+keyring, "--include="+strings.Join(pkgs, ","), suite, "-", mirror)
@@ -186,6 +193,13 @@ func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) er
 	}
 	return nil
 }
+
+// mapAuto reports whether this machine's unshare maps subordinate ids
+// itself (--map-auto, util-linux 2.38).
+var mapAuto = sync.OnceValue(func() bool {
+	out, _ := exec.Command("unshare", "--help").Output()
+	return bytes.Contains(out, []byte("--map-auto"))
+})
 
 // checkCreate reports what this machine lacks to create a root as this
 // user: mmdebstrap, and for a normal user the subordinate ids its
