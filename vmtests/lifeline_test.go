@@ -120,12 +120,7 @@ func TestNothingOutlivesRun(t *testing.T) {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() { // whatever the verdict, nothing of it stays
-			pids, _ := lifeline.Processes(lifelineTagEnv, tag)
-			for _, p := range pids {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
-		})
+		t.Cleanup(func() { lifeline.Kill(lifelineTagEnv, tag) }) // whatever the verdict, nothing of it stays
 		if sig == 0 {
 			select {
 			case err := <-exited:
@@ -163,18 +158,8 @@ func TestNothingOutlivesRun(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("the test binary did not end within 30 s of %v:\n%s", sig, out.Bytes())
 		}
-		var left []int
-		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			if left, _ = lifeline.Processes(lifelineTagEnv, tag); len(left) == 0 {
-				break
-			}
-		}
-		if len(left) > 0 {
-			var ps []string
-			for _, p := range left {
-				ps = append(ps, lifeline.Describe(p))
-			}
-			t.Errorf("10 s after %s ended the run, its processes still run:\n%s", unix.SignalName(sig), strings.Join(ps, "\n"))
+		if left := lifeline.Survivors(lifelineTagEnv, tag, 10*time.Second); len(left) > 0 {
+			t.Errorf("10 s after %s ended the run, its processes still run:\n%s", unix.SignalName(sig), strings.Join(left, "\n"))
 		}
 	}
 	qemuWith := func(arg string) func(string) bool {

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,4 +108,29 @@ func Describe(pid int) string {
 		return fmt.Sprintf("%d (gone)", pid)
 	}
 	return fmt.Sprintf("%d %s", pid, strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")))
+}
+
+// Kill sends SIGKILL to every process Processes(name, value) lists: a
+// test's cleanup, whatever its verdict.
+func Kill(name, value string) {
+	pids, _ := Processes(name, value)
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+}
+
+// Survivors waits up to d for every process Processes(name, value) lists
+// to end, and describes (Describe) those still running then.
+func Survivors(name, value string, d time.Duration) []string {
+	var left []string
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		pids, _ := Processes(name, value)
+		if left = nil; len(pids) == 0 {
+			break
+		}
+		for _, p := range pids {
+			left = append(left, Describe(p))
+		}
+	}
+	return left
 }

@@ -187,12 +187,7 @@ func TestBuildDiesWithItsRun(t *testing.T) {
 				}
 				return n
 			}
-			t.Cleanup(func() {
-				pids, _ := lifeline.Processes(buildTagEnv, tag)
-				for _, p := range pids {
-					syscall.Kill(p, syscall.SIGKILL)
-				}
-			})
+			t.Cleanup(func() { lifeline.Kill(buildTagEnv, tag) })
 			for end := time.Now().Add(30 * time.Second); sleeps() < 2; time.Sleep(50 * time.Millisecond) {
 				if time.Now().After(end) {
 					cmd.Process.Kill()
@@ -201,17 +196,7 @@ func TestBuildDiesWithItsRun(t *testing.T) {
 			}
 			cmd.Process.Signal(sig)
 			cmd.Wait()
-			var left []string
-			for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-				pids, _ := lifeline.Processes(buildTagEnv, tag)
-				if left = nil; len(pids) == 0 {
-					break
-				}
-				for _, p := range pids {
-					left = append(left, lifeline.Describe(p))
-				}
-			}
-			if len(left) > 0 {
+			if left := lifeline.Survivors(buildTagEnv, tag, 10*time.Second); len(left) > 0 {
 				t.Errorf("10 s after %s ended the build's run, its processes still run:\n%s", unix.SignalName(sig), strings.Join(left, "\n"))
 			}
 		})
