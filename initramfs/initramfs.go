@@ -53,11 +53,14 @@ func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error
 		out := filepath.Join(tmpDir, "initramfs.cpio")
 		logf("initramfs %s: building u-root image", arch)
 		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })
-		env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))
+		env, err := goEnv(arch, srcRoot)
+		if err != nil {
+			return "", err
+		}
 		if err := tieGo(env, tmpDir); err != nil {
 			return "", err
 		}
-		err := uimage.Create(l,
+		err = uimage.Create(l,
 			uimage.WithReplaceEnv(env),
 			uimage.WithBusyboxCommands(append([]string{"github.com/u-root/u-root/cmds/core/init", agentPkg, shPkg}, shellCommands()...)...),
 			uimage.WithBinaryCommands("cmd/test2json"),
@@ -71,6 +74,22 @@ func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error
 		}
 		return out, nil
 	})
+}
+
+// goEnv is the Go environment the image is built in for arch: the go
+// command on PATH, in srcRoot. gobusybox takes GOROOT from the running
+// program (go/build's default), which a program built with -trimpath (a
+// user's GOFLAGS=-trimpath) does not know: then from that go command.
+func goEnv(arch, srcRoot string) (*golang.Environ, error) {
+	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(arch), golang.WithWorkingDir(srcRoot))
+	if env.GOROOT == "" {
+		out, err := exec.Command("go", "env", "GOROOT").Output()
+		if err != nil {
+			return nil, fmt.Errorf("initramfs %s: this program does not know GOROOT (built with -trimpath) and `go env GOROOT` failed: %w (is go on PATH?)", arch, err)
+		}
+		env.GOROOT = strings.TrimSpace(string(out))
+	}
+	return env, nil
 }
 
 // tieGo makes every go command the image build runs die with this
