@@ -3,11 +3,11 @@
  * The buffer and its four backings: how its pages are allocated and how
  * mmap() puts them in front of userland.
  *
- * fault  (seed 003): vmalloc_user() memory; the .fault handler hands the core
- *        mm one page per first touch, with a reference the mm drops when it
+ * fault:  vmalloc_user() memory; the .fault handler hands the core mm one
+ *        page per first touch, with a reference the mm drops when it
  *        unmaps it.
- * pfn    (seed 001): physically contiguous pages from alloc_pages_exact(),
- *        mapped whole by remap_pfn_range().  Seed 003 asks why drivers call
+ * pfn:   physically contiguous pages from alloc_pages_exact(), mapped
+ *        whole by remap_pfn_range().  Many drivers and tutorials call
  *        SetPageReserved() first: before 2.6.15 remap_page_range() refused
  *        to map pages that were not reserved.  remap_pfn_range() makes the
  *        VMA VM_IO | VM_PFNMAP, so the core mm never looks at these pages'

@@ -2,9 +2,9 @@
 /*
  * The pinned backing: userland lends the kernel a range of its own memory.
  *
- * Seed 000 writes through a raw user pointer from write(), which works only
- * in that process's context, only while the call lasts, and only if the
- * page happens to be present.  Here the pages are pinned
+ * The naive way writes through a raw user pointer from write(), which
+ * works only in that process's context, only while the call lasts, and
+ * only if the page happens to be present.  Here the pages are pinned
  * (pin_user_pages_fast with FOLL_LONGTERM: they cannot move or be reclaimed
  * while the kernel holds them), and a worker - another thread, outside the
  * process's context - writes through kmap_local_page(), asynchronously.

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The ring backing: kernel-to-user events in shared pages (what seed 002
- * wants mmap for, without a copy per event).
+ * The ring backing: kernel-to-user events in shared pages (a notification
+ * channel without a copy per event: what drivers share pages for).
  *
  * Single consumer (userland), producers serialised by a spinlock (the
  * ioctl and the timer's work).  The kernel writes record head, then

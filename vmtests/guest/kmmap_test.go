@@ -50,7 +50,7 @@ func TestInfo(t *testing.T) {
 	})
 }
 
-// TestTwoMappingsReadKernelContents is seed 003's first step: two mmaps of
+// TestTwoMappingsReadKernelContents is the first thing to show: two mmaps of
 // one fd are two different addresses that both show what the kernel holds.
 func TestTwoMappingsReadKernelContents(t *testing.T) {
 	parallel(t)
