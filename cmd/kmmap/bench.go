@@ -32,6 +32,7 @@ func bench(ctx context.Context, args []string) error {
 	only := fs.String("cells", "", "comma-separated cells (default: every cell of the lock)")
 	editCell := fs.String("edit-cell", "6.1-amd64", "the cell of the edit-to-verdict loop")
 	parts := fs.String("parts", "matrix,edit,initramfs,cells,guest", "what to measure (distro: the matrix's distribution-cell rows alone)")
+	suite := fs.String("suite", "", "the guest tests each boot of the per-cell table runs (a -test.run pattern; default: the whole suite)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ func bench(ctx context.Context, args []string) error {
 		}
 	}
 	if want("cells") {
-		if err := benchCells(ctx, w, h, f, cells, *runs); err != nil {
+		if err := benchCells(ctx, w, h, f, cells, *runs, *suite); err != nil {
 			return err
 		}
 	}
@@ -207,7 +208,7 @@ func benchInitramfs(w io.Writer, root string) error {
 
 // benchCells: each cell runs times to its verdict, booted cold and
 // restored from its snapshot, split by stage.
-func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels.Fetcher, cells []string, runs int) error {
+func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels.Fetcher, cells []string, runs int, suite string) error {
 	quiet := func(string, ...any) {}
 	coldCfg := h.Config()
 	coldCfg.Cold = true
@@ -215,7 +216,11 @@ func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\n## Per cell: QEMU start → verdict, median of %d runs (the whole guest suite each time), booted cold and restored from a snapshot\n\n", runs)
+	what := "the whole guest suite each time"
+	if suite != "" {
+		what = "the guest tests `" + suite + "` each time"
+	}
+	fmt.Fprintf(w, "\n## Per cell: QEMU start → verdict, median of %d runs (%s), booted cold and restored from a snapshot\n\n", runs, what)
 	fmt.Fprintf(w, "Cold (`KMMAP_SNAPSHOT=0`): QEMU start: until the kernel's clock began (printk time 0, from the first console line's timestamp; on arm64 the kernel runs ~0.2 s before its clock starts, counted here); kernel boot: until init started the guest agent (the uptime the agent reports); agent: its virtio modules, listing the tests, then loading kmmap.ko and starting the test binary. Restored (the default): restore: QEMU start until the restored guest runs (QEMU loads the saved state); job: until the agent took its job; agent: the host's time and entropy, loading kmmap.ko, starting the test binary. Guest tests: the suite; one test: QEMU's start to its exit when the guest runs only %s (its four backings), as the rerun line of a failure does. The first restored run of a cell saves the snapshot and is not counted.\n\n", oneTest)
 	fmt.Fprintln(w, "| cell | cold: QEMU start | kernel boot | agent | guest tests | **total** | one test | restored: restore | job | agent | guest tests | **total** | one test |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	med := func(tl []vmtests.Timeline, f func(vmtests.Timeline) time.Duration) string {
@@ -234,7 +239,7 @@ func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 			if err != nil {
 				return err
 			}
-			c, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet})
+			c, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: suite})
 			if err != nil {
 				return err
 			}
