@@ -3,6 +3,7 @@ package vmtests
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -22,7 +23,7 @@ import (
 
 // TestCellJobAsUser is the workflow's job as the normal user a laptop or a
 // GitHub runner has: run as root (as CI here is), it creates a user with
-// an empty kmmap cache (and root's Go modules and build cache: seedGo),
+// an empty kmmap cache (and Go modules and a Go build cache: seedGo),
 // copies the checkout to its home and, as that user, runs .ci/cell (the
 // script the workflow's vmtest job runs) for a cell that needs a
 // toolchain root, from that empty cache. Then the rest of what a user
@@ -54,6 +55,7 @@ func TestCellJobAsUser(t *testing.T) {
 		t.Skipf("KMMAP_CELLS=%q selects no amd64 distribution cell", os.Getenv("KMMAP_CELLS"))
 	}
 	u := newUser(t)
+	u.seedGo(t, filepath.Join(kmmapHarness(t).CacheDir(), "tests", "user-go"))
 	work := filepath.Join(u.home, "kmmap")
 	copyCheckout(t, root, work)
 	u.chownAll(t, u.home)
@@ -129,7 +131,7 @@ func TestCellJobAsUser(t *testing.T) {
 
 	t.Run("bench", func(t *testing.T) {
 		md := filepath.Join(work, "bench.md")
-		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "bench", "-parts", "cells", "-runs", "1", "-cells", cells[0].ID, "-o", md)
+		out, err := u.run(t, work, "go", "run", "./cmd/kmmap", "bench", "-parts", "cells", "-runs", "1", "-suite", "^TestSetup$", "-cells", cells[0].ID, "-o", md)
 		if err != nil {
 			t.Fatalf("kmmap bench as %s: %v\n%s", u.name, err, tail(out, 30))
 		}
@@ -158,10 +160,19 @@ func TestCellJobAsUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A few guest tests (a C helper among them): the whole suite ran
+		// as this user in the job; what is new here is the module built
+		// against the given tree and the kernel booted as cell custom.
+		guest := []string{"TestSetup", "TestCDemo", "TestRing"}
 		out, err := u.run(t, work, "env", "KMMAP_KERNEL="+tree.Vmlinuz, "KMMAP_KDIR="+tree.KDir, "KMMAP_KMODS="+tree.ModulesDir,
-			"go", "test", "-count=1", "-run", "^TestGuest$", "./vmtests")
-		if err != nil || !strings.Contains(out, "ok ") {
+			"go", "test", "-count=1", "-v", "-run", "^TestGuest$/^custom$/^("+strings.Join(guest, "|")+")$", "./vmtests")
+		if err != nil {
 			t.Errorf("go test with KMMAP_KERNEL and KMMAP_KDIR as %s: %v\n%s", u.name, err, tail(out, 40))
+		}
+		for _, g := range guest {
+			if !strings.Contains(out, "--- PASS: TestGuest/custom/"+g+" ") {
+				t.Errorf("go test with KMMAP_KERNEL and KMMAP_KDIR as %s: no pass of TestGuest/custom/%s\n%s", u.name, g, tail(out, 40))
+			}
 		}
 	})
 }
@@ -230,38 +241,32 @@ func newUser(t *testing.T) *testUser {
 			u.env = append(u.env, k+"="+v)
 		}
 	}
-	u.seedGo(t, goBin)
 	return u
 }
 
-// seedGo gives u what the test does not prove and need not redo: the Go
-// modules root has, served from disk (a file:// GOPROXY over a copy of
-// root's module download cache, ahead of the configured proxy, so go
-// still fetches and verifies each against go.sum), and a copy of root's
-// Go build cache. The user's kmmap cache stays empty: that is under test.
-func (u *testUser) seedGo(t *testing.T, goBin string) {
+// seedGo gives u what the test does not prove and need not redo, so that
+// the user's own kmmap cache (under test) is all it starts without:
+//   - the Go modules root has, served from disk: a file:// GOPROXY over a
+//     copy of root's module download cache, ahead of the configured proxy
+//     (go still verifies each against go.sum);
+//   - the Go module and build caches the test users of earlier runs left
+//     in kept (kmmap's cache, tests/user-go), lent for the test and taken
+//     back when it ends: compiling kmmap, u-root and the guest suite again
+//     was a third of the test's CPU. The user's builds run with -trimpath,
+//     so that no entry depends on the directory the checkout is in (a new
+//     home each run). Kept caches another run holds now, or on another file
+//     system, are not lent: the user starts without them and leaves its own.
+func (u *testUser) seedGo(t *testing.T, kept string) {
 	t.Helper()
-	out, err := exec.Command(goBin, "env", "GOMODCACHE", "GOCACHE").Output()
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
-		t.Fatal(err)
-	}
-	v := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(v) != 2 {
-		t.Fatalf("go env GOMODCACHE GOCACHE: %q", out)
+		t.Fatalf("go env GOMODCACHE: %v", err)
 	}
 	proxy := filepath.Join(u.home, ".goproxy")
-	for _, c := range [][2]string{{filepath.Join(v[0], "cache", "download"), proxy}, {v[1], filepath.Join(u.home, ".cache", "go-build")}} {
-		if _, err := os.Stat(c[0]); err != nil {
-			continue // nothing to seed: the user starts from nothing
+	if download := filepath.Join(strings.TrimSpace(string(out)), "cache", "download"); dirExists(download) {
+		if out, err := exec.Command("cp", "-r", download, proxy).CombinedOutput(); err != nil {
+			t.Fatalf("seeding %s's Go module proxy: cp -r %s %s: %v\n%s", u.name, download, proxy, err, out)
 		}
-		if err := os.MkdirAll(filepath.Dir(c[1]), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command("cp", "-r", c[0], c[1]).CombinedOutput(); err != nil {
-			t.Fatalf("seeding %s's Go caches: cp -r %s %s: %v\n%s", u.name, c[0], c[1], err, out)
-		}
-	}
-	if _, err := os.Stat(proxy); err == nil {
 		upstream := "off"
 		for i, e := range u.env { // newUser's, from root's go env
 			if p, ok := strings.CutPrefix(e, "GOPROXY="); ok {
@@ -272,6 +277,65 @@ func (u *testUser) seedGo(t *testing.T, goBin string) {
 		}
 		u.env = append(u.env, "GOPROXY=file://"+proxy+","+upstream)
 	}
+
+	flags := "-trimpath"
+	for i, e := range u.env {
+		if f, ok := strings.CutPrefix(e, "GOFLAGS="); ok {
+			flags = f + " " + flags
+			u.env = slices.Delete(u.env, i, i+1)
+			break
+		}
+	}
+	u.env = append(u.env, "GOFLAGS="+flags)
+	for _, c := range []struct{ name, env, dir string }{
+		{"build", "GOCACHE", filepath.Join(u.home, ".cache", "go-build")},
+		{"mod", "GOMODCACHE", filepath.Join(u.home, "go", "pkg", "mod")},
+	} {
+		u.env = append(u.env, c.env+"="+c.dir)
+		if err := os.MkdirAll(filepath.Dir(c.dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		from := filepath.Join(kept, c.name)
+		switch err := os.Rename(from, c.dir); {
+		case err == nil:
+			u.chownAll(t, c.dir)
+		case errors.Is(err, fs.ErrNotExist):
+			t.Logf("no Go %s cache kept in %s (a first run, or another run has it): %s starts without", c.name, kept, u.name)
+		default:
+			t.Logf("the Go %s cache kept in %s is not lent to %s: %v", c.name, kept, u.name, err)
+		}
+		t.Cleanup(func() {
+			// Taken back once the user's processes are gone (root's
+			// again); the newest run's replaces what another left.
+			exec.Command("pkill", "-KILL", "-u", u.name).Run()
+			if !dirExists(c.dir) {
+				return
+			}
+			err := filepath.WalkDir(c.dir, func(p string, _ fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(p, 0, 0)
+			})
+			if err == nil {
+				err = os.MkdirAll(kept, 0o755)
+			}
+			if err == nil {
+				err = kernels.RemoveAll(from)
+			}
+			if err == nil {
+				err = os.Rename(c.dir, from)
+			}
+			if err != nil {
+				t.Logf("keeping %s's Go %s cache for the next run: %v", u.name, c.name, err)
+			}
+		})
+	}
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // command is name with args run as u in dir, with the cache the
