@@ -1,7 +1,9 @@
 package vmtests
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -392,10 +394,39 @@ func (h *Harness) buildGuestSuite(a arch.Arch) ([]event.File, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := loadsOnEveryPageSize(b); err != nil {
+			return nil, fmt.Errorf("the guest suite's file %s (%s): %w", guest, host, err)
+		}
 		files = append(files, event.File{Path: "/" + strings.TrimPrefix(guest, "/"), Mode: st.Mode().Perm(), Data: b})
 	}
 	slices.SortFunc(files, func(x, y event.File) int { return strings.Compare(x.Path, y.Path) })
 	return files, nil
+}
+
+// maxPageSize is the largest page size an ARM kernel may have (64K): a
+// program for an ARM guest must align its loadable segments to it to run
+// on every cell (the 16K cells now).
+const maxPageSize = 64 << 10
+
+// loadsOnEveryPageSize checks that b, if it is an ARM or arm64 ELF
+// program, aligns its loadable segments to maxPageSize. The armhf linker
+// aligns to 4K by default; on a 16K kernel such a program's execve fails
+// after the point of no return and it dies with a bare SIGSEGV, or passes
+// by the luck of its layout.
+func loadsOnEveryPageSize(b []byte) error {
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return nil // not an ELF file: data
+	}
+	if f.Machine != elf.EM_ARM && f.Machine != elf.EM_AARCH64 {
+		return nil
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Align < maxPageSize {
+			return fmt.Errorf("an %s program whose loadable segments are aligned to %d bytes: a kernel with 16K or 64K pages cannot load it (it dies with SIGSEGV in execve); link it with -Wl,-z,max-page-size=%d", f.Machine, p.Align, maxPageSize)
+		}
+	}
+	return nil
 }
 
 // smpCells are the distribution cells booted with two CPUs: one per arch,

@@ -91,7 +91,8 @@ func kmmapPrograms(root, name, dir string) (map[string]string, error) {
 	out := map[string]string{}
 	for guest, b := range builds {
 		bin := filepath.Join(dir, filepath.Base(guest))
-		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror",
+		// Aligned for every page size (loadsOnEveryPageSize).
+		cmd := exec.Command(b.cc, "-static", "-O2", "-Wall", "-Wextra", "-Werror", fmt.Sprintf("-Wl,-z,max-page-size=%d", maxPageSize),
 			"-I", filepath.Join(root, "kmod", "include", "uapi"), "-o", bin, filepath.Join(root, b.src))
 		if o, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("building %s for %s (%s): %v\n%s(apt-get install %s)", b.src, name, strings.Join(cmd.Args, " "), err, o, b.pkg)

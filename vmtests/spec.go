@@ -39,7 +39,9 @@ type Guest struct {
 	Tags []string
 	// Files builds the extra files the guest needs for a guest arch
 	// (amd64 or arm64) into dir, returning guest path -> host path; they
-	// are put in the image at those paths.
+	// are put in the image at those paths. An ARM program among them must
+	// align its segments to 64K (-Wl,-z,max-page-size=65536), for the 16K
+	// and 64K kernels: the harness refuses one that does not.
 	Files func(arch, dir string) (map[string]string, error)
 	// Flags are extra flags for the guest test binary on a kernel.
 	Flags func(Kernel) []string

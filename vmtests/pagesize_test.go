@@ -1,0 +1,69 @@
+package vmtests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A program for an ARM guest that the linker aligned to 4K (armhf's
+// default) is refused before any boot, saying what to link it with; one
+// aligned to 64K, arm64's default and x86 programs pass. kmmap's own
+// C programs are linked so for every arch.
+func TestGuestFilesLoadOnEveryPageSize(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "p.c")
+	if err := os.WriteFile(src, []byte("int main(void) { return 0; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cc, pkg string
+		flags   []string
+		refused bool
+	}{
+		{"arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf", nil, true},
+		{"arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf", []string{"-Wl,-z,max-page-size=65536"}, false},
+		{"aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", nil, false},
+		{"gcc", "gcc", nil, false},
+	} {
+		if _, err := exec.LookPath(c.cc); err != nil {
+			t.Fatalf("%s not found (apt-get install %s)", c.cc, c.pkg)
+		}
+		bin := filepath.Join(dir, "p")
+		args := append([]string{"-static", "-o", bin, src}, c.flags...)
+		if out, err := exec.Command(c.cc, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", c.cc, strings.Join(args, " "), err, out)
+		}
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = loadsOnEveryPageSize(b)
+		if refused := err != nil; refused != c.refused || refused && !strings.Contains(err.Error(), "max-page-size=65536") {
+			t.Errorf("%s %v: loadsOnEveryPageSize = %v, want refused %v with the flag to link with", c.cc, c.flags, err, c.refused)
+		}
+	}
+	if err := loadsOnEveryPageSize([]byte("not ELF: a data file")); err != nil {
+		t.Errorf("a data file: %v", err)
+	}
+
+	// kmmap's own programs, for each arch with an ARM userland.
+	root, _ := loadLock(t)
+	for _, a := range []string{"arm64"} {
+		progs, err := kmmapPrograms(root, a, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for guest, host := range progs {
+			b, err := os.ReadFile(host)
+			if err == nil {
+				err = loadsOnEveryPageSize(b)
+			}
+			if err != nil {
+				t.Errorf("kmmap's %s for %s: %v", guest, a, err)
+			}
+		}
+	}
+}
