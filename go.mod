@@ -65,6 +65,7 @@ require (
 )
 
 tool (
+	github.com/kmmap/kmmap/cmd/kmmap
 	github.com/rhysd/actionlint/cmd/actionlint
 	gotest.tools/gotestsum
 )

@@ -133,7 +133,8 @@ func (c *Cell) runRerun() string {
 	if c.cfg != nil {
 		env = c.cfg.rerunEnv(c.mode)
 	}
-	args := []string{"go", "run", "./cmd/kmmap", "run"} // from the kmmap checkout
+	// go tool, not go run: go run turns every status but 0 into 1.
+	args := []string{"go", "tool", "kmmap", "run"} // in the kmmap checkout
 	if c.noModule {
 		args = append(args, "--no-module")
 	}

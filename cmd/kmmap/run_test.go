@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,5 +101,18 @@ func TestRunUsage(t *testing.T) {
 		if status, _, errOut := kmmapRun(t, args...); status != 2 || !strings.Contains(errOut, "usage: kmmap run") {
 			t.Errorf("kmmap run %q: status %d, stderr %q; want 2 with the usage", args, status, errOut)
 		}
+	}
+}
+
+// kmmap's statuses reach a script as documented when it is started the
+// way docs/running.md and the rerun line say, `go tool kmmap`: go run
+// reports every failure as 1. A usage error is 2 (no guest needed).
+func TestStatusThroughGoTool(t *testing.T) {
+	cmd := exec.Command("go", "tool", "kmmap", "run")
+	cmd.Dir = ".."
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "usage: kmmap run") {
+		t.Errorf("go tool kmmap run (no cell): %v, want exit status 2 and the usage\n%s", err, out)
 	}
 }
