@@ -80,6 +80,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
 		}
 		b, err := cmd.CombinedOutput()
+		b = yourPaths(b, tmp, src)
 		if err != nil {
 			return "", &BuildError{fmt.Sprintf("kernel %s: building the module with %s failed (make %s):\n%s", k.ID, where, strings.Join(args, " "), b)}
 		}
@@ -96,6 +97,16 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 		}
 		return built, nil
 	})
+}
+
+// yourPaths rewrites the paths the compiler printed in the build's copy
+// of the sources (tmp) to the module's own directory (src), so that a
+// diagnostic names the file to edit, and an editor can jump to it.
+func yourPaths(out []byte, tmp, src string) []byte {
+	if abs, err := filepath.Abs(src); err == nil {
+		src = abs
+	}
+	return bytes.ReplaceAll(out, []byte(filepath.Clean(tmp)+"/"), []byte(src+"/"))
 }
 
 // builtModule is the one module a build in dir made, from Kbuild's
