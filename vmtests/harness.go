@@ -53,6 +53,7 @@ type Harness struct {
 	imagesMu sync.Mutex
 	images   map[string]func() (string, error)       // arch -> base image
 	suites   map[string]func() ([]event.File, error) // arch -> guest suite
+	ioctls   map[string]func() (struct{}, error)     // module dir -> its ioctl check
 	snapDir  string                                  // "" for the cache's snapshots/
 	snaps    *snapshots
 }
@@ -154,7 +155,8 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 			return nil, err
 		}
 	}
-	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}, suites: map[string]func() ([]event.File, error){}}
+	h := &Harness{module: m, guest: g, images: map[string]func() (string, error){}, suites: map[string]func() ([]event.File, error){},
+		ioctls: map[string]func() (struct{}, error){}}
 	for _, o := range opts {
 		o(h)
 	}

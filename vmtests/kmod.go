@@ -22,6 +22,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/ioctl"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
@@ -388,4 +389,47 @@ func (c *Cell) sendModule(w io.Writer) error {
 func firstLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
+}
+
+// checkIoctls fails when mod defines an ioctl number the kernel's registry
+// of ioctl codes (ioctl-number.rst, from the linux-source the lock pins
+// for checkpatch) gives to another, unless mod.AllowIoctlClash; once per
+// module directory, for every cell.
+func (h *Harness) checkIoctls(ctx context.Context, f *kernels.Fetcher, mod Module) error {
+	if mod.AllowIoctlClash {
+		return nil
+	}
+	_, err := once(&h.imagesMu, h.ioctls, mod.Dir, func() (struct{}, error) {
+		nums, err := ioctl.FromSources(mod.Dir)
+		if err != nil || len(nums) == 0 {
+			return struct{}{}, err // no ioctl: nothing to check, nothing to fetch
+		}
+		if h.lock.Checkpatch == nil {
+			return struct{}{}, fmt.Errorf("the module's ioctl numbers cannot be checked: the lock (%s) pins no linux-source to read the kernel's registry of ioctl codes from (\"checkpatch\"; `go tool kmmap kernels update` pins one), or set Module.AllowIoctlClash", h.lockPath)
+		}
+		dir, err := f.Checkpatch(ctx, h.lock.Checkpatch)
+		if err != nil {
+			return struct{}{}, fmt.Errorf("the kernel's registry of ioctl codes, to check the module's against: %w", err)
+		}
+		rst, err := os.ReadFile(filepath.Join(dir, filepath.Base(kernels.IoctlNumbers)))
+		if err != nil {
+			return struct{}{}, err
+		}
+		rows, err := ioctl.ParseTable(string(rst))
+		if err != nil {
+			return struct{}{}, fmt.Errorf("%s of %s: %w", kernels.IoctlNumbers, h.lock.Checkpatch.Package.Name, err)
+		}
+		clashes := ioctl.Check(nums, rows)
+		if len(clashes) == 0 {
+			return struct{}{}, nil
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "the module's ioctl numbers clash with the kernel's registry of ioctl codes (%s of %s): a program that calls one on the wrong file reaches another driver, and theirs reach the module (isatty() on the device runs TCGETS, 'T' 0x01):", kernels.IoctlNumbers, h.lock.Checkpatch.Package.Name)
+		for _, c := range clashes {
+			fmt.Fprintf(&b, "\n  %s/%s", mod.Dir, c)
+		}
+		b.WriteString("\npick a code the registry does not list, or set Module.AllowIoctlClash")
+		return struct{}{}, errors.New(b.String())
+	})
+	return err
 }

@@ -98,16 +98,25 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	if err != nil {
 		return nil, err
 	}
-	tc, err := h.toolchainFor(ctx, f, k, logf)
-	if err != nil {
-		return nil, err
-	}
 	mod := h.module
 	if o.ModuleDir != "" {
 		mod.Dir = o.ModuleDir
 	}
+	// The module's ioctl numbers against the kernel's registry, while the
+	// toolchain root is made (both may download, on a first run).
+	ioctls := make(chan error, 1)
+	if !o.NoModule {
+		go func() { ioctls <- h.checkIoctls(ctx, f, mod) }()
+	}
+	tc, err := h.toolchainFor(ctx, f, k, logf)
+	if err != nil {
+		return nil, err
+	}
 	var kmod *moduleBuild
 	if !o.NoModule {
+		if err := <-ioctls; err != nil {
+			return nil, err
+		}
 		kmod = startModuleBuild(ctx, tree, config, mod, h.cache, tc, logf)
 		if !o.BootWhileBuilding {
 			<-kmod.done

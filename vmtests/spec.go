@@ -23,6 +23,11 @@ type Module struct {
 	// AllowWarnings lets the module build with compiler warnings; by
 	// default a warning fails the cell, as a build error does.
 	AllowWarnings bool
+	// AllowIoctlClash lets the module define ioctl numbers the kernel's
+	// registry (ioctl-number.rst) gives to another driver or to the tty
+	// and socket layers; by default such a number fails every cell,
+	// naming where it is defined and who has it.
+	AllowIoctlClash bool
 }
 
 // Guest is the guest side of a run: a Go test package compiled for the

@@ -6,11 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/kmmap/kmmap/kernels"
 )
 
 // moduleFiles lists the module's kernel sources, relative to kmod/
@@ -55,48 +52,41 @@ func TestCheckpatch(t *testing.T) {
 	}
 }
 
-// ioctlCodeRe is a row of ioctl-number.rst's table: the code (0xNN or a
-// quoted character) at the start of the line.
-var ioctlCodeRe = regexp.MustCompile(`(?m)^(0x[0-9A-Fa-f]{2}|'.')\s`)
-
-// TestIoctlMagicFree: the UAPI's ioctl code is registered to no one in the
-// kernel's ioctl-number.rst (of the linux-source the lock pins for
-// checkpatch, the newest series), so its commands collide with no other
-// driver's.
+// TestIoctlMagicFree: kmmap's ioctl numbers are registered to no one in
+// the kernel's ioctl-number.rst (the harness checks every module's before
+// building it: checkIoctls), and a copy whose code is the tty layer's 'T'
+// is refused, naming the line that defines it and the registry's owner.
 func TestIoctlMagicFree(t *testing.T) {
-	root, lock := loadLock(t)
-	dir, err := cellFetcher(t).Checkpatch(context.Background(), lock.Checkpatch)
+	root, _ := loadLock(t)
+	h := kmmapHarness(t)
+	f := cellFetcher(t)
+	if err := h.checkIoctls(t.Context(), f, KmmapModule(root)); err != nil {
+		t.Error(err)
+	}
+	clash := t.TempDir()
+	if err := copySources(clash, filepath.Join(root, "kmod")); err != nil {
+		t.Fatal(err)
+	}
+	hdr := filepath.Join(clash, "include", "uapi", "linux", "kmmap.h")
+	b, err := os.ReadFile(hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rst, err := os.ReadFile(filepath.Join(dir, filepath.Base(kernels.IoctlNumbers)))
-	if err != nil {
+	magic := regexp.MustCompile(`(#define KMMAP_IOC_MAGIC\s+)\S+`)
+	if !magic.Match(b) {
+		t.Fatal("kmmap.h defines no KMMAP_IOC_MAGIC")
+	}
+	if err := os.WriteFile(hdr, magic.ReplaceAll(b, []byte("${1}'T'")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hdr, err := os.ReadFile(filepath.Join(root, "kmod", "include", "uapi", "linux", "kmmap.h"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`#define KMMAP_IOC_MAGIC\s+(0x[0-9A-Fa-f]{2}|'.')`).FindSubmatch(hdr)
-	if m == nil {
-		t.Fatal("kmmap.h defines no KMMAP_IOC_MAGIC as 0xNN or 'c'")
-	}
-	code := func(s string) int {
-		if strings.HasPrefix(s, "'") {
-			return int(s[1])
+	err = h.checkIoctls(t.Context(), f, Module{Dir: clash})
+	for _, want := range []string{clash + "/include/uapi/linux/kmmap.h:", "_IOWR(KMMAP_IOC_MAGIC, 0x01", "'T'", "ioctls.h", "AllowIoctlClash"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a copy of kmod with KMMAP_IOC_MAGIC 'T': %v\nwant an error saying %q", err, want)
 		}
-		v, _ := strconv.ParseInt(s[2:], 16, 32)
-		return int(v)
 	}
-	magic := code(string(m[1]))
-	rows := ioctlCodeRe.FindAllStringSubmatch(string(rst), -1)
-	if len(rows) < 100 {
-		t.Fatalf("read %d codes from %s: the table's format changed", len(rows), kernels.IoctlNumbers)
-	}
-	for _, r := range rows {
-		if code(r[1]) == magic {
-			t.Errorf("KMMAP_IOC_MAGIC %s is registered in %s (%s): pick a code the table does not list", m[1], kernels.IoctlNumbers, lock.Checkpatch.Package.Name)
-		}
+	if err := h.checkIoctls(t.Context(), f, Module{Dir: clash, AllowIoctlClash: true}); err != nil {
+		t.Errorf("with AllowIoctlClash: %v", err)
 	}
 }
 

@@ -48,7 +48,7 @@ func TestRead(t *testing.T) {
 
 func TestAdd(t *testing.T) {
 	arg := struct{ A, B, Sum uint64 }{A: 40, B: 2}
-	const add = 0xc0186801 // _IOWR('h', 1, 24 bytes)
+	const add = 0xc0184a01 // _IOWR('J', 1, 24 bytes): a code ioctl-number.rst gives no one
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, open(t).Fd(), add, uintptr(unsafe.Pointer(&arg))); errno != 0 {
 		t.Fatalf("HELLO_IOC_ADD: %v", errno)
 	}

@@ -16,7 +16,7 @@ struct hello_add {
 	__u64 a, b, sum;
 };
 
-#define HELLO_IOC_ADD _IOWR('h', 1, struct hello_add)
+#define HELLO_IOC_ADD _IOWR('J', 1, struct hello_add)
 
 static char *greeting = "hello";
 module_param(greeting, charp, 0444);
