@@ -68,7 +68,13 @@ type Kernel struct {
 	// command line, e.g. init_on_alloc=0 on one distribution cell per
 	// arch: Debian's kernels zero every allocation by default, which would
 	// hide a backing that forgets to.
-	Cmdline  []string  `json:"cmdline,omitempty"`
+	Cmdline []string `json:"cmdline,omitempty"`
+	// CPUs is how many CPUs the cell's guest gets (1 to 8); 0 is one for
+	// a Debian kernel and two for one built from source. Each vCPU is a
+	// host thread under TCG: a second one costs the matrix time (see
+	// docs/matrix.md), so one distribution cell per arch has two, for the
+	// bugs only two CPUs show on a kernel as Debian ships it.
+	CPUs     int       `json:"cpus,omitempty"`
 	Packages []Package `json:"packages"`
 
 	// dir is the lock file's directory, where Config is read from.
@@ -141,6 +147,9 @@ func (l *Lock) check() error {
 		}
 		if seen[k.ID] {
 			return fmt.Errorf("kernel %q is listed twice", k.ID)
+		}
+		if k.CPUs < 0 || k.CPUs > 8 {
+			return fmt.Errorf("kernel %s: cpus %d: from 1 to 8 (0: the default)", k.ID, k.CPUs)
 		}
 		seen[k.ID] = true
 		for _, p := range k.Packages {

@@ -9,7 +9,7 @@ import (
 
 func TestCPUsFor(t *testing.T) {
 	distro := kernels.Kernel{ID: "6.1-amd64", Flavour: "amd64"}
-	smp := kernels.Kernel{ID: "6.12-arm64", Flavour: "arm64"}
+	smp := kernels.Kernel{ID: "6.12-arm64", Flavour: "arm64", CPUs: 2} // the lock's cpus
 	built := kernels.Kernel{ID: "6.12-amd64-kcsan", Flavour: "kcsan", Config: []string{"config/kcsan.config"}}
 	for _, c := range []struct {
 		env  string

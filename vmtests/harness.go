@@ -431,28 +431,16 @@ func loadsOnEveryPageSize(b []byte) error {
 	return nil
 }
 
-// smpCells are the distribution cells booted with two CPUs: one per arch,
-// so that a bug only two CPUs show fails on a Debian kernel as it is
-// shipped, besides the debug and KCSAN cells (every cell built from
-// source has two). Measured on the 2-core development machine under TCG
-// (QEMU runs a host thread per vCPU): one cell alone, QEMU start to
-// verdict, median of 3 (`KMMAP_CPUS=N go run ./cmd/kmmap bench -parts
-// cells -runs 3 -cells 6.12-amd64,6.12-arm64`): 6.12-amd64 8.0 s with one
-// CPU, 8.4 s with two (suite 4.8 -> 5.3 s); 6.12-arm64 10.9 -> 10.5 s
-// (suite 7.1 -> 6.3 s). Alone, a second CPU is free. In the matrix, where
-// two cells run at once on the two cores, it is not: the ten distribution
-// cells, all with one CPU 76.0/94.8/77.8 s, all with two 103.1/106.2/92.5
-// s (alternating runs, `go test -run '^TestGuest$'`), a third more. So
-// two cells, not ten.
-var smpCells = map[string]bool{"6.12-amd64": true, "6.12-arm64": true}
-
 // cpusFor is how many CPUs cell k's guest gets: the configuration's when
-// set, else 2 for the cells built from source and smpCells, else 1.
+// set (KMMAP_CPUS), else the lock's (cpus), else 2 for a kernel built
+// from source and 1 for a Debian kernel.
 func (h *Harness) cpusFor(k kernels.Kernel) int {
 	switch {
 	case h.cfg.CPUs > 0:
 		return h.cfg.CPUs
-	case k.FromSource() || smpCells[k.ID]:
+	case k.CPUs > 0:
+		return k.CPUs
+	case k.FromSource():
 		return 2
 	}
 	return 1
