@@ -22,28 +22,51 @@
 // The environment is read in one place, ConfigFromEnv, which Run calls;
 // these are its variables (Vars):
 //
-// | variable | what it does | default | in the rerun line |
-// |---|---|---|---|
-// | `KMMAP_CELLS` | comma-separated cells to run (`all` or empty: every cell of the lock) | unset | no |
-// | `KMMAP_LOCK` | the kernel lock file | kernels/kernels.lock of the test's Go module, else kmmap's | yes |
-// | `KMMAP_CACHE` | the cache of kernels, toolchain roots, modules and images | `$XDG_CACHE_HOME/kmmap` | no |
-// | `KMMAP_RESULTS` | where each cell's console, command lines and image are kept | results/ in the test's Go module | yes |
-// | `KMMAP_DEBIAN_MIRROR` | the Debian archive to download from | the first Debian source of apt's configuration | no |
-// | `KMMAP_VM_TIMEOUT` | how long a guest may run (a Go duration); the guest suite gets -test.timeout a little under it | 5m | yes |
-// | `KMMAP_STALL` | how long a guest may print nothing and send no event before the harness prints its goroutines, QEMU's state and the last console lines and fails the cell (a Go duration; `0`: never; a command of kmmap run: only when set) | 3m | no |
-// | `KMMAP_ACCEL` | `kvm` or `tcg`, skipping the probe boot | probed: KVM only when a boot under it works | yes |
-// | `KMMAP_CPUS` | CPUs of every guest (1 to 8) | 2 for the debug, KCSAN and SMP cells, else 1 | yes |
-// | `KMMAP_MEMDEBUG` | `1`: full run-time memory debugging on the distribution cells too | unset | yes |
-// | `KMMAP_RANDOM_SEED` | seed of the guest suite's random tests | 1 | yes |
-// | `KMMAP_SNAPSHOT` | `0`: boot every guest cold instead of restoring the snapshot of its booted guest (the rerun line says which ran) | `1`: restore, the first run boots and saves it | yes |
-// | `KMMAP_TRACE` | `1`: print each guest agent event with its time | unset | no |
-// | `KMMAP_GDB` | `1`: start guests halted with a gdb stub and print how to attach | unset | no |
-// | `KMMAP_KERNEL` | a custom kernel image to run as cell `custom` | unset | yes |
-// | `KMMAP_KDIR` | the Kbuild tree of the custom kernel | unset | yes |
-// | `KMMAP_ARCH` | the custom kernel's arch, `amd64` or `arm64` | the host's | yes |
-// | `KMMAP_KMODS` | the custom kernel's modules directory (lib/modules/<release>) | unset | yes |
-// | `KMMAP_KEEP_FAILED` | `1`: keep a failed kernel build's tree in the cache | unset | no |
-// | `KMMAP_CAPTURE_SPLATS` | `1`: kmmap's TestInjectedBugs injects every bug and refreshes its testdata/splats | unset | no |
+//   - KMMAP_CELLS: comma-separated cells to run (all or empty: every cell of
+//     the lock). Default: unset; not in the rerun line.
+//   - KMMAP_LOCK: the kernel lock file. Default: kernels/kernels.lock of the
+//     test's Go module, else kmmap's; in the rerun line.
+//   - KMMAP_CACHE: the cache of kernels, toolchain roots, modules and images.
+//     Default: $XDG_CACHE_HOME/kmmap; not in the rerun line.
+//   - KMMAP_RESULTS: where each cell's console, command lines and image are
+//     kept. Default: results/ in the test's Go module; in the rerun line.
+//   - KMMAP_DEBIAN_MIRROR: the Debian archive to download from. Default: the
+//     first Debian source of apt's configuration; not in the rerun line.
+//   - KMMAP_VM_TIMEOUT: how long a guest may run (a Go duration); the guest
+//     suite gets -test.timeout a little under it. Default: 5m; in the rerun
+//     line.
+//   - KMMAP_STALL: how long a guest may print nothing and send no event before
+//     the harness prints its goroutines, QEMU's state and the last console
+//     lines and fails the cell (a Go duration; 0: never; a command of kmmap
+//     run: only when set). Default: 3m; not in the rerun line.
+//   - KMMAP_ACCEL: kvm or tcg, skipping the probe boot. Default: probed: KVM
+//     only when a boot under it works; in the rerun line.
+//   - KMMAP_CPUS: CPUs of every guest (1 to 8). Default: each cell's cpus in
+//     the lock: 2 for the debug and KCSAN cells, 6.12-amd64 and 6.12-arm64,
+//     else 1; in the rerun line.
+//   - KMMAP_MEMDEBUG: 1: full run-time memory debugging on the distribution
+//     cells too. Default: unset; in the rerun line.
+//   - KMMAP_RANDOM_SEED: seed of the guest suite's random tests. Default: 1;
+//     in the rerun line.
+//   - KMMAP_SNAPSHOT: 0: boot every guest cold instead of restoring the
+//     snapshot of its booted guest (the rerun line says which ran). Default:
+//     1: restore, the first run boots and saves it; in the rerun line.
+//   - KMMAP_TRACE: 1: print each guest agent event with its time. Default:
+//     unset; not in the rerun line.
+//   - KMMAP_GDB: 1: start guests halted with a gdb stub and print how to
+//     attach. Default: unset; not in the rerun line.
+//   - KMMAP_KERNEL: a custom kernel image to run as cell custom. Default:
+//     unset; in the rerun line.
+//   - KMMAP_KDIR: the Kbuild tree of the custom kernel. Default: unset; in the
+//     rerun line.
+//   - KMMAP_ARCH: the custom kernel's arch, amd64 or arm64. Default: the
+//     host's; in the rerun line.
+//   - KMMAP_KMODS: the custom kernel's modules directory
+//     (lib/modules/<release>). Default: unset; in the rerun line.
+//   - KMMAP_KEEP_FAILED: 1: keep a failed kernel build's tree in the cache.
+//     Default: unset; not in the rerun line.
+//   - KMMAP_CAPTURE_SPLATS: 1: kmmap's TestInjectedBugs injects every bug and
+//     refreshes its testdata/splats. Default: unset; not in the rerun line.
 package vmtests
 
 import (

@@ -32,7 +32,7 @@ var Vars = []Var{
 	{"KMMAP_VM_TIMEOUT", "how long a guest may run (a Go duration); the guest suite gets -test.timeout a little under it", "5m", true},
 	{"KMMAP_STALL", "how long a guest may print nothing and send no event before the harness prints its goroutines, QEMU's state and the last console lines and fails the cell (a Go duration; `0`: never; a command of kmmap run: only when set)", "3m", false},
 	{"KMMAP_ACCEL", "`kvm` or `tcg`, skipping the probe boot", "probed: KVM only when a boot under it works", true},
-	{"KMMAP_CPUS", "CPUs of every guest (1 to 8)", "2 for the debug, KCSAN and SMP cells, else 1", true},
+	{"KMMAP_CPUS", "CPUs of every guest (1 to 8)", "each cell's `cpus` in the lock: 2 for the debug and KCSAN cells, 6.12-amd64 and 6.12-arm64, else 1", true},
 	{"KMMAP_MEMDEBUG", "`1`: full run-time memory debugging on the distribution cells too", "", true},
 	{"KMMAP_RANDOM_SEED", "seed of the guest suite's random tests", "1", true},
 	{"KMMAP_SNAPSHOT", "`0`: boot every guest cold instead of restoring the snapshot of its booted guest (the rerun line says which ran)", "`1`: restore, the first run boots and saves it", true},
@@ -234,8 +234,35 @@ func (c Config) rerunEnv(mode BootMode) []string {
 	return out
 }
 
-// ConfigTable renders Vars as the Markdown table of the README and the
-// package doc.
+// ConfigDoc is the configuration's variables as a Go doc comment's list
+// (the package doc holds it: go doc has no tables), wrapped at 76 columns.
+func ConfigDoc() string {
+	var b strings.Builder
+	for _, v := range Vars {
+		def := v.Default
+		if def == "" {
+			def = "unset"
+		}
+		rerun := "not in the rerun line"
+		if v.Rerun {
+			rerun = "in the rerun line"
+		}
+		text := fmt.Sprintf("%s: %s. Default: %s; %s.", v.Name, strings.ReplaceAll(v.Meaning, "`", ""), strings.ReplaceAll(def, "`", ""), rerun)
+		line := "  -"
+		for _, w := range strings.Fields(text) {
+			if len(line)+1+len(w) > 76 && strings.TrimSpace(line) != "-" {
+				b.WriteString(line + "\n")
+				line = "   "
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+// ConfigTable renders Vars as the Markdown table of docs/how-it-works.md
+// (`kmmap config` prints it).
 func ConfigTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | what it does | default | in the rerun line |\n|---|---|---|---|\n")
