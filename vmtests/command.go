@@ -107,6 +107,9 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 	}
 	res.Kinds = kindsOf(res.Reports)
 	res.Panicked = strings.Contains(strings.Join(res.Reports, "\n"), "Kernel panic")
+	for i, rep := range res.Reports {
+		res.Reports[i] = c.withSources(rep)
+	}
 	res.TimedOut = c.Timeout > 0 && r.elapsed >= c.Timeout
 	if res.Panicked || res.TimedOut || !r.res.ran {
 		res.Tail = r.con.tail(30)

@@ -256,7 +256,7 @@ func (c *Cell) problems(r run) []string {
 		out = append(out, fmt.Sprintf("loading the module under test in the guest failed: %s", res.kmodErr))
 	}
 	if s := con.splats[""]; len(s) > 0 {
-		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", kindsOf(s), strings.Join(s, "\n")))
+		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", kindsOf(s), c.withSources(strings.Join(s, "\n"))))
 	}
 	if len(res.list) == 0 {
 		out = append(out, "the guest never listed its tests, so none ran; last console lines:\n"+con.tail(30))

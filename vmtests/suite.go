@@ -379,7 +379,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 			t.Attr(GuestElapsedAttr, fmt.Sprintf("%.2fs", tr.elapsed))
 		}
 		if len(splats) > 0 {
-			t.Errorf("kernel splat (%s) during %s:\n%s", kindsOf(splats), full, strings.Join(splats, "\n"))
+			t.Errorf("kernel splat (%s) during %s:\n%s", kindsOf(splats), full, cell.withSources(strings.Join(splats, "\n")))
 		}
 		if testing.Verbose() {
 			for _, l := range strings.Split(tr.output.String(), "\n") {
