@@ -56,6 +56,14 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 	if len(m.MakeArgs) > 0 { // so that modules built before MakeArgs existed keep their key
 		extra = append(extra, fmt.Sprintf("make %q", m.MakeArgs))
 	}
+	// A kernel without CONFIG_DEBUG_INFO (the ones built here) builds
+	// modules without line tables; with them a report's frames name the
+	// module's source lines (withSources). -g does not change the code.
+	var kcflags []string
+	if config, err := tree.ReadConfig(); err == nil && !config.Enabled("CONFIG_DEBUG_INFO") {
+		kcflags = []string{"KCFLAGS=-g"}
+		extra = append(extra, kcflags...)
+	}
 	key, err := hashTree(src, extra...)
 	if err != nil {
 		return "", err
@@ -75,7 +83,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 			// tree built here was built with these.
 			args = append(args, "CC="+prefix+k.Compiler, "HOSTCC="+k.Compiler)
 		}
-		args = append(append(args, m.MakeArgs...), "modules")
+		args = append(append(append(args, kcflags...), m.MakeArgs...), "modules")
 		cmd := lifeline.Tie(exec.CommandContext(ctx, "make", args...))
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
