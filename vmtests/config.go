@@ -239,14 +239,11 @@ func (c Config) rerunEnv(mode BootMode) []string {
 func ConfigDoc() string {
 	var b strings.Builder
 	for _, v := range Vars {
-		def := v.Default
-		if def == "" {
-			def = "unset"
-		}
 		rerun := "not in the rerun line"
 		if v.Rerun {
 			rerun = "in the rerun line"
 		}
+		def := v.shownDefault()
 		text := fmt.Sprintf("%s: %s. Default: %s; %s.", v.Name, strings.ReplaceAll(v.Meaning, "`", ""), strings.ReplaceAll(def, "`", ""), rerun)
 		line := "  -"
 		for _, w := range strings.Fields(text) {
@@ -267,15 +264,19 @@ func ConfigTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | what it does | default | in the rerun line |\n|---|---|---|---|\n")
 	for _, v := range Vars {
-		def := v.Default
-		if def == "" {
-			def = "unset"
-		}
 		rerun := "no"
 		if v.Rerun {
 			rerun = "yes"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", v.Name, v.Meaning, def, rerun)
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", v.Name, v.Meaning, v.shownDefault(), rerun)
 	}
 	return b.String()
+}
+
+// shownDefault is v's default as the docs show it.
+func (v Var) shownDefault() string {
+	if v.Default == "" {
+		return "unset"
+	}
+	return v.Default
 }
