@@ -10,6 +10,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/kmmap/kmmap/internal/progress"
 )
 
 // Tool is a pinned Debian package a check needs: linux-source-<series>,
@@ -41,7 +43,11 @@ func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
 		return "", errors.New(`the lock pins no checkpatch source ("checkpatch" in kernels.lock)`)
 	}
 	k := Kernel{ID: "checkpatch"}
+	// A step of its own, so that its download's progress lines end
+	// (a plain log drew "checkpatch: kernel running" to the run's end).
+	done := progress.Step(f.logf, k.ID, "kernel")
 	deb, err := f.deb(ctx, k, t.Package)
+	done(err)
 	if err != nil {
 		return "", err
 	}

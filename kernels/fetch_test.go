@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -431,5 +432,26 @@ func TestCachedTreeTakesTheLocksKernel(t *testing.T) {
 	}
 	if !slices.Equal(tree.Kernel.Cmdline, k.Cmdline) || tree.Dir != final {
 		t.Errorf("cached tree: kernel %+v, dir %s; want the lock's command line %v, dir %s", tree.Kernel, tree.Dir, k.Cmdline, final)
+	}
+}
+
+// A download's first progress line comes a second after it started, with
+// the rate over that second: a tick on the first read reported one
+// buffer in a millisecond (3.8 MB/s on any link). A download done within
+// the second has no progress line.
+func TestRateReaderTicks(t *testing.T) {
+	var ticks []float64
+	tick := func(n int64, rate float64) { ticks = append(ticks, rate) }
+	if _, err := io.Copy(io.Discard, newRateReader(strings.NewReader(strings.Repeat("x", 1<<20)), tick)); err != nil {
+		t.Fatal(err)
+	}
+	if len(ticks) != 0 {
+		t.Errorf("a download done within a second ticked %d times (rates %v)", len(ticks), ticks)
+	}
+	r := newRateReader(strings.NewReader("abcd"), tick)
+	r.start, r.last = r.start.Add(-2*time.Second), r.last.Add(-2*time.Second)
+	io.Copy(io.Discard, r)
+	if len(ticks) != 1 || ticks[0] > 4 {
+		t.Errorf("4 bytes over 2 s: ticks %v, want one of about 2 B/s", ticks)
 	}
 }
