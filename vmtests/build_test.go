@@ -32,6 +32,17 @@ func hostTree(t *testing.T) *kernels.Tree {
 	return nil
 }
 
+// buildForHost builds m for tree (hostTree's) with the host's compiler, as
+// the matrix does, into cacheDir.
+func buildForHost(t *testing.T, tree *kernels.Tree, m Module, cacheDir string) (string, error) {
+	t.Helper()
+	config, err := tree.ReadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buildModule(context.Background(), tree, config, m, cacheDir, nil)
+}
+
 // brokenModule returns a copy of kmod/ with code appended to main.c.
 func brokenModule(t *testing.T, code string) string {
 	t.Helper()
@@ -61,7 +72,7 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := brokenModule(t, c.code)
-			_, err := buildModule(context.Background(), tree, Module{Dir: dir}, t.TempDir(), nil)
+			_, err := buildForHost(t, tree, Module{Dir: dir}, t.TempDir())
 			if err == nil {
 				t.Fatalf("a module with a compiler %s built", c.name)
 			}
@@ -83,7 +94,7 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 	tree := hostTree(t)
 	root, _ := loadLock(t)
-	ko, err := buildModule(context.Background(), tree, KmmapModule(root), t.TempDir(), nil)
+	ko, err := buildForHost(t, tree, KmmapModule(root), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ import (
 // kernel was built with: in root (a toolchain root of the kernel's suite)
 // if not nil, else with the host's. The .ko is cached by (kernel,
 // toolchain, sources, make arguments).
-func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir string, root *toolchain.Root) (string, error) {
+func buildModule(ctx context.Context, tree *kernels.Tree, config kernels.Config, m Module, cacheDir string, root *toolchain.Root) (string, error) {
 	k := tree.Kernel
 	a, err := arch.Lookup(k.Arch)
 	if err != nil {
@@ -60,7 +60,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, m Module, cacheDir str
 	// modules without line tables; with them a report's frames name the
 	// module's source lines (withSources). -g does not change the code.
 	var kcflags []string
-	if config, err := tree.ReadConfig(); err == nil && !config.Enabled("CONFIG_DEBUG_INFO") {
+	if !config.Enabled("CONFIG_DEBUG_INFO") {
 		kcflags = []string{"KCFLAGS=-g"}
 		extra = append(extra, kcflags...)
 	}
@@ -259,7 +259,7 @@ func startModuleBuild(ctx context.Context, tree *kernels.Tree, config kernels.Co
 		defer close(b.done)
 		done := progress.Step(logf, tree.Kernel.ID, "module")
 		defer func() { done(b.err) }()
-		ko, err := buildModule(ctx, tree, m, cacheDir, tc)
+		ko, err := buildModule(ctx, tree, config, m, cacheDir, tc)
 		if err != nil {
 			b.err = err
 			return

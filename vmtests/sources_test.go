@@ -1,7 +1,6 @@
 package vmtests
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,7 @@ func TestReportFramesInSources(t *testing.T) {
 	root, _ := loadLock(t)
 	src := filepath.Join(root, "kmod")
 	// The module as the matrix builds it for this kernel (cached).
-	ko, err := buildModule(context.Background(), tree, KmmapModule(root), kmmapHarness(t).CacheDir(), nil)
+	ko, err := buildForHost(t, tree, KmmapModule(root), kmmapHarness(t).CacheDir())
 	if err != nil {
 		t.Fatal(err)
 	}
