@@ -97,6 +97,13 @@ func goEnv(arch, srcRoot string) (*golang.Environ, error) {
 // its own, so env's compiler becomes a script in dir that execs go behind
 // setpriv. A killed run's cold image build otherwise went on compiling
 // for minutes.
+//
+// The script also drops the -a gobusybox always gives `go build` (a
+// GOPATH-era guard against stale installed packages): it rebuilt the
+// standard library and every dependency on each image build, most of the
+// build's time. Go's build cache is keyed by content and the build is
+// -trimpath, so what it reuses is what -a would rebuild: the image comes
+// out byte for byte the same.
 func tieGo(env *golang.Environ, dir string) error {
 	prefix, err := lifeline.Prefix()
 	if err != nil {
@@ -113,7 +120,11 @@ func tieGo(env *golang.Environ, dir string) error {
 		q = append(q, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
 	}
 	script := filepath.Join(dir, "go")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec "+strings.Join(q, " ")+` "$@"`+"\n"), 0o755); err != nil {
+	body := "#!/bin/sh\n" +
+		"# gobusybox's compiler: tied to its run, without go build's -a\n" +
+		`for a; do shift; [ "$a" = -a ] || set -- "$@" "$a"; done` + "\n" +
+		"exec " + strings.Join(q, " ") + ` "$@"` + "\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		return err
 	}
 	env.Compiler.Path = script
