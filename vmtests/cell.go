@@ -111,6 +111,9 @@ type Cell struct {
 	// Results is the directory the run's console, command lines and
 	// initramfs are kept in.
 	Results string
+	// claim is this cell's hold on Results, from Prepare to the end of
+	// its run.
+	claim *resultsClaim
 	// GDB, when not 0, starts QEMU halted with its gdb stub on this port.
 	GDB int
 	// Stdout and Stderr receive a command's output (CellOptions.Command)

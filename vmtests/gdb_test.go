@@ -18,6 +18,7 @@ import (
 // guest loaded them.
 func TestGDBStub(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	gdb, err := exec.LookPath("gdb-multiarch")
 	if err != nil {
 		t.Fatal("gdb-multiarch not found (apt-get install gdb-multiarch): the KMMAP_GDB path is tested with it")
@@ -39,7 +40,7 @@ func TestGDBStub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, GDB: true, GuestRun: "^TestTwoMappingsReadKernelContents$"})
+	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, GDB: true, GuestRun: "^TestTwoMappingsReadKernelContents$", ResultsID: id + "-gdb"})
 	if err != nil {
 		t.Fatal(err)
 	}

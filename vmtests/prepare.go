@@ -71,7 +71,7 @@ func guestTimeout(d time.Duration) time.Duration {
 // Prepare builds everything a cell of tree's kernel needs to boot: its
 // module (with its kernel's compiler), its initramfs (in the cell's
 // results directory), its QEMU setup.
-func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels.Tree, o CellOptions) (*Cell, error) {
+func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels.Tree, o CellOptions) (_ *Cell, err error) {
 	logf := o.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -131,6 +131,15 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		o.ResultsID = k.ID
 	}
 	results := h.ResultsDir(o.ResultsID)
+	claim, err := claimResults(results)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			claim.release()
+		}
+	}()
 	if err := os.RemoveAll(results); err != nil {
 		return nil, err
 	}
@@ -142,7 +151,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		label = rel
 	}
 	cell := &Cell{ID: k.ID, Tree: tree, Arch: a, kmod: kmod, KmodSrc: mod.Dir, kmodLabel: label, toolchain: tc, Modules: mods,
-		CPUs: kern.CPUs, Timeout: timeout, Results: results, config: config, allow: h.allow, cfg: &h.cfg}
+		CPUs: kern.CPUs, Timeout: timeout, Results: results, claim: claim, config: config, allow: h.allow, cfg: &h.cfg}
 	if cell.lifeline, err = lifeline.Prefix(); err != nil {
 		return nil, err
 	}

@@ -105,6 +105,7 @@ func compDir(ko string) (string, error) {
 // console to this terminal; it returns when the guest powers off (leave the
 // shell) or QEMU is stopped (Ctrl-A x).
 func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error {
+	defer c.claim.release()
 	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
 	// The shell boots cold: the job goes as soon as QEMU runs.
 	release, took := make(chan struct{}), make(chan struct{})

@@ -249,6 +249,7 @@ func (s *snapshots) remove(key string) {
 // guest in it does not answer) is removed and the cell boots cold, with
 // a note saying so.
 func boot(ctx context.Context, cell *Cell) run {
+	defer cell.claim.release() // the run is over: another may empty Results
 	var notes []string
 	// cold boots the cell without a snapshot, after the notes so far and
 	// why.

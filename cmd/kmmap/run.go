@@ -146,6 +146,10 @@ func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOp
 	if err != nil {
 		return fail(err)
 	}
+	// Its own results directory, results/run/<cell>: a command run beside
+	// a go test of the same cell (another terminal) leaves the suite's
+	// results/<cell> alone.
+	o.ResultsID = "run/" + id
 	c, err := h.Prepare(ctx, f, tree, o)
 	prepared()
 	if err != nil {

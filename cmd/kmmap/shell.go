@@ -36,7 +36,7 @@ func shell(ctx context.Context, cell, dir string) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: steps.logf, Shell: true, Share: wd, CommandDir: wd})
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: steps.logf, Shell: true, Share: wd, CommandDir: wd, ResultsID: "shell/" + tree.Kernel.ID})
 	steps.close()
 	if err != nil {
 		return err
