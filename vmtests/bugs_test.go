@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,7 +22,7 @@ type bug struct {
 	edits []edit
 	test  string            // the guest test (top level) that triggers it
 	args  []string          // kernel command line additions that make it show quickly
-	kind  map[string]string // arch -> the kind of report expected
+	kind  map[string]string // arch -> the kind of report expected ("A|B": either)
 	// cells is the flavour of built kernel the bug needs: "debug" (KASAN,
 	// lockdep, DEBUG_VM, UBSAN), "kcsan" (a data race); "" for the
 	// distribution 6.12 cells.
@@ -45,7 +46,10 @@ func both(kind string) map[string]string { return map[string]string{"amd64": kin
 
 var bugs = []bug{
 	{
-		name: "use-after-free-on-close", live: true, cold: true, cells: "debug", test: "TestInfo", kind: both("KASAN"),
+		// KFENCE samples an allocation now and then (every 100 ms): when
+		// it took this one, it reports the write first, not KASAN (seen
+		// on 6.12-arm64-debug booted cold).
+		name: "use-after-free-on-close", live: true, cold: true, cells: "debug", test: "TestInfo", kind: both("KASAN|KFENCE"),
 		edits: []edit{{"main.c", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n", "\tmutex_destroy(&kf->lock);\n\tkfree(kf);\n\tWRITE_ONCE(kf->buf.size, 0);\t/* injected: use after free */\n"}},
 	},
 	{
@@ -251,11 +255,12 @@ func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture, cold bo
 		t.Fatalf("no kernel report during %s; its output:\n%s\nconsole:\n%s", b.test, r.res.test(b.test).output.String(), r.con.tail(40))
 	}
 	want := b.kind[k.Arch]
-	if got := kindOf(reports[0]); got != want {
+	got := kindOf(reports[0])
+	if !slices.Contains(strings.Split(want, "|"), got) {
 		t.Errorf("the first report during %s is a %q report, want %q:\n%s", b.test, got, want, reports[0])
 	}
 	if capture {
-		writeFixture(t, want, b.name, k.ID, reports[0])
+		writeFixture(t, got, b.name, k.ID, reports[0])
 	}
 }
 
