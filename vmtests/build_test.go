@@ -65,6 +65,7 @@ func brokenModule(t *testing.T, code string) string {
 // A module that does not compile, or compiles with a warning, fails with
 // the compiler's own output.
 func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
+	t.Parallel()
 	tree := hostTree(t)
 	for _, c := range []struct{ name, code, want string }{
 		{"error", "int kmmap_broken(void) { return undeclared_symbol; }", "undeclared_symbol"},
@@ -92,6 +93,7 @@ func TestBrokenModuleFailsWithCompilerOutput(t *testing.T) {
 }
 
 func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
+	t.Parallel()
 	tree := hostTree(t)
 	root, _ := loadLock(t)
 	ko, err := buildForHost(t, tree, KmmapModule(root), t.TempDir())
@@ -117,6 +119,7 @@ func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 // instead of waiting for the VM timeout.
 func TestBrokenModuleWhileBooting(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	tree := hostTree(t)
 	src := brokenModule(t, "int kmmap_broken(void) { return undeclared_symbol; }")
 	cell, err := kmmapHarness(t).Prepare(t.Context(), cellFetcher(t), tree, CellOptions{Logf: t.Logf, ModuleDir: src,

@@ -47,6 +47,7 @@ func commandCellID(t *testing.T, h *Harness) string {
 // attributed to the command.
 func TestCommandKernelWarning(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	h := kmmapHarness(t)
 	id := commandCellID(t, h)
 	w, err := New(Module{Dir: "testdata/warn"}, KmmapGuest(h.Root()), WithConfig(h.Config()))
@@ -68,6 +69,7 @@ func TestCommandKernelWarning(t *testing.T) {
 // A command that panics the kernel ends the run at once with ExitPanic.
 func TestCommandPanic(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	h := kmmapHarness(t)
 	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}, NoModule: true})
 	r := RunCommand(t.Context(), c)

@@ -23,6 +23,7 @@ var foreignCells = []string{"6.1-amd64", "6.1-arm64"}
 // still passes.
 func TestForeignModule(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	h := kmmapHarness(t)
 	var cells []string
 	for _, id := range foreignCells {

@@ -14,6 +14,7 @@ import (
 // pushed to the kernels-update branch, and the pull request's body must
 // carry what moved, each cell's results and the cells that have none.
 func TestKernelsPRScript(t *testing.T) {
+	t.Parallel()
 	root, lock := loadLock(t)
 	dir := t.TempDir()
 	work := filepath.Join(dir, "work")

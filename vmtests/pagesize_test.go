@@ -13,6 +13,7 @@ import (
 // aligned to 64K, arm64's default and x86 programs pass. kmmap's own
 // C programs are linked so for every arch.
 func TestGuestFilesLoadOnEveryPageSize(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "p.c")
 	if err := os.WriteFile(src, []byte("int main(void) { return 0; }\n"), 0o644); err != nil {

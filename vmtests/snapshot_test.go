@@ -48,6 +48,7 @@ func (w *stampWriter) Write(p []byte) (int, error) {
 // one.
 func TestSnapshots(t *testing.T) {
 	bootsVMs(t)
+	t.Parallel()
 	h0 := kmmapHarness(t)
 	id := commandCellID(t, h0)
 	if h0.Config().Cold {

@@ -33,6 +33,7 @@ func moduleFiles(t *testing.T, kmod string) []string {
 // TestCheckpatch: the module is clean under checkpatch.pl --strict, taken
 // from the kernel source package the lock pins.
 func TestCheckpatch(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("perl"); err != nil {
 		t.Fatal("perl not found (apt-get install perl): checkpatch.pl needs it")
 	}
@@ -57,6 +58,7 @@ func TestCheckpatch(t *testing.T) {
 // building it: checkIoctls), and a copy whose code is the tty layer's 'T'
 // is refused, naming the line that defines it and the registry's owner.
 func TestIoctlMagicFree(t *testing.T) {
+	t.Parallel()
 	root, _ := loadLock(t)
 	h := kmmapHarness(t)
 	f := cellFetcher(t)
@@ -95,6 +97,7 @@ var sparseWarning = regexp.MustCompile(`(?m)^.*: (warning|error): .*$`)
 // TestSparse: sparse (make C=2 W=1) finds nothing in the module, built
 // against the first kernel this host builds with its own toolchain.
 func TestSparse(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("sparse"); err != nil {
 		t.Fatal("sparse not found (apt-get install sparse)")
 	}

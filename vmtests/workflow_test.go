@@ -148,6 +148,7 @@ func TestWorkflowJobs(t *testing.T) {
 
 // TestActionlint lints every workflow with actionlint (a tool of go.mod).
 func TestActionlint(t *testing.T) {
+	t.Parallel()
 	root, err := goModuleRoot("")
 	if err != nil {
 		t.Fatal(err)
