@@ -85,10 +85,10 @@ func TestCommandTimeout(t *testing.T) {
 	t.Parallel() // waits for its timeout: it runs beside the matrix
 	h := kmmapHarness(t)
 	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sleep", "600"}, NoModule: true})
-	c.Timeout = 25 * time.Second
+	c.Timeout = 15 * time.Second
 	r := RunCommand(t.Context(), c)
 	if r.ExitCode() != ExitTimeout || r.Elapsed > time.Minute || r.Tail == "" {
-		t.Errorf("exit %d after %s, tail %q; want %d at the 25 s timeout", r.ExitCode(), r.Elapsed, r.Tail, ExitTimeout)
+		t.Errorf("exit %d after %s, tail %q; want %d at the 15 s timeout", r.ExitCode(), r.Elapsed, r.Tail, ExitTimeout)
 	}
 }
 
@@ -126,7 +126,7 @@ func TestStalledGuestWatchdog(t *testing.T) {
 func TestHungGuestTestNamed(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel() // waits for its timeout: it runs beside the matrix
-	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = time.Minute })
+	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second }) // the guest suite's: 22.5 s
 	r := boot(t.Context(), c)
 	dump := r.con.from("panic: test timed out")
 	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
