@@ -125,7 +125,7 @@ func TestStalledGuestWatchdog(t *testing.T) {
 // suite gets -test.timeout under it.
 func TestHungGuestTestNamed(t *testing.T) {
 	bootsVMs(t)
-	t.Parallel() // waits for its timeout: it runs beside the matrix
+	t.Parallel()                                                             // waits for its timeout: it runs beside the matrix
 	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second }) // the guest suite's: 22.5 s
 	r := boot(t.Context(), c)
 	dump := r.con.from("panic: test timed out")
