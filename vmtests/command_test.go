@@ -125,8 +125,9 @@ func TestStalledGuestWatchdog(t *testing.T) {
 // suite gets -test.timeout under it.
 func TestHungGuestTestNamed(t *testing.T) {
 	bootsVMs(t)
-	t.Parallel()                                                             // waits for its timeout: it runs beside the matrix
-	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second }) // the guest suite's: 22.5 s
+	t.Parallel() // waits for its timeout: it runs beside the matrix
+	// The guest suite's timeout is 22.5 s of the guest's 45.
+	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second })
 	r := boot(t.Context(), c)
 	dump := r.con.from("panic: test timed out")
 	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
