@@ -30,8 +30,18 @@ func DefaultCacheDir() (string, error) {
 // processes (flock): concurrent test runs on one cache wait for each other.
 type FileLock struct{ f *os.File }
 
-// LockFile takes an exclusive lock on path, creating it if needed.
-func LockFile(path string) (*FileLock, error) {
+// ErrLocked is TryLockFile's error when another holds the lock.
+var ErrLocked = errors.New("held by another")
+
+// LockFile takes an exclusive lock on path, creating it if needed,
+// waiting while another holds it.
+func LockFile(path string) (*FileLock, error) { return lockFile(path, 0) }
+
+// TryLockFile takes the lock LockFile takes, or returns an error wrapping
+// ErrLocked at once when another holds it.
+func TryLockFile(path string) (*FileLock, error) { return lockFile(path, unix.LOCK_NB) }
+
+func lockFile(path string, how int) (*FileLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, NotYours(filepath.Dir(path), err)
 	}
@@ -39,8 +49,11 @@ func LockFile(path string) (*FileLock, error) {
 	if err != nil {
 		return nil, NotYours(path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|how); err != nil {
 		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			err = ErrLocked
+		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return &FileLock{f: f}, nil

@@ -3,11 +3,10 @@ package vmtests
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // resultsClaim is one run's hold on its results directory: the run
@@ -19,28 +18,20 @@ import (
 // which the kernel drops when the process ends, however it ends.
 type resultsClaim struct {
 	once sync.Once
-	f    *os.File
+	lock *kernels.FileLock
 }
 
 // claimResults takes dir for one run, or says which run has it.
 func claimResults(dir string) (*resultsClaim, error) {
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, err
+	lock, err := kernels.TryLockFile(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock"))
+	if errors.Is(err, kernels.ErrLocked) {
+		return nil, fmt.Errorf("results directory %s is in use by another run of this cell (in this process or another): "+
+			"give one of them a results directory of its own (KMMAP_RESULTS, or CellOptions.ResultsID)", dir)
 	}
-	lock := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock")
-	f, err := os.OpenFile(lock, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("results directory %s: %w", dir, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("results directory %s is in use by another run of this cell (in this process or another): "+
-				"give one of them a results directory of its own (KMMAP_RESULTS, or CellOptions.ResultsID)", dir)
-		}
-		return nil, fmt.Errorf("locking results directory %s: %w", dir, err)
-	}
-	return &resultsClaim{f: f}, nil
+	return &resultsClaim{lock: lock}, nil
 }
 
 // release lets another run have the directory; the files stay.
@@ -48,5 +39,5 @@ func (c *resultsClaim) release() {
 	if c == nil {
 		return
 	}
-	c.once.Do(func() { c.f.Close() })
+	c.once.Do(func() { c.lock.Unlock() })
 }

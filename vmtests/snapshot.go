@@ -16,7 +16,6 @@ import (
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/kernels"
-	"golang.org/x/sys/unix"
 )
 
 // BootMode is how a guest came to run its job.
@@ -161,7 +160,7 @@ type plan struct {
 	mode  BootMode
 	state string
 	key   string
-	lock  *os.File
+	lock  *kernels.FileLock
 }
 
 // state and ram are where the snapshot named key is kept.
@@ -170,26 +169,14 @@ func (s *snapshots) ram(key string) string   { return filepath.Join(s.dir, key+"
 
 // lock takes the lock that makes one run of many create the snapshot
 // named key, waiting while another holds it.
-func (s *snapshots) lock(ctx context.Context, key string) (*os.File, error) {
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(s.dir, key+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
+func (s *snapshots) lock(ctx context.Context, key string) (*kernels.FileLock, error) {
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		l, err := kernels.TryLockFile(filepath.Join(s.dir, key+".lock"))
+		if !errors.Is(err, kernels.ErrLocked) {
+			return l, err
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -199,7 +186,7 @@ func (s *snapshots) lock(ctx context.Context, key string) (*os.File, error) {
 // unlock lets go of a plan's lock, if it holds one.
 func (p *plan) unlock() {
 	if p.lock != nil {
-		p.lock.Close()
+		p.lock.Unlock()
 		p.lock = nil
 	}
 }
@@ -297,7 +284,7 @@ func boot(ctx context.Context, cell *Cell) run {
 	}
 	// Another run may have saved it while this one waited for the lock.
 	if r, ok := restore(); ok {
-		lock.Close()
+		lock.Unlock()
 		cell.mode = Restored
 		r.notes = append(notes, r.notes...)
 		return r
