@@ -224,6 +224,13 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 	if err := cell.writeResults(r); err != nil {
 		t.Error(err)
 	}
+	for _, n := range r.notes {
+		t.Logf("%s: %s", cell.ID, n)
+	}
+	if !slices.Contains(r.res.list, test) {
+		// Say why: a guest that never ran its test proves nothing.
+		t.Fatalf("the guest suite did not run %s (it listed %d tests); results in %s:\n%s", test, len(r.res.list), cell.Results, strings.Join(cell.problems(r), "\n"))
+	}
 	return r, cell.mode
 }
 

@@ -2,7 +2,6 @@ package vmtests
 
 import (
 	"os"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -133,9 +132,6 @@ func TestRegressionsCaught(t *testing.T) {
 		t.Run(reg.name+"/"+k.ID, func(t *testing.T) {
 			t.Parallel()
 			r, _ := bootEdited(t, root, k, "regression "+reg.name, reg.edits, reg.test, reg.count, nil, k.ID+"-regression-"+reg.name)
-			if !slices.Contains(r.res.list, reg.test) {
-				t.Fatalf("the guest suite has no %s", reg.test)
-			}
 			reports := reportsDuring(r, reg.test)
 			tr := r.res.test(reg.test)
 			out := tr.output.String()
