@@ -8,8 +8,10 @@
 #                    (gcov): coverage/kmod.info and coverage/html/index.html
 #   make mutants     each mutant of vmtests/mutants/ against the guest suite;
 #                    writes MUTANTS.md (MUTANTS=<dir>: your own list)
-#   make bench       measure boots, the matrix, the edit loop and zero copy
-#                    against copies; writes BENCHMARKS.md (about 20 minutes)
+#   make bench       measure make test warm, boots, the matrix, the edit loop
+#                    and zero copy against copies; writes BENCHMARKS.md (each
+#                    block says what it took). PARTS=cold: make test with every
+#                    cache empty, a fresh machine's CI (about an hour)
 #   make kernels     download, verify and unpack the pinned kernels, and
 #                    build the debug and KCSAN kernels (no deadline)
 #   make toolchains  create the per-suite build roots (no root needed; the
@@ -157,5 +159,6 @@ mutants: deps
 	$(TIED) $(GO) run ./cmd/kmmap mutate $(if $(MUTANTS),-mutants $(MUTANTS),-o MUTANTS.md)
 
 # Benchmarks, not tests: nothing fails because the machine is slow.
+PARTS ?=
 bench: deps
-	$(TIED) $(GO) run ./cmd/kmmap bench
+	$(TIED) $(GO) run ./cmd/kmmap bench $(if $(PARTS),-parts $(PARTS))

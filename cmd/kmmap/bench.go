@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -22,19 +24,30 @@ import (
 	"github.com/kmmap/kmmap/vmtests"
 )
 
-// bench measures the harness and the module and writes the tables to out
-// and to the -o file (BENCHMARKS.md). Nothing here passes or fails on a
-// figure: a slow machine gives slow numbers, not a red build.
+// bench measures the harness and the module and writes the tables to
+// stdout and to the -o file (BENCHMARKS.md). Nothing here passes or fails
+// on a figure: a slow machine gives slow numbers, not a red build.
+//
+// Each part is a block of the file that says when, where and by which
+// command it was measured; a run of some parts replaces their blocks and
+// keeps the others, so that a part that takes an hour (cold) need not be
+// measured again with the rest.
 func bench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	runs := fs.Int("runs", 5, "boots per cell (the median is reported)")
 	outPath := fs.String("o", "BENCHMARKS.md", "write the report here too")
 	only := fs.String("cells", "", "comma-separated cells (default: every cell of the lock)")
 	editCell := fs.String("edit-cell", "6.1-amd64", "the cell of the edit-to-verdict loop")
-	parts := fs.String("parts", "matrix,edit,initramfs,cells,guest", "what to measure (distro: the matrix's distribution-cell rows alone)")
+	parts := fs.String("parts", strings.Join(defaultParts, ","), "what to measure, of "+strings.Join(partNames, ", ")+" (distro: the matrix's distribution-cell rows alone; cold: `make test` with every cache empty, about an hour)")
 	suite := fs.String("suite", "", "the guest tests each boot of the per-cell table runs (a -test.run pattern; default: the whole suite)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	want := strings.Split(*parts, ",")
+	for _, p := range want {
+		if !slices.Contains(partNames, p) && p != "distro" {
+			return fmt.Errorf("-parts: no part %q (the parts: %s)", p, strings.Join(partNames, ", "))
+		}
 	}
 	h, err := harness()
 	if err != nil {
@@ -45,60 +58,209 @@ func bench(ctx context.Context, args []string) error {
 	if *only != "" {
 		cells = strings.Split(*only, ",")
 	}
-	var md bytes.Buffer
-	w := io.MultiWriter(&md, os.Stdout)
+	out := *outPath
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(root, out)
+	}
+	old, err := os.ReadFile(out)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
 	// The command as run: a run of some parts or cells says so.
 	command := "`go run ./cmd/kmmap bench " + strings.Join(args, " ") + "`"
 	if len(args) == 0 {
 		command = "`make bench` (`go run ./cmd/kmmap bench`)"
 	}
-	fmt.Fprintf(w, "# kmmap benchmarks\n\n%s, on %s. Command: %s.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), command)
-	fmt.Fprintf(w, "Figures are from one run of the command on this machine; compare ratios within a run, not absolute numbers across runs. This host's speed drifts between runs: SHA-256 of 1 GiB on one core took %s at the start of this run.\n", secs(hostSpeed()))
-
 	quiet := func(string, ...any) {}
 	f, err := h.Fetcher(quiet)
 	if err != nil {
 		return err
 	}
-
-	want := func(p string) bool { return slices.Contains(strings.Split(*parts, ","), p) }
-	if want("matrix") || want("distro") {
-		if err := benchMatrix(w, root, lock, f, want("matrix")); err != nil {
-			return err
-		}
-	}
-	if want("edit") {
-		if err := benchEdit(w, root, *editCell); err != nil {
-			return err
-		}
-	}
-	if want("initramfs") {
-		if err := benchInitramfs(w, root); err != nil {
-			return err
-		}
-	}
-	if want("cells") {
-		if err := benchCells(ctx, w, h, f, cells, *runs, *suite); err != nil {
-			return err
-		}
-	}
-	if want("guest") {
-		// Zero copy against copies, in the guest.
-		for _, id := range []string{"6.12-amd64", "6.12-arm64"} {
-			if !slices.Contains(cells, id) {
-				continue
+	measure := map[string]func(io.Writer) error{
+		"maketest":  func(w io.Writer) error { return benchMakeTest(ctx, w, root, false) },
+		"cold":      func(w io.Writer) error { return benchMakeTest(ctx, w, root, true) },
+		"matrix":    func(w io.Writer) error { return benchMatrix(w, root, lock, f, !slices.Contains(want, "distro")) },
+		"edit":      func(w io.Writer) error { return benchEdit(w, root, *editCell) },
+		"initramfs": func(w io.Writer) error { return benchInitramfs(w, root) },
+		"cells":     func(w io.Writer) error { return benchCells(ctx, w, h, f, cells, *runs, *suite) },
+		"guest": func(w io.Writer) error {
+			// Zero copy against copies, in the guest.
+			for _, id := range []string{"6.12-amd64", "6.12-arm64"} {
+				if slices.Contains(cells, id) {
+					if err := guestBench(ctx, w, h, f, id); err != nil {
+						return err
+					}
+				}
 			}
-			if err := guestBench(ctx, w, h, f, id); err != nil {
+			return nil
+		},
+	}
+	blocks := splitBlocks(string(old))
+	for _, name := range partNames {
+		if !slices.Contains(want, name) && !(name == "matrix" && slices.Contains(want, "distro")) {
+			continue
+		}
+		stamp := fmt.Sprintf("_%s, %s, SHA-256 of 1 GiB on one core %s (this host's speed drifts: compare figures within a block). %s._",
+			time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), secs(hostSpeed()), command)
+		var b bytes.Buffer
+		if err := measure[name](io.MultiWriter(&b, os.Stdout)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		blocks[name] = stampBlock(b.String(), stamp)
+		// Written after every part: an hour's measurement is not lost to a
+		// later part's failure.
+		if err := os.WriteFile(out, []byte(joinBlocks(blocks)), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The parts of BENCHMARKS.md, in the file's order; make bench measures
+// the default ones.
+var (
+	partNames    = []string{"maketest", "cold", "matrix", "edit", "initramfs", "cells", "guest"}
+	defaultParts = []string{"maketest", "matrix", "edit", "initramfs", "cells", "guest"}
+)
+
+// benchHeader opens BENCHMARKS.md.
+const benchHeader = "# kmmap benchmarks\n\nMade by `make bench` (`go run ./cmd/kmmap bench`), one block per part; `go run ./cmd/kmmap bench -parts <part>` measures one part again and keeps the others. Each block says when, on what machine and by which command it was measured: compare ratios within a block, not absolute numbers across blocks.\n"
+
+// partMark opens a part's block in BENCHMARKS.md.
+const partMark = "<!-- kmmap bench part: "
+
+// splitBlocks returns the blocks of a BENCHMARKS.md by part (a file
+// written before the blocks had marks has none).
+func splitBlocks(md string) map[string]string {
+	blocks := map[string]string{}
+	chunks := strings.Split(md, partMark)
+	for _, c := range chunks[1:] {
+		name, body, ok := strings.Cut(c, " -->\n")
+		if ok && slices.Contains(partNames, name) {
+			blocks[name] = strings.TrimSpace(body) + "\n"
+		}
+	}
+	return blocks
+}
+
+// joinBlocks writes BENCHMARKS.md from its blocks, in the parts' order.
+func joinBlocks(blocks map[string]string) string {
+	var b strings.Builder
+	b.WriteString(benchHeader)
+	for _, name := range partNames {
+		if body, ok := blocks[name]; ok {
+			fmt.Fprintf(&b, "\n%s%s -->\n%s", partMark, name, body)
+		}
+	}
+	return b.String()
+}
+
+// stampBlock puts stamp under a block's first heading.
+func stampBlock(body, stamp string) string {
+	body = strings.TrimSpace(body) + "\n"
+	if first, rest, ok := strings.Cut(body, "\n\n"); ok && strings.HasPrefix(first, "## ") {
+		return first + "\n\n" + stamp + "\n\n" + rest
+	}
+	return stamp + "\n\n" + body
+}
+
+// benchMakeTest: what CI runs (`bash .ci/run`, so `make test`) in a fresh
+// clone of the checkout's HEAD, with this machine's caches (warm) or with
+// every cache empty, kmmap's, Go's build and module caches (cold: a fresh
+// machine, but for the packages apt installed). It reports the wall time,
+// the CPU time of everything the run started and when the first cell's
+// verdict came.
+func benchMakeTest(ctx context.Context, w io.Writer, root string, cold bool) error {
+	tmp, err := os.MkdirTemp("", "kmmap-bench-ci-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	clone := filepath.Join(tmp, "kmmap")
+	if out, err := exec.CommandContext(ctx, "git", "clone", "-q", root, clone).CombinedOutput(); err != nil {
+		return fmt.Errorf("git clone %s: %v\n%s", root, err, out)
+	}
+	head, err := exec.CommandContext(ctx, "git", "-C", clone, "log", "-1", "--format=%h").Output()
+	if err != nil {
+		return fmt.Errorf("git log in the clone: %v", err)
+	}
+	env := os.Environ()
+	caches := "warm: this machine's kmmap, Go build and Go module caches"
+	if cold {
+		for _, v := range []string{"KMMAP_CACHE", "GOCACHE", "GOMODCACHE"} {
+			d := filepath.Join(tmp, strings.ToLower(v))
+			if err := os.Mkdir(d, 0o755); err != nil {
 				return err
 			}
+			env = append(env, v+"="+d)
+		}
+		// Module cache files are read-only unless asked: RemoveAll must
+		// be able to take them.
+		env = append(env, "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -modcacherw"))
+		caches = "cold: `KMMAP_CACHE`, `GOCACHE` and `GOMODCACHE` empty directories"
+	}
+	cmd := lifeline.Tie(exec.CommandContext(ctx, "bash", ".ci/run"))
+	cmd.Dir, cmd.Env = clone, env
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		return err
+	}
+	pw.Close()
+	v := readCIRun(pr, start)
+	pr.Close()
+	err = cmd.Wait()
+	wall := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("bash .ci/run in a fresh clone (%s) failed after %s: %v; its last lines:\n%s", caches, secs(wall), err, strings.Join(v.tail, "\n"))
+	}
+	user, sys := cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()
+	title := "`make test` in a fresh clone, warm caches (what CI runs on a machine that kept its cache)"
+	if cold {
+		title = "`make test` in a fresh clone, every cache empty (what CI runs on a fresh machine)"
+	}
+	fmt.Fprintf(w, "\n## %s\n\n", title)
+	fmt.Fprintln(w, "| commit | caches | wall | CPU (user + sys) | first cell's verdict |\n|---|---|---:|---:|---:|")
+	first := "none"
+	if v.first > 0 {
+		first = fmt.Sprintf("%s (%s)", secs(v.first), v.firstCell)
+	}
+	fmt.Fprintf(w, "| %s | %s | **%s** (%s) | %s + %s | %s |\n", strings.TrimSpace(string(head)), caches, secs(wall), wall.Round(time.Second), secs(user), secs(sys), first)
+	log.Printf("bench: bash .ci/run (%s): %s", caches, secs(wall))
+	return nil
+}
+
+// cellVerdict matches kmmap report's line for a cell's verdict.
+var cellVerdict = regexp.MustCompile(`^(?:PASS|FAIL) +(\S+) +\d+\.\ds  \d+ passed`)
+
+// ciRun is what benchMakeTest reads from a run's output: when the first
+// cell's verdict came, and the last lines (to show when it fails).
+type ciRun struct {
+	first     time.Duration
+	firstCell string
+	tail      []string
+}
+
+func readCIRun(r io.Reader, start time.Time) ciRun {
+	var v ciRun
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if m := cellVerdict.FindStringSubmatch(l); m != nil && v.first == 0 {
+			v.first, v.firstCell = time.Since(start), m[1]
+		}
+		if v.tail = append(v.tail, l); len(v.tail) > 60 {
+			v.tail = v.tail[1:]
 		}
 	}
-	out := *outPath
-	if !filepath.IsAbs(out) {
-		out = filepath.Join(root, out)
-	}
-	return os.WriteFile(out, md.Bytes(), 0o644)
+	return v
 }
 
 // benchMatrix: the real command over the matrix, warm (the distribution

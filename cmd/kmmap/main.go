@@ -10,7 +10,7 @@
 //	                              shared; exits with its status (100 kernel report, 101 panic,
 //	                              102 timeout, 103 never ran); --cells A,B|all: one line per cell
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
-//	kmmap bench [-runs N]         measure the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
+//	kmmap bench [-runs N] [-parts P] measure make test, the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
 //	kmmap mutate [-mutants DIR] [-run RE] [-j N] [-o FILE]
 //	                              run each mutant of kmod/ (vmtests/mutants) against the guest suite
 //	kmmap coverage cells          the cells whose kernels profile the module (gcov)
