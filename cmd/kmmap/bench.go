@@ -213,7 +213,8 @@ func benchMakeTest(ctx context.Context, w io.Writer, root string, cold bool) err
 		return err
 	}
 	pw.Close()
-	v := readCIRun(pr, start)
+	// Its lines go on to stderr: an hour without a line is no good.
+	v := readCIRun(io.TeeReader(pr, os.Stderr), start)
 	pr.Close()
 	err = cmd.Wait()
 	wall := time.Since(start)

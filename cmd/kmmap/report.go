@@ -87,6 +87,8 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		return c
 	}
 	guest := map[string]string{} // test -> its time in the guest
+	suites := map[string]bool{}  // package + top-level test -> it runs cells (logged CellsLine)
+	isSuite := func(pkg, test string) bool { return test == "TestGuest" || suites[pkg+"\x00"+test] }
 	status, events := 0, 0
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
@@ -109,7 +111,8 @@ func report(args []string, in io.Reader, out io.Writer) int {
 			}
 		case "output":
 			e.Output = withGuestTime(e.Output, guest)
-			if _, ids, ok := strings.Cut(e.Output, vmtests.CellsLine); ok && e.Test == "TestGuest" {
+			if _, ids, ok := strings.Cut(e.Output, vmtests.CellsLine); ok && e.Test != "" && !strings.Contains(e.Test, "/") {
+				suites[key] = true // kmmap's TestGuest, or a module's own vmtests.Run
 				for _, id := range strings.Fields(ids) {
 					row(id, e.Package)
 				}
@@ -129,7 +132,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 		case "run":
 			// A cell is a row from its start: one that never ends (the
 			// test binary died) is still reported.
-			if parts := strings.Split(e.Test, "/"); len(parts) == 2 && parts[0] == "TestGuest" {
+			if parts := strings.Split(e.Test, "/"); len(parts) == 2 && isSuite(e.Package, parts[0]) {
 				row(parts[1], e.Package)
 			}
 		case "pass", "fail", "skip":
@@ -151,7 +154,7 @@ func report(args []string, in io.Reader, out io.Writer) int {
 				continue
 			}
 			parts := strings.SplitN(e.Test, "/", 3)
-			if parts[0] != "TestGuest" || len(parts) < 2 {
+			if !isSuite(e.Package, parts[0]) || len(parts) < 2 {
 				continue
 			}
 			c := row(parts[1], e.Package)

@@ -131,3 +131,16 @@ func TestReportProgress(t *testing.T) {
 		t.Errorf("-progress=off:\n%s", out.String())
 	}
 }
+
+// A module's own host test (vmtests.Run in TestHello) gets its line per
+// cell, as kmmap's TestGuest does: the reusable workflow's summary.
+func TestReportOwnModule(t *testing.T) {
+	s := strings.NewReplacer("TestGuest", "TestHello").Replace(stream)
+	var out bytes.Buffer
+	report(nil, strings.NewReader(s), &out)
+	for _, want := range []string{"PASS 6.1-amd64             4.5s  1 passed", "FAIL 5.10-arm64            7.2s  0 passed, 2 failed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
