@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/internal/scaffold"
 )
 
 // moduleFiles lists the module's kernel sources, relative to kmod/
@@ -43,13 +45,19 @@ func TestCheckpatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kmod := filepath.Join(root, "kmod")
-	args := append([]string{filepath.Join(dir, "checkpatch.pl"), "--strict", "--no-tree", "--no-summary", "--terse", "--color=never", "-f"}, moduleFiles(t, kmod)...)
-	cmd := exec.Command("perl", args...)
-	cmd.Dir = kmod
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("checkpatch.pl --strict (%s) is not clean: %v\n%s", lock.Checkpatch.Package.Name, err, out)
+	// kmod/, and the module kmmap init writes for a user.
+	project := filepath.Join(t.TempDir(), "hello")
+	if _, err := scaffold.Write(project, scaffold.Project{Name: "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, kmod := range []string{filepath.Join(root, "kmod"), filepath.Join(project, "kmod")} {
+		args := append([]string{filepath.Join(dir, "checkpatch.pl"), "--strict", "--no-tree", "--no-summary", "--terse", "--color=never", "-f"}, moduleFiles(t, kmod)...)
+		cmd := exec.Command("perl", args...)
+		cmd.Dir = kmod
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+			t.Errorf("checkpatch.pl --strict (%s) is not clean in %s: %v\n%s", lock.Checkpatch.Package.Name, kmod, err, out)
+		}
 	}
 }
 

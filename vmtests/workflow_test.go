@@ -78,6 +78,12 @@ func readWorkflow(t *testing.T, path string) workflow {
 const (
 	cellScript  = `.ci/cell "$KMMAP_CELLS"`
 	runnerSetup = "./.github/actions/runner-setup"
+	// The reusable workflow a module's repository calls checks kmmap out
+	// in .kmmap and runs a cell through .ci/module (TestForeignModule
+	// runs it on the project kmmap init writes).
+	moduleWorkflow    = ".github/workflows/module.yml"
+	moduleScript      = `.kmmap/.ci/module "$KMMAP_CELLS" "$MODULE_DIR" $PACKAGES`
+	moduleRunnerSetup = "./.kmmap/.github/actions/runner-setup"
 )
 
 // TestWorkflowJobs: every job of every workflow that tests a cell does it
@@ -90,7 +96,7 @@ func TestWorkflowJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm control --reload-rules|udevadm trigger --name-match=kvm)$`)
+	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make -C "\$GITHUB_ACTION_PATH/\.\./\.\./\.\." deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm control --reload-rules|udevadm trigger --name-match=kvm)$`)
 	action, err := os.ReadFile(filepath.Join(root, runnerSetup, "action.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -107,10 +113,10 @@ func TestWorkflowJobs(t *testing.T) {
 		for name, job := range readWorkflow(t, p).Jobs {
 			setup, cell := -1, -1
 			for i, s := range job.Steps {
-				if s.Uses == runnerSetup {
+				if s.Uses == runnerSetup || s.Uses == moduleRunnerSetup {
 					setup = i
 				}
-				if strings.Contains(s.Run, ".ci/cell") {
+				if strings.Contains(s.Run, ".ci/cell") || strings.Contains(s.Run, ".ci/module") {
 					cell = i
 				}
 				for _, l := range strings.Split(s.Run, "\n") {
@@ -126,23 +132,29 @@ func TestWorkflowJobs(t *testing.T) {
 				continue
 			}
 			cellJobs++
-			if job.Steps[cell].Run != cellScript || job.Env["KMMAP_CELLS"] != "${{ matrix.cell }}" {
-				t.Errorf("%s: job %s must run %q with KMMAP_CELLS: ${{ matrix.cell }}", rel, name, cellScript)
+			script := cellScript
+			if rel == moduleWorkflow {
+				script = moduleScript
+			}
+			if job.Steps[cell].Run != script || job.Env["KMMAP_CELLS"] != "${{ matrix.cell }}" {
+				t.Errorf("%s: job %s must run %q with KMMAP_CELLS: ${{ matrix.cell }}", rel, name, script)
 			}
 			if setup < 0 || setup > cell {
 				t.Errorf("%s: job %s runs %s without %s before it", rel, name, cellScript, runnerSetup)
 			}
 		}
 	}
-	if cellJobs < 2 {
-		t.Errorf("%d workflow jobs run %s; want the vmtests workflow's and the kernels update's", cellJobs, cellScript)
+	if cellJobs < 3 {
+		t.Errorf("%d workflow jobs run %s or %s; want the vmtests workflow's, the kernels update's and the module workflow's", cellJobs, cellScript, moduleScript)
 	}
-	script, err := os.ReadFile(filepath.Join(root, ".ci", "cell"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(script), "sudo") {
-		t.Errorf(".ci/cell uses sudo: it runs as the runner's user")
+	for _, s := range []string{"cell", "module"} {
+		script, err := os.ReadFile(filepath.Join(root, ".ci", s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(script), "sudo") {
+			t.Errorf(".ci/%s uses sudo: it runs as the runner's user", s)
+		}
 	}
 }
 

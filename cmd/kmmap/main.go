@@ -9,6 +9,9 @@
 //	                              run COMMAND in CELL with the module loaded and the working directory
 //	                              shared; exits with its status (100 kernel report, 101 panic,
 //	                              102 timeout, 103 never ran); --cells A,B|all: one line per cell
+//	kmmap init [-name N] [-module M] DIR
+//	                              write a new module project (misc device, guest tests, host test,
+//	                              GitHub workflow) into DIR, requiring this kmmap
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
 //	kmmap bench [-runs N] [-parts P] measure make test, the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
 //	kmmap mutate [-mutants DIR] [-run RE] [-j N] [-o FILE]
@@ -88,6 +91,11 @@ func main() {
 		return
 	case len(args) >= 1 && args[0] == "run":
 		os.Exit(runCmd(ctx, args[1:], os.Stdout, os.Stderr))
+	case len(args) >= 1 && args[0] == "init":
+		if err := initModule(ctx, args[1:], os.Stdout); err != nil {
+			log.Fatalf("kmmap init: %v", err)
+		}
+		return
 	case len(args) == 1 && args[0] == "config":
 		fmt.Print(vmtests.ConfigTable())
 		return
