@@ -194,9 +194,12 @@ func benchMakeTest(ctx context.Context, w io.Writer, root string, cold bool) err
 			}
 			env = append(env, v+"="+d)
 		}
-		// Module cache files are read-only unless asked: RemoveAll must
-		// be able to take them.
-		env = append(env, "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -modcacherw"))
+		// Go's module cache is read-only: go clean empties it.
+		defer func() {
+			clean := exec.Command("go", "clean", "-modcache")
+			clean.Env = append(os.Environ(), "GOMODCACHE="+filepath.Join(tmp, "gomodcache"))
+			clean.Run()
+		}()
 		caches = "cold: `KMMAP_CACHE`, `GOCACHE` and `GOMODCACHE` empty directories"
 	}
 	cmd := lifeline.Tie(exec.CommandContext(ctx, "bash", ".ci/run"))
