@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -122,7 +123,7 @@ var bugs = []bug{
 }
 
 // CaptureEnv, set to 1, runs every injected bug and writes each report to
-// testdata/splats as a fixture of the classifier.
+// internal/console/testdata/splats as a fixture of the classifier.
 const CaptureEnv = "KMMAP_CAPTURE_SPLATS"
 
 // TestInjectedBugs builds the module with each deliberate bug and runs the
@@ -236,7 +237,7 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 
 // reportsDuring returns the kernel reports during test and its subtests,
 // in the order they began.
-func reportsDuring(r run, test string) []string { return r.con.during(test) }
+func reportsDuring(r run, test string) []string { return r.con.During(test) }
 
 // runBug boots cell k with bug b, cold or (snapshots on) restored, and
 // checks the verdict.
@@ -252,17 +253,17 @@ func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture, cold bo
 	if restored := mode != Cold; restored == cold {
 		t.Errorf("the guest started %s, want %s", mode, map[bool]string{true: "cold", false: "from a snapshot"}[cold])
 	}
-	for name, s := range r.con.splats {
+	for name, s := range r.con.Splats {
 		if !strings.HasPrefix(name, b.test) {
 			t.Errorf("a report during %q, not %s:\n%s", name, b.test, strings.Join(s, "\n"))
 		}
 	}
 	reports := reportsDuring(r, b.test)
 	if len(reports) == 0 {
-		t.Fatalf("no kernel report during %s; its output:\n%s\nconsole:\n%s", b.test, r.res.test(b.test).output.String(), r.con.tail(40))
+		t.Fatalf("no kernel report during %s; its output:\n%s\nconsole:\n%s", b.test, r.res.test(b.test).output.String(), r.con.Tail(40))
 	}
 	want := b.kind[k.Arch]
-	got := kindOf(reports[0])
+	got := console.KindOf(reports[0])
 	if !slices.Contains(strings.Split(want, "|"), got) {
 		t.Errorf("the first report during %s is a %q report, want %q:\n%s", b.test, got, want, reports[0])
 	}
@@ -272,11 +273,12 @@ func runBug(t *testing.T, root string, k kernels.Kernel, b bug, capture, cold bo
 }
 
 // fixtureDir holds real kernel reports, one per file named
-// <kind>--<bug>--<cell>.log, from the injected bugs.
-const fixtureDir = "testdata/splats"
+// <kind>--<bug>--<cell>.log, from the injected bugs: the fixtures of
+// package console's classifier.
+const fixtureDir = "../internal/console/testdata/splats"
 
 func writeFixture(t *testing.T, kind, bug, cell, report string) {
-	name := fmt.Sprintf("%s--%s--%s.log", slug(kind), bug, cell)
+	name := fmt.Sprintf("%s--%s--%s.log", console.Slug(kind), bug, cell)
 	if err := os.MkdirAll(fixtureDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

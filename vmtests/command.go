@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/console"
 )
 
 // The exit statuses of a command run in a cell (kmmap run) when it did
@@ -103,19 +104,19 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 		}
 	}
 	for _, key := range []string{event.RunMarker, ""} {
-		res.Reports = append(res.Reports, r.con.splats[key]...)
+		res.Reports = append(res.Reports, r.con.Splats[key]...)
 	}
-	res.Kinds = kindsOf(res.Reports)
+	res.Kinds = console.KindsOf(res.Reports)
 	res.Panicked = strings.Contains(strings.Join(res.Reports, "\n"), "Kernel panic")
 	for i, rep := range res.Reports {
 		res.Reports[i] = c.withSources(rep)
 	}
 	res.TimedOut = c.Timeout > 0 && r.elapsed >= c.Timeout
 	if res.Panicked || res.TimedOut || !r.res.ran {
-		res.Tail = r.con.tail(30)
+		res.Tail = r.con.Tail(30)
 	}
 	if res.Panicked {
-		res.Tail = r.con.from("Kernel panic")
+		res.Tail = r.con.From("Kernel panic")
 	}
 	if !r.res.ran && !res.Panicked && !res.TimedOut {
 		for _, p := range c.problems(r) {
@@ -124,7 +125,7 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 			}
 		}
 		if len(res.Problems) == 0 {
-			res.Problems = append(res.Problems, "the guest ended before the command did; last console lines:\n"+r.con.tail(30))
+			res.Problems = append(res.Problems, "the guest ended before the command did; last console lines:\n"+r.con.Tail(30))
 		}
 	}
 	return res

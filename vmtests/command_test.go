@@ -129,9 +129,9 @@ func TestHungGuestTestNamed(t *testing.T) {
 	// The guest suite's timeout is 22.5 s of the guest's 45.
 	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second })
 	r := boot(t.Context(), c)
-	dump := r.con.from("panic: test timed out")
+	dump := r.con.From("panic: test timed out")
 	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
-		t.Errorf("after %s (VM timeout %s), the console has no Go timeout panic naming TestHangs:\n%s", r.elapsed, c.Timeout, r.con.tail(30))
+		t.Errorf("after %s (VM timeout %s), the console has no Go timeout panic naming TestHangs:\n%s", r.elapsed, c.Timeout, r.con.Tail(30))
 	}
 	if tr := r.res.tests["TestHangs"]; tr == nil || tr.action != "" {
 		t.Errorf("TestHangs ended as %+v, want started and never finished", tr)

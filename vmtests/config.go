@@ -43,7 +43,7 @@ var Vars = []Var{
 	{"KMMAP_ARCH", "the custom kernel's arch, `amd64` or `arm64`", "the host's", true},
 	{"KMMAP_KMODS", "the custom kernel's modules directory (lib/modules/<release>)", "", true},
 	{"KMMAP_KEEP_FAILED", "`1`: keep a failed kernel build's tree in the cache", "", false},
-	{"KMMAP_CAPTURE_SPLATS", "`1`: kmmap's TestInjectedBugs injects every bug and refreshes its testdata/splats", "", false},
+	{"KMMAP_CAPTURE_SPLATS", "`1`: kmmap's TestInjectedBugs injects every bug and refreshes internal/console/testdata/splats", "", false},
 }
 
 // Config is the harness's configuration, read once from the environment

@@ -68,7 +68,7 @@ func TestGDBStub(t *testing.T) {
 		t.Errorf("the guest was not halted at the reset vector (rip 0xfff0) when gdb attached:\n%s", out)
 	}
 	if len(r.res.list) == 0 || r.res.tests["TestTwoMappingsReadKernelContents"] == nil || r.res.tests["TestTwoMappingsReadKernelContents"].action != "pass" {
-		t.Fatalf("the guest test did not pass after gdb continued it; console:\n%s", r.con.tail(30))
+		t.Fatalf("the guest test did not pass after gdb continued it; console:\n%s", r.con.Tail(30))
 	}
 	if r.res.sections[".text"] == "" {
 		t.Fatalf("the guest sent no section addresses for the module: %v", r.res.sections)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -206,7 +207,7 @@ func (c *Cell) onlyTimedOut(r run) bool {
 	if r.stalled == "" && (c.Timeout == 0 || r.elapsed < c.Timeout) {
 		return false
 	}
-	if len(r.con.splats) > 0 {
+	if len(r.con.Splats) > 0 {
 		return false
 	}
 	for _, tr := range r.res.tests {
@@ -250,12 +251,12 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 			detail = d
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(r.con.splats)) {
-		s := r.con.splats[name]
+	for _, name := range slices.Sorted(maps.Keys(r.con.Splats)) {
+		s := r.con.Splats[name]
 		if name == "" {
 			continue // problems() has it
 		}
-		add(fmt.Sprintf("%s (%s)", topLevel(name), kindsOf(s)), strings.Join(s, "\n"))
+		add(fmt.Sprintf("%s (%s)", topLevel(name), console.KindsOf(s)), strings.Join(s, "\n"))
 	}
 	var unrun []string
 	for _, name := range r.res.list {

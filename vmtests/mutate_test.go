@@ -100,7 +100,7 @@ func TestMutantVerdict(t *testing.T) {
 	}
 	r.res.test("TestB").action = "fail"
 	r.res.test("TestB").output.WriteString("want 1, got 2")
-	r.con.splats["TestB/sub"] = []string{"BUG: KASAN: use-after-free in kmmap_fault"}
+	r.con.Splats["TestB/sub"] = []string{"BUG: KASAN: use-after-free in kmmap_fault"}
 	what, detail := cell.failures(r)
 	if len(what) != 2 || what[0] != "TestB (KASAN)" || what[1] != "TestB" || !strings.Contains(detail, "KASAN") {
 		t.Errorf("failures %q (detail %q), want the KASAN report during TestB, then TestB", what, detail)
@@ -122,11 +122,11 @@ func TestMutantVerdict(t *testing.T) {
 	if hung.elapsed, hung.stalled = time.Second, "no console output"; !limited.onlyTimedOut(hung) {
 		t.Error("a run the watchdog ended does not count as only timed out")
 	}
-	hung.con.splats["TestB"] = []string{"INFO: task guest.test blocked for more than 2 seconds"}
+	hung.con.Splats["TestB"] = []string{"INFO: task guest.test blocked for more than 2 seconds"}
 	if limited.onlyTimedOut(hung) {
 		t.Error("a run that hung with a hung-task report counts as only timed out")
 	}
-	hung.con.splats, hung.stalled = map[string][]string{}, ""
+	hung.con.Splats, hung.stalled = map[string][]string{}, ""
 	if limited.onlyTimedOut(hung) {
 		t.Error("a run that ended within its limit counts as timed out")
 	}

@@ -220,7 +220,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 // under test, beside the initramfs.
 func (c *Cell) writeResults(r run) error {
 	files := map[string]string{
-		"console.log": strings.Join(r.con.lines, "\n") + "\n",
+		"console.log": strings.Join(r.con.Lines, "\n") + "\n",
 		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
 		"qemu":        r.qemuCmdline + "\n" + r.restoredFrom,
 		"kernel":      c.Image + "\n",

@@ -12,12 +12,13 @@ import (
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/console"
 )
 
 // run is one finished boot of a cell: what the console showed, what the
 // guest sent, how long QEMU ran and how it ended.
 type run struct {
-	con     *console
+	con     *console.Console
 	res     *results
 	elapsed time.Duration
 	err     error
@@ -79,7 +80,7 @@ var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 // printed with their time since QEMU started.
 func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	var mu sync.Mutex
-	con, res := newConsole(cell.moduleName, cell.allow), newResults()
+	con, res := console.New(cell.moduleName, cell.allow), newResults()
 	r := run{con: con, res: res}
 	r.times.Mode = p.mode
 	trace := cell.cfg != nil && cell.cfg.Trace
@@ -117,7 +118,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		console: func() []string {
 			mu.Lock()
 			defer mu.Unlock()
-			return append([]string(nil), con.lines...)
+			return append([]string(nil), con.Lines...)
 		}})
 	if err != nil {
 		r.err = err
@@ -145,7 +146,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 				ts, _ := strconv.ParseFloat(m[1], 64)
 				r.times.KernelStart = max(time.Since(start)-time.Duration(ts*float64(time.Second)), time.Nanosecond)
 			}
-			con.add(l)
+			con.Add(l)
 		}),
 		guestEvents(func(e event.Event) {
 			wd.progress()
@@ -199,7 +200,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	go func() { waited <- vm.Wait() }()
 	select {
 	case r.err = <-waited:
-	case msg := <-wd.stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.tail(20) }):
+	case msg := <-wd.stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.Tail(20) }):
 		kill()
 		select {
 		case r.err = <-waited:
@@ -212,7 +213,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	con.finish()
+	con.Finish()
 	r.saved = saved
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
@@ -236,16 +237,16 @@ func (c *Cell) qemuCommand() string {
 func (c *Cell) problems(r run) []string {
 	var out []string
 	con, res := r.con, r.res
-	panicked := len(con.splats[""]) > 0 && strings.Contains(strings.Join(con.splats[""], "\n"), "Kernel panic")
+	panicked := len(con.Splats[""]) > 0 && strings.Contains(strings.Join(con.Splats[""], "\n"), "Kernel panic")
 	switch {
 	case r.stalled != "":
 		out = append(out, r.stalled)
 	case c.Timeout > 0 && r.elapsed >= c.Timeout:
-		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", c.Timeout, con.tail(20)))
-	case !panicked && con.contains("reboot: Restarting system"):
-		out = append(out, fmt.Sprintf("the guest rebooted instead of powering off; last console lines:\n%s", con.tail(20)))
+		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", c.Timeout, con.Tail(20)))
+	case !panicked && con.Contains("reboot: Restarting system"):
+		out = append(out, fmt.Sprintf("the guest rebooted instead of powering off; last console lines:\n%s", con.Tail(20)))
 	case r.err != nil:
-		out = append(out, fmt.Sprintf("QEMU: %v; last console lines:\n%s", r.err, con.tail(20)))
+		out = append(out, fmt.Sprintf("QEMU: %v; last console lines:\n%s", r.err, con.Tail(20)))
 	}
 	for _, e := range res.agentErrs {
 		out = append(out, "guest agent: "+e)
@@ -255,11 +256,11 @@ func (c *Cell) problems(r run) []string {
 	} else if res.kmodErr != "" {
 		out = append(out, fmt.Sprintf("loading the module under test in the guest failed: %s", res.kmodErr))
 	}
-	if s := con.splats[""]; len(s) > 0 {
-		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", kindsOf(s), c.withSources(strings.Join(s, "\n"))))
+	if s := con.Splats[""]; len(s) > 0 {
+		out = append(out, fmt.Sprintf("kernel splat (%s) outside any test:\n%s", console.KindsOf(s), c.withSources(strings.Join(s, "\n"))))
 	}
 	if len(res.list) == 0 {
-		out = append(out, "the guest never listed its tests, so none ran; last console lines:\n"+con.tail(30))
+		out = append(out, "the guest never listed its tests, so none ran; last console lines:\n"+con.Tail(30))
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -318,7 +319,7 @@ func restoreFailure(r run) string {
 		why = append(why, "QEMU: "+r.err.Error())
 	}
 	why = append(why, r.notes...)
-	if t := strings.TrimSpace(r.con.tail(5)); t != "" {
+	if t := strings.TrimSpace(r.con.Tail(5)); t != "" {
 		why = append(why, "last output: "+t)
 	}
 	if len(why) == 0 {
@@ -518,15 +519,15 @@ func (s *snapshots) bootLog(key string) string { return filepath.Join(s.dir, key
 
 // replayBoot feeds a restored run's console the boot that saved its
 // snapshot, then a line saying where the restored guest begins.
-func replayBoot(con *console, s *snapshots, key string) error {
+func replayBoot(con *console.Console, s *snapshots, key string) error {
 	b, err := os.ReadFile(s.bootLog(key))
 	if err != nil {
 		return err
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-		con.add(l)
+		con.Add(l)
 	}
-	con.add(fmt.Sprintf("kmmap: ---- the lines above are the boot that saved the snapshot %s; this run restored it here ----", key))
+	con.Add(fmt.Sprintf("kmmap: ---- the lines above are the boot that saved the snapshot %s; this run restored it here ----", key))
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/console"
 )
 
 // freshRun is what testdata/fresh printed in one guest, and when the host
@@ -202,15 +204,15 @@ func TestRestoredConsoleHasTheBoot(t *testing.T) {
 	if err := replayBoot(con, s, "k"); err != nil {
 		t.Fatal(err)
 	}
-	con.add("[   90.0] kmmap-test: start TestA")
-	con.finish()
-	if len(con.lines) != 5 || !strings.Contains(con.lines[3], "restored it here") {
-		t.Errorf("console lines %q, want the boot's three, then where the restore begins", con.lines)
+	con.Add("[   90.0] kmmap-test: start TestA")
+	con.Finish()
+	if len(con.Lines) != 5 || !strings.Contains(con.Lines[3], "restored it here") {
+		t.Errorf("console lines %q, want the boot's three, then where the restore begins", con.Lines)
 	}
-	if got := con.splats[""]; len(got) != 1 || !strings.Contains(got[0], "foo_probe") {
+	if got := con.Splats[""]; len(got) != 1 || !strings.Contains(got[0], "foo_probe") {
 		t.Errorf("reports outside tests %q, want the boot's WARNING", got)
 	}
-	if err := replayBoot(newConsole(nil, nil), s, "missing"); err == nil {
+	if err := replayBoot(console.New(nil, nil), s, "missing"); err == nil {
 		t.Errorf("no boot log: no error")
 	}
 }

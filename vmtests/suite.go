@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -295,7 +296,7 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	}
 	defer func() {
 		if t.Failed() {
-			t.Logf("console of %s (%s):\n%s", cell.ID, cell.Image, strings.Join(con.lines, "\n"))
+			t.Logf("console of %s (%s):\n%s", cell.ID, cell.Image, strings.Join(con.Lines, "\n"))
 			t.Logf("%s", reproducer(cell, ""))
 		}
 	}()
@@ -306,7 +307,7 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	for _, p := range cell.problems(r) {
 		t.Error(p)
 	}
-	for _, race := range con.kernelRaces {
+	for _, race := range con.KernelRaces {
 		t.Logf("KCSAN: a race of the kernel's own with a device, no frame of the module (not counted):\n%s", race)
 	}
 	if len(res.list) == 0 {
@@ -317,9 +318,9 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	for _, name := range res.list {
 		failed = !replay(t, cell, name, res, con, seen) || failed
 	}
-	for name, lines := range con.splats {
+	for name, lines := range con.Splats {
 		if name != "" && !seen[name] {
-			t.Errorf("kernel splat (%s) during %s (no result from the guest for it):\n%s", kindsOf(lines), name, strings.Join(lines, "\n"))
+			t.Errorf("kernel splat (%s) during %s (no result from the guest for it):\n%s", console.KindsOf(lines), name, strings.Join(lines, "\n"))
 		}
 	}
 	if res.exitErr != "" && !failed {
@@ -359,13 +360,13 @@ const GuestElapsedAttr = "guest_elapsed"
 // replay reports the guest test full (and its subtests, recursively) as a
 // subtest of t, with any kernel splat seen while it ran. It returns whether
 // the subtest passed.
-func replay(t *testing.T, cell *Cell, full string, res *results, con *console, seen map[string]bool) bool {
+func replay(t *testing.T, cell *Cell, full string, res *results, con *console.Console, seen map[string]bool) bool {
 	tr := res.tests[full]
 	if tr == nil {
 		tr = &testResult{}
 	}
 	seen[full] = true
-	splats := con.splats[full]
+	splats := con.Splats[full]
 	return t.Run(full[strings.LastIndex(full, "/")+1:], func(t *testing.T) {
 		defer func() {
 			if t.Failed() {
@@ -379,7 +380,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 			t.Attr(GuestElapsedAttr, fmt.Sprintf("%.2fs", tr.elapsed))
 		}
 		if len(splats) > 0 {
-			t.Errorf("kernel splat (%s) during %s:\n%s", kindsOf(splats), full, cell.withSources(strings.Join(splats, "\n")))
+			t.Errorf("kernel splat (%s) during %s:\n%s", console.KindsOf(splats), full, cell.withSources(strings.Join(splats, "\n")))
 		}
 		if testing.Verbose() {
 			for _, l := range strings.Split(tr.output.String(), "\n") {
@@ -401,7 +402,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console, s
 			}
 		default:
 			msg := "did not run to completion in the guest (crash, hang or earlier failure)"
-			if to := con.from("panic: test timed out"); to != "" {
+			if to := con.From("panic: test timed out"); to != "" {
 				msg = "was still running when the guest suite's -test.timeout (a little under the VM timeout) ended it:\n" + to
 			}
 			t.Errorf("%s:\n%s", msg, tr.output.String())

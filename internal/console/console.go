@@ -1,4 +1,10 @@
-package vmtests
+// Package console reads a guest's serial console: it keeps the lines and
+// finds the kernel's reports in them (WARN, BUG, Oops, KASAN, KCSAN,
+// lockdep, a line naming the module under test, ...), each read whole and
+// charged to the guest test that was running when it began, as the
+// markers testmain writes to the kernel log say. It owns the classifier
+// and the attribution; it knows nothing of QEMU, cells or the harness.
+package console
 
 import (
 	"fmt"
@@ -51,9 +57,9 @@ func moduleLine(module string) *regexp.Regexp {
 	return regexp.MustCompile(`^\[\s*\d+\.\d+\] (.*\[` + m + `\]|` + m + `: )`)
 }
 
-// kindOf names the kind of a kernel report (see kinds), "kernel report"
+// KindOf names the kind of a kernel report (see kinds), "kernel report"
 // when none matches.
-func kindOf(report string) string {
+func KindOf(report string) string {
 	for _, k := range kinds {
 		if k.re.MatchString(report) {
 			return k.kind
@@ -81,7 +87,7 @@ func cleanLine(s string) string {
 }
 
 // isSplat reports whether a console line starts a kernel report.
-func (c *console) isSplat(line string) bool {
+func (c *Console) isSplat(line string) bool {
 	if !splatRe.MatchString(line) && (c.modLine() == nil || !c.modLine().MatchString(line)) {
 		return false
 	}
@@ -96,7 +102,7 @@ func (c *console) isSplat(line string) bool {
 // modLine is moduleLine of the module under test, once its name is known
 // (the module is built before the guest can load it, so before a line
 // can name it).
-func (c *console) modLine() *regexp.Regexp {
+func (c *Console) modLine() *regexp.Regexp {
 	if c.modRe == nil && c.module != nil {
 		if name := c.module(); name != "" {
 			c.modRe = moduleLine(name)
@@ -127,20 +133,20 @@ const (
 // that it is read whole and charged to the tests running when it began.
 var endedRe = regexp.MustCompile(`BUG: (KASAN|KCSAN|KFENCE): |UBSAN: |WARNING: CPU: \d+ PID: |kernel BUG at |Oops|general protection fault|Unable to handle kernel|BUG: unable to handle|BUG: kernel NULL pointer`)
 
-// console collects the guest's serial console and attributes kernel
+// Console collects the guest's serial console and attributes kernel
 // reports (splats) to the guest test that was running, using the markers
 // the guest suite writes to /dev/kmsg.
-type console struct {
-	lines  []string
+type Console struct {
+	Lines  []string            // every line, without \r and escapes
 	stack  []string            // tests whose start marker was seen and not their end
-	splats map[string][]string // full test name ("" outside every test) -> reports
+	Splats map[string][]string // full test name ("" outside every test) -> reports
 	// order is every report charged to a test, in the order they began,
 	// with the tests it is charged to.
 	order []charged
 	open  *report // the report being read, if any
 	// kernelRaces are KCSAN reports of the kernel's own races with its
 	// devices (kernelsOwnRace): logged, never failed.
-	kernelRaces []string
+	KernelRaces []string
 	// module names the module under test ("" until it is built); modRe
 	// matches its lines once known.
 	module func() string
@@ -174,9 +180,9 @@ type charged struct {
 	text string
 }
 
-// during returns the reports charged to test or its subtests, in the
+// During returns the reports charged to test or its subtests, in the
 // order they began.
-func (c *console) during(test string) []string {
+func (c *Console) During(test string) []string {
 	var out []string
 	for _, r := range c.order {
 		if slices.ContainsFunc(r.keys, func(k string) bool { return k == test || strings.HasPrefix(k, test+"/") }) {
@@ -186,22 +192,22 @@ func (c *console) during(test string) []string {
 	return out
 }
 
-func (c *console) closeReport() {
+func (c *Console) closeReport() {
 	if c.open == nil {
 		return
 	}
 	r := strings.Join(c.open.lines, "\n")
 	switch keys := c.open.keys; {
 	case kernelsOwnRace(r, c.modLine()):
-		c.kernelRaces = append(c.kernelRaces, r)
+		c.KernelRaces = append(c.KernelRaces, r)
 	case len(keys) == 0:
-		c.splats[""] = append(c.splats[""], r)
+		c.Splats[""] = append(c.Splats[""], r)
 	default:
 		if len(keys) > 1 {
 			r = fmt.Sprintf("(while %s ran in parallel: any of them may have caused it)\n%s", strings.Join(keys, ", "), r)
 		}
 		for _, k := range keys {
-			c.splats[k] = append(c.splats[k], r)
+			c.Splats[k] = append(c.Splats[k], r)
 		}
 		c.order = append(c.order, charged{keys, r})
 	}
@@ -216,7 +222,7 @@ func (c *console) closeReport() {
 // races always have a frame of it ("... [kmmap]"). Such reports are
 // logged, not failed.
 func kernelsOwnRace(r string, mod *regexp.Regexp) bool {
-	if kindOf(r) != "KCSAN" || !strings.Contains(r, "race at unknown origin") {
+	if KindOf(r) != "KCSAN" || !strings.Contains(r, "race at unknown origin") {
 		return false
 	}
 	for _, l := range strings.Split(r, "\n") {
@@ -227,15 +233,15 @@ func kernelsOwnRace(r string, mod *regexp.Regexp) bool {
 	return true
 }
 
-// newConsole returns a console of a run whose module under test module
+// New returns the console of a run whose module under test module
 // names, with allow's lines expected.
-func newConsole(module func() string, allow []*regexp.Regexp) *console {
-	return &console{splats: map[string][]string{}, module: module, allow: allow}
+func New(module func() string, allow []*regexp.Regexp) *Console {
+	return &Console{Splats: map[string][]string{}, module: module, allow: allow}
 }
 
-func (c *console) add(raw string) {
+func (c *Console) Add(raw string) {
 	line := cleanLine(raw)
-	c.lines = append(c.lines, line)
+	c.Lines = append(c.Lines, line)
 	if m := markRe.FindStringSubmatch(line); m != nil {
 		if c.open != nil && !c.open.ended {
 			c.closeReport()
@@ -265,7 +271,7 @@ func (c *console) add(raw string) {
 // running is the innermost test running in each test running: one test
 // (or subtest) when tests run one at a time, one per test when they run
 // in parallel (testmain.Parallel).
-func (c *console) running() []string {
+func (c *Console) running() []string {
 	var out []string
 	for i, name := range c.stack {
 		if !slices.ContainsFunc(c.stack[i+1:], func(s string) bool { return strings.HasPrefix(s, name+"/") }) {
@@ -275,9 +281,9 @@ func (c *console) running() []string {
 	return out
 }
 
-// contains reports whether any console line contains s.
-func (c *console) contains(s string) bool {
-	for _, l := range c.lines {
+// Contains reports whether any console line contains s.
+func (c *Console) Contains(s string) bool {
+	for _, l := range c.Lines {
 		if strings.Contains(l, s) {
 			return true
 		}
@@ -285,35 +291,41 @@ func (c *console) contains(s string) bool {
 	return false
 }
 
-// from returns the console from the first line containing s on (at most
+// From returns the console from the first line containing s on (at most
 // 60 lines), "" when no line does.
-func (c *console) from(s string) string {
-	for i, l := range c.lines {
+func (c *Console) From(s string) string {
+	for i, l := range c.Lines {
 		if strings.Contains(l, s) {
-			return strings.Join(c.lines[i:min(len(c.lines), i+60)], "\n")
+			return strings.Join(c.Lines[i:min(len(c.Lines), i+60)], "\n")
 		}
 	}
 	return ""
 }
 
-// finish closes a report the console ended in the middle of.
-func (c *console) finish() { c.closeReport() }
+// Finish closes a report the console ended in the middle of.
+func (c *Console) Finish() { c.closeReport() }
 
-// tail returns the last n console lines.
-func (c *console) tail(n int) string {
-	if len(c.lines) < n {
-		n = len(c.lines)
+// Tail returns the last n console lines.
+func (c *Console) Tail(n int) string {
+	if len(c.Lines) < n {
+		n = len(c.Lines)
 	}
-	return strings.Join(c.lines[len(c.lines)-n:], "\n")
+	return strings.Join(c.Lines[len(c.Lines)-n:], "\n")
 }
 
-// kindsOf lists the kinds of reports, in order, without repeats.
-func kindsOf(reports []string) string {
+// KindsOf lists the kinds of reports, in order, without repeats.
+func KindsOf(reports []string) string {
 	var out []string
 	for _, r := range reports {
-		if k := kindOf(r); !slices.Contains(out, k) {
+		if k := KindOf(r); !slices.Contains(out, k) {
 			out = append(out, k)
 		}
 	}
 	return strings.Join(out, ", ")
 }
+
+// Slug is kind as the name of a file of real reports of that kind
+// (testdata/splats/<slug>--<bug>--<cell>.log, the classifier's fixtures).
+func Slug(kind string) string { return slugRe.ReplaceAllString(kind, "_") }
+
+var slugRe = regexp.MustCompile(`\W+`)

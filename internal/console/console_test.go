@@ -1,13 +1,10 @@
-package vmtests
+package console
 
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/kmmap/kmmap/initramfs/event"
 )
 
 func TestConsoleAttributesSplats(t *testing.T) {
@@ -40,34 +37,34 @@ func TestConsoleAttributesSplats(t *testing.T) {
 		"[    1.96] kmmap-test: end TestE",
 		"[    2.0] Kernel panic - not syncing: Fatal exception",
 	} {
-		c.add(l)
+		c.Add(l)
 	}
-	c.finish()
-	if got := c.splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") ||
+	c.Finish()
+	if got := c.Splats["TestA"]; len(got) != 1 || !strings.Contains(got[0], "WARNING:") ||
 		!strings.Contains(got[0], "kmmap_fault+0x1/0x2") || !strings.HasSuffix(got[0], "]---") {
 		t.Errorf("TestA splats = %q, want the whole report, from WARNING to its end-of-trace line", got)
 	}
-	if got := c.splats["TestB/sub"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
+	if got := c.Splats["TestB/sub"]; len(got) != 1 || !strings.Contains(got[0], "BUG:") {
 		t.Errorf("TestB/sub splats = %q", got)
 	}
-	if got := c.splats["TestB"]; len(got) != 1 || !strings.Contains(got[0], "still in TestB") {
+	if got := c.Splats["TestB"]; len(got) != 1 || !strings.Contains(got[0], "still in TestB") {
 		t.Errorf("TestB splats = %q (after its subtest ended)", got)
 	}
-	if got := c.splats["TestC"]; len(got) != 0 {
+	if got := c.Splats["TestC"]; len(got) != 0 {
 		t.Errorf("TestC splats = %q, want none", got)
 	}
 	// loglevel=5: a kernel line on the console is a warning or worse, and
 	// one naming the module fails its test.
 	for test, want := range map[string]string{"TestD": "deprecated workqueue", "TestE": "out of range"} {
-		if got := c.splats[test]; len(got) != 1 || !strings.Contains(got[0], want) || kindOf(got[0]) != "module warning" {
+		if got := c.Splats[test]; len(got) != 1 || !strings.Contains(got[0], want) || KindOf(got[0]) != "module warning" {
 			t.Errorf("%s splats = %q, want the module's warning line", test, got)
 		}
 	}
-	if got := c.splats[""]; len(got) != 1 || !strings.Contains(got[0], "Kernel panic") {
+	if got := c.Splats[""]; len(got) != 1 || !strings.Contains(got[0], "Kernel panic") {
 		t.Errorf("splats outside tests = %q", got)
 	}
-	if strings.ContainsAny(strings.Join(c.lines, ""), "\r\x1b") {
-		t.Errorf("console lines keep \\r or escapes: %q", c.lines)
+	if strings.ContainsAny(strings.Join(c.Lines, ""), "\r\x1b") {
+		t.Errorf("console lines keep \\r or escapes: %q", c.Lines)
 	}
 }
 
@@ -94,22 +91,22 @@ func TestConsoleParallelTests(t *testing.T) {
 		"[    1.8] kmmap-test: end TestQ/sub",
 		"[    1.9] kmmap-test: end TestQ",
 	} {
-		c.add(l)
+		c.Add(l)
 	}
-	c.finish()
-	if got := c.splats["TestSeq"]; len(got) != 1 || strings.Contains(got[0], "parallel") {
+	c.Finish()
+	if got := c.Splats["TestSeq"]; len(got) != 1 || strings.Contains(got[0], "parallel") {
 		t.Errorf("TestSeq (alone, TestP paused) splats = %q, want its own report", got)
 	}
 	for _, name := range []string{"TestP", "TestQ/sub"} {
-		if got := c.splats[name]; len(got) < 1 || !strings.Contains(got[0], "BUG:") || !strings.Contains(got[0], "TestP, TestQ/sub ran in parallel") {
+		if got := c.Splats[name]; len(got) < 1 || !strings.Contains(got[0], "BUG:") || !strings.Contains(got[0], "TestP, TestQ/sub ran in parallel") {
 			t.Errorf("%s splats = %q, want the BUG while both ran, saying so", name, got)
 		}
 	}
-	if got := c.splats["TestQ/sub"]; len(got) != 2 || !strings.Contains(got[1], "kmmap_ioctl") || strings.Contains(got[1], "parallel") {
+	if got := c.Splats["TestQ/sub"]; len(got) != 2 || !strings.Contains(got[1], "kmmap_ioctl") || strings.Contains(got[1], "parallel") {
 		t.Errorf("TestQ/sub splats = %q, want the second WARNING, after TestP ended, its own", got)
 	}
-	if len(c.splats["TestP"]) != 1 || len(c.splats[""]) != 0 {
-		t.Errorf("TestP: %q, outside tests: %q", c.splats["TestP"], c.splats[""])
+	if len(c.Splats["TestP"]) != 1 || len(c.Splats[""]) != 0 {
+		t.Errorf("TestP: %q, outside tests: %q", c.Splats["TestP"], c.Splats[""])
 	}
 }
 
@@ -137,56 +134,21 @@ func TestConsoleReportAcrossMarkers(t *testing.T) {
 		"[    2.0] Call Trace:",
 		"[    2.1] kmmap-test: end TestNext",
 	} {
-		c.add(l)
+		c.Add(l)
 	}
-	c.finish()
-	got := c.during("TestInfo")
-	if len(got) != 1 || kindOf(got[0]) != "KASAN" || !strings.Contains(got[0], "Call Trace:") {
+	c.Finish()
+	got := c.During("TestInfo")
+	if len(got) != 1 || KindOf(got[0]) != "KASAN" || !strings.Contains(got[0], "Call Trace:") {
 		t.Errorf("reports during TestInfo = %q, want the one KASAN report, whole", got)
 	}
-	if got := c.splats["TestInfo/fault"]; len(got) != 1 || len(c.splats["TestInfo/pfn"]) != 0 {
-		t.Errorf("TestInfo/fault: %q, TestInfo/pfn: %q: want the report charged to the subtest running when it began", got, c.splats["TestInfo/pfn"])
+	if got := c.Splats["TestInfo/fault"]; len(got) != 1 || len(c.Splats["TestInfo/pfn"]) != 0 {
+		t.Errorf("TestInfo/fault: %q, TestInfo/pfn: %q: want the report charged to the subtest running when it began", got, c.Splats["TestInfo/pfn"])
 	}
-	if got := c.splats["TestLock"]; len(got) != 1 || kindOf(got[0]) != "lockdep" || strings.Contains(got[0], "TestNext") {
+	if got := c.Splats["TestLock"]; len(got) != 1 || KindOf(got[0]) != "lockdep" || strings.Contains(got[0], "TestNext") {
 		t.Errorf("TestLock: %q, want the lockdep report ended at the marker", got)
 	}
-	if got := c.splats["TestNext"]; len(got) != 1 {
+	if got := c.Splats["TestNext"]; len(got) != 1 {
 		t.Errorf("TestNext: %q, want its own report", got)
-	}
-}
-
-func TestResultsReplay(t *testing.T) {
-	r := newResults()
-	for _, e := range []event.Event{
-		{Agent: event.AgentKmod},
-		{Agent: event.AgentList, Tests: []string{"TestA", "TestB", "TestC"}},
-		{Action: "run", Test: "TestA"},
-		{Action: "output", Test: "TestA", Output: "a\n"},
-		{Action: "pass", Test: "TestA"},
-		{Action: "run", Test: "TestB"},
-		{Action: "run", Test: "TestB/x"},
-		{Action: "fail", Test: "TestB/x"},
-		{Action: "output", Test: "TestB/x", Output: "boom\n"},
-		{Action: "fail", Test: "TestB"},
-		{Action: "run", Test: "TestC"},
-		{Agent: event.AgentExit, Error: "exit status 2"},
-	} {
-		r.handle(e)
-	}
-	if r.tests["TestA"].action != "pass" || r.tests["TestB"].action != "fail" {
-		t.Errorf("actions: A=%q B=%q", r.tests["TestA"].action, r.tests["TestB"].action)
-	}
-	if r.tests["TestC"].action != "" {
-		t.Errorf("TestC never finished but has action %q", r.tests["TestC"].action)
-	}
-	if !strings.Contains(r.tests["TestB/x"].output.String(), "boom") {
-		t.Errorf("subtest output not kept with its subtest")
-	}
-	if b := r.tests["TestB"]; len(b.children) != 1 || b.children[0] != "TestB/x" || !r.childFailed(b) {
-		t.Errorf("TestB children = %v", b.children)
-	}
-	if !r.exited || r.exitErr == "" || r.unloaded {
-		t.Errorf("agent notes: %+v", r)
 	}
 }
 
@@ -200,7 +162,7 @@ func TestSplatFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no fixtures in %s: regenerate them with %s=1 go test -run TestInjectedBugs ./vmtests", fixtureDir, CaptureEnv)
+		t.Fatalf("no fixtures in %s: regenerate them with KMMAP_CAPTURE_SPLATS=1 go test -run TestInjectedBugs ./vmtests", fixtureDir)
 	}
 	kindsSeen := map[string]map[string]bool{} // kind -> arches
 	for _, f := range files {
@@ -216,8 +178,8 @@ func TestSplatFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			report := strings.TrimRight(string(b), "\n")
-			got := kindOf(report)
-			if slug(got) != wantSlug {
+			got := KindOf(report)
+			if Slug(got) != wantSlug {
 				t.Errorf("classified as %q, the fixture is a %s report", got, wantSlug)
 			}
 			if kindsSeen[wantSlug] == nil {
@@ -226,22 +188,22 @@ func TestSplatFixtures(t *testing.T) {
 			kindsSeen[wantSlug][arch] = true
 			c := kmmapConsole()
 			for _, l := range benignLines {
-				c.add(l)
+				c.Add(l)
 			}
-			c.add("[   10.000000] kmmap-test: start TestX")
-			c.add("[   10.000001] kmmap: ordinary pr_info from the module")
+			c.Add("[   10.000000] kmmap-test: start TestX")
+			c.Add("[   10.000001] kmmap: ordinary pr_info from the module")
 			for _, l := range strings.Split(report, "\n") {
-				c.add(l)
+				c.Add(l)
 			}
-			c.add("[   12.000000] kmmap-test: end TestX")
+			c.Add("[   12.000000] kmmap-test: end TestX")
 			for _, l := range benignLines {
-				c.add(l)
+				c.Add(l)
 			}
-			c.finish()
-			if len(c.splats["TestX"]) == 0 || kindOf(c.splats["TestX"][0]) != got {
-				t.Errorf("not attributed to the test it happened in: %v", c.splats)
+			c.Finish()
+			if len(c.Splats["TestX"]) == 0 || KindOf(c.Splats["TestX"][0]) != got {
+				t.Errorf("not attributed to the test it happened in: %v", c.Splats)
 			}
-			for name, s := range c.splats {
+			for name, s := range c.Splats {
 				if name != "TestX" {
 					t.Errorf("report attributed to %q too: %q", name, s)
 				}
@@ -250,7 +212,7 @@ func TestSplatFixtures(t *testing.T) {
 	}
 	// Every kind the issue names, from both arches.
 	for _, kind := range []string{"WARN", "BUG", "Oops", "general protection fault", "KFENCE", "KASAN", "KCSAN", "UBSAN", "lockdep", "soft lockup", "hung task", "RCU stall", "panic", "DEBUG_VM"} {
-		arches := kindsSeen[slug(kind)]
+		arches := kindsSeen[Slug(kind)]
 		for _, a := range []string{"amd64", "arm64"} {
 			if kind == "general protection fault" && a == "arm64" {
 				continue // arm64 has no GPF: the same bug is an Oops there
@@ -262,7 +224,10 @@ func TestSplatFixtures(t *testing.T) {
 	}
 }
 
-func slug(kind string) string { return regexp.MustCompile(`\W+`).ReplaceAllString(kind, "_") }
+// fixtureDir holds real kernel reports, one per file named
+// <kind>--<bug>--<cell>.log: kmmap's TestInjectedBugs writes them.
+const fixtureDir = "testdata/splats"
+
 
 // benignLines are real console lines of passing runs, module pr_info
 // included: none may be read as a report.
@@ -303,23 +268,23 @@ func TestKernelsOwnRace(t *testing.T) {
 			ours   bool
 		}{{report, false}, {ours, true}} {
 			con := kmmapConsole()
-			con.add("[   10.000000] kmmap-test: start TestX")
+			con.Add("[   10.000000] kmmap-test: start TestX")
 			for _, l := range strings.Split(c.report, "\n") {
-				con.add(l)
+				con.Add(l)
 			}
-			con.add("[   10.000000] kmmap: a line after the report")
-			con.add("[   12.000000] kmmap-test: end TestX")
-			con.finish()
-			got := con.splats["TestX"]
+			con.Add("[   10.000000] kmmap: a line after the report")
+			con.Add("[   12.000000] kmmap-test: end TestX")
+			con.Finish()
+			got := con.Splats["TestX"]
 			switch {
-			case c.ours && (len(got) != 2 || kindOf(got[0]) != "KCSAN" || !strings.HasSuffix(got[0], "=====")):
+			case c.ours && (len(got) != 2 || KindOf(got[0]) != "KCSAN" || !strings.HasSuffix(got[0], "=====")):
 				t.Errorf("%s with a module frame: TestX's reports %q, want the KCSAN report, ended at its rule, then the module's line", f, got)
-			case !c.ours && (len(got) != 1 || len(con.kernelRaces) != 1):
-				t.Errorf("%s: TestX's reports %q and %d kernel races, want only the module's line and the race kept apart", f, got, len(con.kernelRaces))
+			case !c.ours && (len(got) != 1 || len(con.KernelRaces) != 1):
+				t.Errorf("%s: TestX's reports %q and %d kernel races, want only the module's line and the race kept apart", f, got, len(con.KernelRaces))
 			}
 		}
 	}
 }
 
 // kmmapConsole is the console of a run of kmmap.ko.
-func kmmapConsole() *console { return newConsole(func() string { return "kmmap" }, nil) }
+func kmmapConsole() *Console { return New(func() string { return "kmmap" }, nil) }
