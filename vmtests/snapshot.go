@@ -16,6 +16,7 @@ import (
 
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/internal/console"
+	"github.com/kmmap/kmmap/internal/monitor"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -396,20 +397,20 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 				}
 				return nil
 			}
-			mon, err := dialMonitor(ctx, sock)
+			mon, err := monitor.Dial(ctx, sock)
 			if err != nil {
 				return fail(err)
 			}
-			defer mon.close()
+			defer mon.Close()
 			// The RAM is not in the stream: it is the file.
-			if err := mon.do("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}, nil); err != nil {
+			if err := mon.Do("migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}, nil); err != nil {
 				return fail(err)
 			}
 			if p.mode == Restored {
-				if err := mon.do("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}, nil); err != nil {
+				if err := mon.Do("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}, nil); err != nil {
 					return fail(err)
 				}
-				if err := mon.waitRunning(ctx); err != nil {
+				if err := mon.WaitRunning(ctx); err != nil {
 					return fail(err)
 				}
 				times(func(t *Timeline) { t.KernelStart = time.Since(start) })
@@ -446,7 +447,7 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 			note("saving the snapshot failed (the guest goes on, booted cold): %v", err)
 			p.mode = Cold
 			p.unlock()
-			if err := mon.do("cont", nil, nil); err != nil {
+			if err := mon.Do("cont", nil, nil); err != nil {
 				note("the guest did not go on after saving it: %v", err)
 				kill()
 				return nil
@@ -492,14 +493,14 @@ func (c *Cell) memory() (string, error) {
 // restored run's console starts with it, so that its results show the
 // boot and a kernel report during the boot fails every run, as it would
 // have failed each cold boot.
-func (c *Cell) save(ctx context.Context, mon *monitor, s *snapshots, p *plan, ram string, console []string) error {
+func (c *Cell) save(ctx context.Context, mon *monitor.Monitor, s *snapshots, p *plan, ram string, console []string) error {
 	start := time.Now()
 	f, err := os.CreateTemp(s.dir, ".tmp-"+p.key+"-*.state")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	err = mon.save(ctx, f)
+	err = mon.Save(ctx, f)
 	f.Close()
 	if err == nil {
 		err = kernels.WriteFileAtomic(s.bootLog(p.key), []byte(strings.Join(console, "\n")+"\n"), 0o644)

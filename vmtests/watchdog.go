@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/internal/monitor"
 )
 
 // defaultStall is how long a guest running the suite may make no
@@ -127,13 +128,13 @@ func (w *watchdog) stalled(ctx context.Context, tail func() string) <-chan strin
 func (w *watchdog) qemuState(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m, err := dialMonitor(ctx, w.sock())
+	m, err := monitor.Dial(ctx, w.sock())
 	if err != nil {
 		return fmt.Sprintf("query-status: no answer (%v)", err)
 	}
-	defer m.close()
+	defer m.Close()
 	var st json.RawMessage
-	if err := m.do("query-status", nil, &st); err != nil {
+	if err := m.Do("query-status", nil, &st); err != nil {
 		return fmt.Sprintf("query-status: %v", err)
 	}
 	return "query-status " + string(st)

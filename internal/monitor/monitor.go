@@ -1,4 +1,8 @@
-package vmtests
+// Package monitor is a client of QEMU's QMP monitor for what the harness
+// asks of a running VM: run a command, save the guest's state into a file
+// (a snapshot), and wait for a restored guest to run. It owns the QMP
+// conversation and nothing else: it neither starts QEMU nor knows cells.
+package monitor
 
 import (
 	"context"
@@ -10,19 +14,19 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 )
 
-// monitor is QEMU's QMP monitor of one VM, on a Unix socket QEMU listens
+// Monitor is QEMU's QMP monitor of one VM, on a Unix socket QEMU listens
 // on (go-qemu's client).
-type monitor struct{ mon *qmp.SocketMonitor }
+type Monitor struct{ mon *qmp.SocketMonitor }
 
-// dialMonitor connects to the QMP socket at path, waiting for QEMU to
+// Dial connects to the QMP socket at path, waiting for QEMU to
 // create it.
-func dialMonitor(ctx context.Context, path string) (*monitor, error) {
+func Dial(ctx context.Context, path string) (*Monitor, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mon, err := qmp.NewSocketMonitor("unix", path, 5*time.Second)
 		if err == nil {
 			if err = mon.Connect(); err == nil {
-				return &monitor{mon}, nil
+				return &Monitor{mon}, nil
 			}
 		}
 		if time.Now().After(deadline) {
@@ -36,16 +40,16 @@ func dialMonitor(ctx context.Context, path string) (*monitor, error) {
 	}
 }
 
-func (m *monitor) close() { m.mon.Disconnect() }
+func (m *Monitor) Close() { m.mon.Disconnect() }
 
-// do runs a QMP command with its arguments (nil for none) and decodes
+// Do runs a QMP command with its arguments (nil for none) and decodes
 // what it returns into out (nil to drop it).
-func (m *monitor) do(cmd string, args, out any) error {
-	return m.doFile(cmd, args, out, nil)
+func (m *Monitor) Do(cmd string, args, out any) error {
+	return m.DoFile(cmd, args, out, nil)
 }
 
-// doFile is do, passing f to QEMU with the command (getfd).
-func (m *monitor) doFile(cmd string, args, out any, f *os.File) error {
+// DoFile is Do, passing f to QEMU with the command (getfd).
+func (m *Monitor) DoFile(cmd string, args, out any, f *os.File) error {
 	b, err := json.Marshal(qmp.Command{Execute: cmd, Args: args})
 	if err != nil {
 		return err
@@ -69,20 +73,20 @@ func (m *monitor) doFile(cmd string, args, out any, f *os.File) error {
 	return json.Unmarshal(resp.Return, out)
 }
 
-// save stops the guest and writes its whole state (QEMU's migration
+// Save stops the guest and writes its whole state (QEMU's migration
 // stream) into f; the guest stays stopped.
-func (m *monitor) save(ctx context.Context, f *os.File) error {
-	if err := m.do("stop", nil, nil); err != nil {
+func (m *Monitor) Save(ctx context.Context, f *os.File) error {
+	if err := m.Do("stop", nil, nil); err != nil {
 		return err
 	}
 	// QEMU's default of 32 MiB/s would make the save take seconds.
-	if err := m.do("migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
+	if err := m.Do("migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
 		return err
 	}
-	if err := m.doFile("getfd", map[string]any{"fdname": "kmmap-snapshot"}, nil, f); err != nil {
+	if err := m.DoFile("getfd", map[string]any{"fdname": "kmmap-snapshot"}, nil, f); err != nil {
 		return err
 	}
-	if err := m.do("migrate", map[string]any{"uri": "fd:kmmap-snapshot"}, nil); err != nil {
+	if err := m.Do("migrate", map[string]any{"uri": "fd:kmmap-snapshot"}, nil); err != nil {
 		return err
 	}
 	return poll(ctx, func() (bool, error) {
@@ -90,7 +94,7 @@ func (m *monitor) save(ctx context.Context, f *os.File) error {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
-		if err := m.do("query-migrate", nil, &st); err != nil {
+		if err := m.Do("query-migrate", nil, &st); err != nil {
 			return false, err
 		}
 		switch st.Status {
@@ -103,21 +107,21 @@ func (m *monitor) save(ctx context.Context, f *os.File) error {
 	})
 }
 
-// waitRunning waits until QEMU has loaded the incoming state and starts
+// WaitRunning waits until QEMU has loaded the incoming state and starts
 // the guest: it was saved stopped, so QEMU leaves it paused.
-func (m *monitor) waitRunning(ctx context.Context) error {
+func (m *Monitor) WaitRunning(ctx context.Context) error {
 	return poll(ctx, func() (bool, error) {
 		var st struct {
 			Status string `json:"status"`
 		}
-		if err := m.do("query-status", nil, &st); err != nil {
+		if err := m.Do("query-status", nil, &st); err != nil {
 			return false, err
 		}
 		switch st.Status {
 		case "running":
 			return true, nil
 		case "paused":
-			return false, m.do("cont", nil, nil)
+			return false, m.Do("cont", nil, nil)
 		case "inmigrate", "prelaunch", "restore-vm":
 			return false, nil
 		}
