@@ -228,7 +228,6 @@ func TestSplatFixtures(t *testing.T) {
 // <kind>--<bug>--<cell>.log: kmmap's TestInjectedBugs writes them.
 const fixtureDir = "testdata/splats"
 
-
 // benignLines are real console lines of passing runs, module pr_info
 // included: none may be read as a report.
 var benignLines = []string{
