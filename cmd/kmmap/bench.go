@@ -129,25 +129,35 @@ const benchHeader = "# kmmap benchmarks\n\nMade by `make bench` (`go run ./cmd/k
 // partMark opens a part's block in BENCHMARKS.md.
 const partMark = "<!-- kmmap bench part: "
 
-// splitBlocks returns the blocks of a BENCHMARKS.md by part (a file
-// written before the blocks had marks has none).
+// splitBlocks returns the blocks of a BENCHMARKS.md by name (a file
+// written before the blocks had marks has none). A block whose name is no
+// part's is kept as it is: figures measured once by hand, with their
+// commands, that the harness's choices rest on.
 func splitBlocks(md string) map[string]string {
 	blocks := map[string]string{}
 	chunks := strings.Split(md, partMark)
 	for _, c := range chunks[1:] {
-		name, body, ok := strings.Cut(c, " -->\n")
-		if ok && slices.Contains(partNames, name) {
+		if name, body, ok := strings.Cut(c, " -->\n"); ok {
 			blocks[name] = strings.TrimSpace(body) + "\n"
 		}
 	}
 	return blocks
 }
 
-// joinBlocks writes BENCHMARKS.md from its blocks, in the parts' order.
+// joinBlocks writes BENCHMARKS.md from its blocks, the parts' in their
+// order, then the kept ones by name.
 func joinBlocks(blocks map[string]string) string {
 	var b strings.Builder
 	b.WriteString(benchHeader)
-	for _, name := range partNames {
+	names := slices.Clone(partNames)
+	var kept []string
+	for name := range blocks {
+		if !slices.Contains(partNames, name) {
+			kept = append(kept, name)
+		}
+	}
+	slices.Sort(kept)
+	for _, name := range append(names, kept...) {
 		if body, ok := blocks[name]; ok {
 			fmt.Fprintf(&b, "\n%s%s -->\n%s", partMark, name, body)
 		}

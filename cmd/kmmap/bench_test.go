@@ -29,17 +29,18 @@ func TestBenchBlocks(t *testing.T) {
 		t.Fatalf("an unmarked file has blocks: %q", blocks)
 	}
 	blocks["cold"] = stampBlock("\n## Cold\n\n| cold |\n", "_stamp cold_")
+	blocks["decisions"] = "## Why\n\nmeasured by hand\n"
 	blocks["edit"] = stampBlock("\n## Edit\n\n| edit |\n", "_stamp edit_")
 	md := joinBlocks(blocks)
 	again := splitBlocks(md)
 	again["edit"] = stampBlock("\n## Edit\n\n| edit 2 |\n", "_stamp edit 2_")
 	md = joinBlocks(again)
-	for _, want := range []string{"## Cold\n\n_stamp cold_\n\n| cold |", "## Edit\n\n_stamp edit 2_\n\n| edit 2 |"} {
+	for _, want := range []string{"## Cold\n\n_stamp cold_\n\n| cold |", "## Edit\n\n_stamp edit 2_\n\n| edit 2 |", partMark + "decisions -->\n## Why\n\nmeasured by hand\n"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)
 		}
 	}
-	if strings.Contains(md, "| edit |") || strings.Index(md, "## Cold") > strings.Index(md, "## Edit") || !strings.HasPrefix(md, benchHeader) {
+	if strings.Contains(md, "| edit |") || strings.Index(md, "## Cold") > strings.Index(md, "## Edit") || strings.Index(md, "## Edit") > strings.Index(md, "## Why") || !strings.HasPrefix(md, benchHeader) {
 		t.Errorf("the old block kept, the parts out of order or no header:\n%s", md)
 	}
 }
