@@ -164,6 +164,48 @@ func TestPFNsOnlyForAdmin(t *testing.T) {
 	})
 }
 
+// TestPFNsHiddenInUserNamespace: root in a user namespace of its own has
+// CAP_SYS_ADMIN there, not in the initial namespace, which is the one
+// that counts: INFO on a file it opens reports 0s, as for anyone.
+func TestPFNsHiddenInUserNamespace(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skipf("no user namespaces in this kernel (CONFIG_USER_NS): %v", err)
+	}
+	runHelperAs(t, "pfns hidden open", -1, ownUserNS)
+}
+
+// ownUserNS runs a helper as root in a user namespace of its own: every
+// capability there, none in the initial namespace.
+var ownUserNS = &syscall.SysProcAttr{
+	Cloneflags:  syscall.CLONE_NEWUSER,
+	UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+	GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+}
+
+// TestRefusedRangeKeepsNoHold: a FILL or CHECKSUM refused for its range
+// holds nothing of the buffer: SETUP, which refuses to replace a buffer in
+// use (EBUSY), replaces it at once after them.
+func TestRefusedRangeKeepsNoHold(t *testing.T) {
+	d := openDev(t)
+	d.setup(t, BackingFault, 2)
+	size := uint64(d.size())
+	for _, c := range []struct {
+		name string
+		req  uint
+		r    Range
+	}{
+		{"FILL past the end", IocFill, Range{Offset: size, Length: 1}},
+		{"CHECKSUM past the end", IocChecksum, Range{Offset: 1, Length: size}},
+		{"FILL with a length that wraps", IocFill, Range{Offset: 1, Length: ^uint64(0)}},
+		{"CHECKSUM from past the end", IocChecksum, Range{Offset: size + 1}},
+	} {
+		if err := ioctl(d.fd, c.req, unsafe.Pointer(&c.r)); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("%s: %v, want EINVAL", c.name, err)
+		}
+	}
+	d.setup(t, BackingFault, 1)
+}
+
 // vmPin is VmPin of /proc/self/status, in bytes.
 func vmPin() (int64, error) {
 	b, err := os.ReadFile("/proc/self/status")
