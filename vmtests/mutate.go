@@ -287,6 +287,9 @@ func (c *Cell) failures(r run) (what []string, detail string) {
 			add(name+" (never ran)", "")
 		}
 	}
+	if r.res.reloadErr != "" {
+		add("load again after unload", r.res.reloadErr)
+	}
 	if r.res.unloadErr != "" {
 		add("unload (a leaked reference?)", r.res.unloadErr)
 	}

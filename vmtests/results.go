@@ -26,6 +26,10 @@ type results struct {
 	exitErr   string
 	unloadErr string
 	unloaded  bool
+	// reloaded: the module loaded and unloaded again after the tests
+	// (reloadErr: or why not).
+	reloaded  bool
+	reloadErr string
 	exited    bool
 	// coverage is the gcov counters the guest sent (path -> .gcda);
 	// coverageErr why it could not.
@@ -64,6 +68,9 @@ func (r *results) handle(e event.Event) {
 		return
 	case event.AgentUnload:
 		r.unloaded, r.unloadErr = true, e.Error
+		return
+	case event.AgentReload:
+		r.reloaded, r.reloadErr = true, e.Error
 		return
 	case event.AgentCoverage:
 		r.coverage, r.coverageErr = e.Files, e.Error

@@ -330,6 +330,10 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 		t.Errorf("the guest never tried to unload the module")
 	} else if res.unloadErr != "" {
 		t.Errorf("unloading the module after the tests failed (references leaked?): %s", res.unloadErr)
+	} else if !res.reloaded {
+		t.Errorf("the guest unloaded the module but never loaded it again (it must load again after its exit)")
+	} else if res.reloadErr != "" {
+		t.Errorf("the module did not load again after its exit (did the exit leave something behind?): %s", res.reloadErr)
 	}
 	if err := cell.keepCoverage(ctx, r, h.cache); err != nil {
 		t.Errorf("coverage: %v", err)

@@ -192,7 +192,24 @@ func run() error {
 	} else if files != nil {
 		emit(event.Event{Agent: event.AgentCoverage, Files: files})
 	}
+	// After the coverage: gcov keeps an unloaded module's counters, and
+	// a load would start them anew.
+	if unload.Error == "" {
+		emit(reload(m.Kmod, job.KmodParams, name))
+	}
 	return nil
+}
+
+// reload loads the module under test again, with the same parameters,
+// and removes it again: what every unload promises the next load.
+func reload(path, params, name string) event.Event {
+	e := event.Event{Agent: event.AgentReload}
+	if err := insmod(path, params); err != nil {
+		e.Error = fmt.Sprintf("loading it again after it was removed: %v", err)
+	} else if err := kmodule.Delete(name, 0); err != nil {
+		e.Error = fmt.Sprintf("delete_module(%s) after loading it again: %v", name, err)
+	}
+	return e
 }
 
 // gcovDir is where a kernel with CONFIG_GCOV_KERNEL keeps its counters.

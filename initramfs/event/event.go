@@ -21,6 +21,10 @@ const (
 	AgentList   = "list"   // Tests holds every test the suite will run
 	AgentError  = "error"  // the agent could not do its job; Error says why
 	AgentUnload = "unload" // the module under test was removed (or Error says why not)
+	// AgentReload: the module under test, once removed, loaded and was
+	// removed again (or Error says why not): an exit that leaves
+	// anything behind (a device, a sysfs entry) breaks the next load.
+	AgentReload = "reload"
 	AgentExit   = "exit"   // the test binary exited; Error holds a non-zero status
 	AgentModule = "module" // Sections holds the loaded module's section addresses
 	// AgentCoverage: Files holds the gcov counters (.gcda) of every
