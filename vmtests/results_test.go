@@ -23,6 +23,7 @@ func TestResultsReplay(t *testing.T) {
 		{Action: "fail", Test: "TestB"},
 		{Action: "run", Test: "TestC"},
 		{Agent: event.AgentExit, Error: "exit status 2"},
+		{Agent: event.AgentReload, Error: "loading it again after it was removed: file exists"},
 	} {
 		r.handle(e)
 	}
@@ -37,6 +38,9 @@ func TestResultsReplay(t *testing.T) {
 	}
 	if b := r.tests["TestB"]; len(b.children) != 1 || b.children[0] != "TestB/x" || !r.childFailed(b) {
 		t.Errorf("TestB children = %v", b.children)
+	}
+	if !r.reloaded || !strings.Contains(r.reloadErr, "file exists") {
+		t.Errorf("reload: %v %q", r.reloaded, r.reloadErr)
 	}
 	if !r.exited || r.exitErr == "" || r.unloaded {
 		t.Errorf("agent notes: %+v", r)
