@@ -223,6 +223,29 @@ func TestRingTimer(t *testing.T) {
 	}
 }
 
+// TestRingTimerPeriod: the largest period and count the header documents
+// are taken, and a new period replaces a tick already pending: 10 s, then
+// 5 ms, ticks within the 5 ms (give or take a slow machine), not after
+// the 10 s.
+func TestRingTimerPeriod(t *testing.T) {
+	parallel(t)
+	r := openRing(t, 2)
+	r.timer(t, 4096, 10000)
+	r.timer(t, 0, 0)
+	r.timer(t, 1, 10000)
+	start := time.Now()
+	r.timer(t, 1, 5)
+	var next uint64
+	for r.drain(t, &next) == 0 {
+		if time.Since(start) > 3*time.Second {
+			r.timer(t, 0, 0)
+			t.Fatalf("no tick %s after the period went from 10 s to 5 ms: the pending 10 s tick was kept", time.Since(start).Round(time.Millisecond))
+		}
+		r.readable(t, 100*time.Millisecond)
+	}
+	r.timer(t, 0, 0)
+}
+
 // TestRingScribbledHeader: userland garbage in the header costs records,
 // never memory outside the ring: the kernel keeps its own head and uses the
 // shared tail only to decide whether the ring is full.
