@@ -73,7 +73,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, config kernels.Config,
 		if err := copySources(tmp, src); err != nil {
 			return "", err
 		}
-		// -j: the module's four files in parallel (6.1-amd64: 3.1 -> 1.9 s on 2 cores).
+		// -j: the module's files in parallel (BENCHMARKS.md, "Why the machines are so").
 		args := []string{"-j" + strconv.Itoa(runtime.NumCPU()), "-C", tree.KDir, "M=" + tmp, "ARCH=" + a.Kbuild}
 		if prefix != "" {
 			args = append(args, "CROSS_COMPILE="+prefix)
@@ -85,6 +85,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, config kernels.Config,
 		}
 		args = append(append(append(args, kcflags...), m.MakeArgs...), "modules")
 		cmd := lifeline.Tie(exec.CommandContext(ctx, "make", args...))
+		cmd.Env = toolchain.MakeEnv(os.Environ())
 		if root != nil {
 			cmd = root.Command(ctx, tmp, append([]string{"make"}, args...)...)
 		}

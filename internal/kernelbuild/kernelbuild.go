@@ -157,7 +157,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 		}
 		return stdout.Bytes(), nil
 	}
-	kv, err := run("-s", "kernelversion")
+	kv, err := run("-s", "--no-print-directory", "kernelversion")
 	if err != nil {
 		return nil, err
 	}

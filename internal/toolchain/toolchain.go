@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -327,9 +328,25 @@ exec chroot "$ROOT" /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"`
 	}
 	argv := append(append(unshare, "--", "/bin/sh", "-c", script, "sh"), args...)
 	cmd := lifeline.Tie(exec.CommandContext(ctx, "unshare", argv...))
-	cmd.Env = append(os.Environ(), "ROOT="+r.Dir, "CACHE="+r.cache, "WORKDIR="+workdir,
+	cmd.Env = append(MakeEnv(os.Environ()), "ROOT="+r.Dir, "CACHE="+r.cache, "WORKDIR="+workdir,
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C")
 	return cmd
+}
+
+// MakeEnv is env without what an outer make hands its children (a
+// harness run under make: make test, make bench, a CI's make): with them
+// a kernel's or a module's make would join that make's jobserver, number
+// itself a sub-make and print "make[2]: Entering directory" into output
+// read as data (make -s kernelversion).
+func MakeEnv(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "MAKEFLAGS", "MFLAGS", "GNUMAKEFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR":
+			return true
+		}
+		return false
+	})
 }
 
 // Tail is the last n lines of a command's output, for an error message.

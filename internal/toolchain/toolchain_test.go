@@ -202,3 +202,33 @@ func TestBuildDiesWithItsRun(t *testing.T) {
 		})
 	}
 }
+
+// TestMakeEnvUnderMake: a harness run under make (make bench runs make
+// test, which runs go test) hands the builds MAKEFLAGS with w and a
+// MAKELEVEL; a make -s that inherits them prints "make[2]: Entering
+// directory" into its output, which a cold make bench read as the
+// kernel's version. With MakeEnv, the output is the version alone.
+func TestMakeEnvUnderMake(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Fatal("make not found (apt-get install make)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte("kernelversion:\n\t@echo 6.12.117\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outer := append(os.Environ(), "MAKEFLAGS=w", "MAKELEVEL=2", "MFLAGS=-w")
+	for _, c := range []struct {
+		env   []string
+		clean bool
+	}{{outer, false}, {MakeEnv(outer), true}} {
+		cmd := exec.Command("make", "-C", dir, "-s", "kernelversion")
+		cmd.Env = c.env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if clean := string(out) == "6.12.117\n"; clean != c.clean {
+			t.Errorf("make -s kernelversion under an outer make's environment (cleaned: %v) printed %q", c.clean, out)
+		}
+	}
+}
