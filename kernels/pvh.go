@@ -28,7 +28,8 @@ var ErrNoPVH = errors.New("no PVH entry")
 // bzImage, kept in dir under a name derived from the bzImage's content, so
 // that QEMU boots it through the PVH entry point. Under TCG that skips the
 // kernel's self-decompression (xz or zstd, run as emulated code) and the
-// real-mode setup: Debian's 6.1 kernel reaches init 2-3 s sooner.
+// real-mode setup: Debian's kernels reach init seconds sooner
+// (BENCHMARKS.md, "Why the machines are so").
 //
 // The bzImage's payload (boot protocol 2.08+: payload_offset and
 // payload_length) is decompressed and checked against the size the build

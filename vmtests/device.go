@@ -33,8 +33,8 @@ func exitOnPanic() device {
 }
 
 // quietCrypto skips the self-tests of every crypto algorithm the kernel
-// registers, which nothing here uses: 0.37 s of a Debian 6.1 boot under
-// TCG (initcall_debug: crypto_algapi_init).
+// registers, which nothing here uses: a part of every boot under TCG
+// (BENCHMARKS.md, "Why the machines are so").
 func quietCrypto() device { return device{kernel: []string{"cryptomgr.notests"}} }
 
 // accelDevice runs the guest under "kvm" or "tcg"; oneThread runs every

@@ -42,7 +42,8 @@ const (
 // privately (share=off): the guest reads the saved pages from the page
 // cache as it touches them, its writes stay its own, and the file stays
 // as saved. (Migrating the RAM through the stream made QEMU touch every
-// page of the destination's 512 MiB: 3-4 s per restore here.) It is keyed by everything that made that
+// page of the destination's 512 MiB, seconds per restore: BENCHMARKS.md,
+// "Why the machines are so".) It is keyed by everything that made that
 // guest (the QEMU binary's version, its machine and arguments, the kernel
 // image, the initramfs and the kernel's command line), so any change
 // boots cold once and saves a new one. What a run does (its tests, the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +43,17 @@ func TestBenchBlocks(t *testing.T) {
 	}
 	if strings.Contains(md, "| edit |") || strings.Index(md, "## Cold") > strings.Index(md, "## Edit") || strings.Index(md, "## Edit") > strings.Index(md, "## Why") || !strings.HasPrefix(md, benchHeader) {
 		t.Errorf("the old block kept, the parts out of order or no header:\n%s", md)
+	}
+}
+
+// TestBenchmarksFileBlocks: BENCHMARKS.md as committed is blocks the
+// bench keeps: written back from its blocks, it is the same file.
+func TestBenchmarksFileBlocks(t *testing.T) {
+	b, err := os.ReadFile("../../BENCHMARKS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := joinBlocks(splitBlocks(string(b))); got != string(b) {
+		t.Errorf("BENCHMARKS.md does not survive a bench run of no part:\n%s", got)
 	}
 }

@@ -39,23 +39,19 @@ type Arch struct {
 	Compat32, Compat32Packages string
 }
 
-// all, chosen by measurement under TCG on the 2-core development machine.
+// all, chosen by measurement under TCG on the 2-core development machine
+// (the figures: BENCHMARKS.md, "Why the machines are so").
 //
-// amd64: qboot instead of SeaBIOS: 0.5-1.3 s less of each boot under TCG
-// (make bench, 6.1-amd64 13.3 -> 10.5 s, 6.12-amd64 7.9 -> 7.2 s). Not
-// microvm: QEMU start to "Run /init" of 6.1's PVH vmlinux, three boots
-// each, q35 1.83-1.94 s, microvm,pcie=on (qevent's virtio-serial is PCI)
-// 1.79-1.90 s; microvm without PCI 1.60-1.74 s but one boot in three hung
-// calibrating the TSC (no PIT, HPET or PM timer) and it needs virtio-mmio
-// devices.
+// amd64: qboot instead of SeaBIOS, which boots slower under TCG. Not
+// microvm: no faster with PCI (virtio-serial is PCI here), and without
+// PCI it hung calibrating the TSC (no PIT, HPET or PM timer) and needs
+// virtio-mmio devices.
 //
-// arm64: "-cpu max" spends 4-9 s of each boot emulating pointer
+// arm64: "-cpu max" spends seconds of each boot emulating pointer
 // authentication (DESIGN.md); pauth-impdef=on removes that and keeps a CPU
 // with every granule size, which the 16K cells need (cortex-a57 has no 16K
-// granule). Against cortex-a57 on the 4K cells, QEMU start to power-off,
-// -parallel 1, twice each: 5.10 4.2 vs 4.1 s, 6.1 4.0 vs 4.1 s, 6.12 4.3
-// vs 4.3 s, 7.3 3.9 vs 5.2 s; so one model, max with pauth-impdef, serves
-// every arm64 cell.
+// granule). It is as fast as cortex-a57 on the 4K cells, so one model,
+// max with pauth-impdef, serves every arm64 cell.
 var all = []Arch{
 	{
 		Name: "amd64", Kbuild: "x86", Image: "arch/x86/boot/bzImage",
