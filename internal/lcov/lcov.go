@@ -1,6 +1,7 @@
 // Package lcov reads and writes lcov tracefiles (the format of geninfo(1)
 // that genhtml(1) renders): per source file, the count of each line,
-// function and branch.
+// function and branch; FromGcov makes one from gcov's JSON of a module's
+// counters.
 package lcov
 
 import (
