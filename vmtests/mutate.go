@@ -1,20 +1,18 @@
 package vmtests
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/kmmap/kmmap/internal/console"
+	"github.com/kmmap/kmmap/internal/mutant"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -26,110 +24,19 @@ const MutantsDir = "vmtests/mutants"
 // (kernels.lock), where a missing zeroing and a race can show.
 const DefaultMutantCell = "6.12-amd64"
 
-// Mutant is one realistic single-point change of the module: a patch
-// against the repository (git diff of kmod/), headed by lines
-//
-//	Cells: 6.12-amd64-debug     where it runs (default DefaultMutantCell)
-//	Why: what the change breaks (required of the committed list)
-//	Survives: why no test on these cells can kill it (a known gap)
-//
-// before the diff; `git apply` ignores them.
-type Mutant struct {
-	Name     string // the file's name without .patch
-	Patch    []byte
-	Cells    []string
-	Why      string // optional in a list of your own
-	Survives string
-	strip    int // git apply -p: 1 for git diff's a/ b/, 0 for bare paths
-}
-
-// LoadMutants reads every *.patch in dir, sorted by name.
-func LoadMutants(dir string) ([]Mutant, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.patch"))
-	if err != nil {
-		return nil, err
-	}
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("no mutant (*.patch) in %s", dir)
-	}
-	sort.Strings(paths)
-	var out []Mutant
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		m, err := parseMutant(strings.TrimSuffix(filepath.Base(p), ".patch"), b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-func parseMutant(name string, b []byte) (Mutant, error) {
-	m := Mutant{Name: name, Patch: b, strip: 1}
-	files := 0
-	inHeader := true
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "diff ") || strings.HasPrefix(l, "--- ") {
-			inHeader = false
-		}
-		if inHeader {
-			key, val, ok := strings.Cut(l, ":")
-			val = strings.TrimSpace(val)
-			switch {
-			case !ok:
-			case key == "Cells":
-				m.Cells = strings.FieldsFunc(val, func(r rune) bool { return r == ',' || r == ' ' })
-			case key == "Why":
-				m.Why = val
-			case key == "Survives":
-				m.Survives = val
-			}
-			continue
-		}
-		if f, ok := strings.CutPrefix(l, "+++ "); ok {
-			f = strings.Fields(f)[0]
-			// git diff's b/kmod/..., or diff -u's kmod/... as it is.
-			if rest, ok := strings.CutPrefix(f, "b/"); ok {
-				f = rest
-			} else {
-				m.strip = 0
-			}
-			if !strings.HasPrefix(f, "kmod/") {
-				return m, fmt.Errorf("the patch changes %s: a mutant changes only kmod/", f)
-			}
-			files++
-		}
-	}
-	if files == 0 {
-		return m, errors.New("no diff in it (make one with: git diff kmod/ > vmtests/mutants/NAME.patch)")
-	}
-	if len(m.Cells) == 0 {
-		m.Cells = []string{DefaultMutantCell}
-	}
-	return m, nil
-}
-
-// Apply copies root's kmod/ under dir and applies the mutant to the copy
-// with git apply; it returns the mutated module's directory.
-func (m Mutant) Apply(root, dir string) (string, error) {
+// applyMutant copies root's kmod/ under dir and applies m to the copy; it
+// returns the mutated module's directory.
+func applyMutant(m mutant.Mutant, root, dir string) (string, error) {
 	src := filepath.Join(dir, "kmod")
 	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
 		return "", err
 	}
-	cmd := exec.Command("git", "apply", "--whitespace=nowarn", fmt.Sprintf("-p%d", m.strip), "-")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(m.Patch)
-	// dir is outside any repository: git apply works as patch(1) there.
-	cmd.Env = append(os.Environ(), "GIT_CEILING_DIRECTORIES="+filepath.Dir(dir))
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mutant %s no longer applies to kmod/ (update its patch): %v\n%s", m.Name, err, o)
-	}
-	return src, nil
+	return src, m.Apply(dir)
 }
+
+// LoadMutants reads every mutant (*.patch) in dir, sorted by name; one
+// whose patch names no cell runs on DefaultMutantCell.
+func LoadMutants(dir string) ([]mutant.Mutant, error) { return mutant.Load(dir, DefaultMutantCell) }
 
 // Verdicts of a mutant on a cell.
 const (
@@ -140,7 +47,7 @@ const (
 
 // MutantResult is a mutant's run on one cell.
 type MutantResult struct {
-	Mutant  Mutant
+	Mutant  mutant.Mutant
 	Cell    string
 	Verdict string
 	// KilledBy names what failed: guest tests, kernel reports, or what
@@ -159,7 +66,7 @@ type MutantResult struct {
 // RunMutant builds the mutant for tree's kernel and runs the whole guest
 // suite on it, timeout at most. err is the harness failing, not the
 // module.
-func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree, m Mutant, timeout time.Duration) (res MutantResult, err error) {
+func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree, m mutant.Mutant, timeout time.Duration) (res MutantResult, err error) {
 	res = MutantResult{Mutant: m, Cell: tree.Kernel.ID}
 	start := time.Now()
 	defer func() { res.Elapsed = time.Since(start) }()
@@ -168,7 +75,7 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	src, err := m.Apply(h.Root(), dir)
+	src, err := applyMutant(m, h.Root(), dir)
 	if err != nil {
 		return res, err
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/mutant"
 )
 
 // TestMutantsApply: every committed mutant names what it breaks, applies
@@ -32,7 +34,7 @@ func TestMutantsApply(t *testing.T) {
 					t.Errorf("Cells: %v", err)
 				}
 			}
-			src, err := m.Apply(root, t.TempDir())
+			src, err := applyMutant(m, root, t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,16 +52,16 @@ func TestMutantRefused(t *testing.T) {
 		{"no-diff", "Why: nothing\n", "no diff"},
 		{"outside", "Why: x\n\n" + strings.ReplaceAll(diff, "kmod/main.c", "vmtests/run.go"), "only kmod/"},
 	} {
-		if _, err := parseMutant(c.name, []byte(c.patch)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := mutant.Parse(c.name, []byte(c.patch), DefaultMutantCell); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one saying %q", c.name, err, c.want)
 		}
 	}
 	// A patch that no longer applies names the mutant and what to do.
-	m, err := parseMutant("stale", []byte("Why: x\n\n"+strings.ReplaceAll(diff, "SPDX", "XDPS")))
+	m, err := mutant.Parse("stale", []byte("Why: x\n\n"+strings.ReplaceAll(diff, "SPDX", "XDPS")), DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Apply(root, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
+	if _, err := applyMutant(m, root, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
 		t.Errorf("a stale patch: err %v", err)
 	}
 	// A bare diff (no header, diff -u's paths without a/ b/) is a mutant
@@ -70,14 +72,14 @@ func TestMutantRefused(t *testing.T) {
 	}
 	_, body, _ := strings.Cut(string(committed[0].Patch), "\n--- ")
 	bare := strings.NewReplacer("a/kmod/", "kmod/", "b/kmod/", "kmod/").Replace("--- " + body)
-	m, err = parseMutant("bare", []byte(bare))
+	m, err = mutant.Parse("bare", []byte(bare), DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Apply(root, t.TempDir()); err != nil {
+	if _, err := applyMutant(m, root, t.TempDir()); err != nil {
 		t.Errorf("a bare diff -u: %v", err)
 	}
-	m, err = parseMutant("default-cell", []byte("Why: x\n\n"+diff))
+	m, err = mutant.Parse("default-cell", []byte("Why: x\n\n"+diff), DefaultMutantCell)
 	if err != nil || len(m.Cells) != 1 || m.Cells[0] != DefaultMutantCell {
 		t.Errorf("no Cells: line: cells %v (%v), want [%s]", m.Cells, err, DefaultMutantCell)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/mutant"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
 	"golang.org/x/sync/errgroup"
@@ -48,7 +49,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("-run: %w", err)
 		}
-		mutants = slices.DeleteFunc(mutants, func(m vmtests.Mutant) bool { return !re.MatchString(m.Name) })
+		mutants = slices.DeleteFunc(mutants, func(m mutant.Mutant) bool { return !re.MatchString(m.Name) })
 		if len(mutants) == 0 {
 			return fmt.Errorf("-run %q matches no mutant in %s", *only, *dir)
 		}
@@ -97,7 +98,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	type job struct {
-		m    vmtests.Mutant
+		m    mutant.Mutant
 		cell string
 	}
 	var all []job
@@ -160,7 +161,7 @@ func parallel(ctx context.Context, jobs, n int, fn func(int) error) error {
 
 // writeMutants writes the Markdown report: totals, then a row per mutant.
 // A mutant is killed when any of its cells killed it.
-func writeMutants(w io.Writer, mutants []vmtests.Mutant, results []vmtests.MutantResult, took time.Duration, args, dir, root string) {
+func writeMutants(w io.Writer, mutants []mutant.Mutant, results []vmtests.MutantResult, took time.Duration, args, dir, root string) {
 	byName := map[string][]vmtests.MutantResult{}
 	for _, r := range results {
 		byName[r.Mutant.Name] = append(byName[r.Mutant.Name], r)
