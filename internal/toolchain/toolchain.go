@@ -87,8 +87,13 @@ const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 // the root is unpacked from its tarball as that user, so the user owns
 // every file of it and can remove it; root makes it the same way (--mode=root).
 func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf func(string, ...any)) (*Root, error) {
-	suite = BaseSuite(suite)
-	pkgs := packages(compiler)
+	return EnsurePackages(ctx, cache, BaseSuite(suite), packages(compiler), append(compilers(compiler), "make", "pahole"), mirror, logf)
+}
+
+// EnsurePackages returns a root of suite holding pkgs, created as Ensure
+// creates a compiler's; bins are the commands in /usr/bin it must have.
+func EnsurePackages(ctx context.Context, cache, suite string, pkgs, bins []string, mirror string, logf func(string, ...any)) (*Root, error) {
+	pkgs = slices.Sorted(slices.Values(pkgs))
 	h := sha256.Sum256([]byte(format + "\n" + suite + "\n" + strings.Join(pkgs, ",")))
 	dir := filepath.Join(cache, "toolchains", suite+"-"+hex.EncodeToString(h[:])[:16])
 	r := &Root{Suite: suite, Dir: dir, cache: cache}
@@ -129,7 +134,7 @@ func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf fun
 	}
 	// mmdebstrap checked the suite's signed Release file; check that what
 	// the builds need is really there before the root is trusted.
-	for _, bin := range append(compilers(compiler), "make", "pahole") {
+	for _, bin := range bins {
 		if _, err := os.Stat(filepath.Join(tmp, "usr", "bin", bin)); err != nil {
 			return nil, fmt.Errorf("toolchain %s: mmdebstrap succeeded but the root has no %s", suite, bin)
 		}
@@ -168,7 +173,10 @@ func bootstrap(ctx context.Context, dir, suite, mirror string, pkgs []string) er
 			argv = nil
 		}
 	}
-	argv = append(argv, "mmdebstrap", mode, "--variant=minbase", "--format=tar",
+	// Release files that say how long they are valid (sid's, a week) are
+	// checked for their signature, not their age: a mirror may be a
+	// snapshot of the archive.
+	argv = append(argv, "mmdebstrap", mode, "--variant=minbase", "--format=tar", `--aptopt=Acquire::Check-Valid-Until "false"`,
 		"--keyring="+keyring, "--include="+strings.Join(pkgs, ","), suite, "-", mirror)
 	mm := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var mmErr, tarErr bytes.Buffer
