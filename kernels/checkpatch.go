@@ -15,25 +15,31 @@ import (
 )
 
 // Tool is a pinned Debian package a check needs: linux-source-<series>,
-// which holds the kernel's scripts/checkpatch.pl.
+// which holds the kernel's scripts/checkpatch.pl and its memory model.
 type Tool struct {
 	Suite   string  `json:"suite"`
 	Series  string  `json:"series"`
 	Package Package `json:"package"`
 }
 
-// checkpatchFiles are what checkpatch.pl reads beside itself, and the
-// registry of ioctl codes a module's UAPI must not collide with; each is
-// extracted to the tool's directory under its base name.
+// checkpatchFiles are what checkpatch.pl reads beside itself, the
+// registry of ioctl codes a module's UAPI must not collide with, and the
+// Linux-kernel memory model herd7 runs litmus tests against
+// (linux-kernel.cfg names the others); each is extracted to the tool's
+// directory under its base name.
 var checkpatchFiles = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch",
-	IoctlNumbers}
+	IoctlNumbers, MemoryModel, "tools/memory-model/linux-kernel.def", "tools/memory-model/linux-kernel.bell",
+	"tools/memory-model/linux-kernel.cat", "tools/memory-model/lock.cat"}
+
+// MemoryModel is the LKMM's herd7 configuration in the kernel's source.
+const MemoryModel = "tools/memory-model/linux-kernel.cfg"
 
 // IoctlNumbers is the kernel's registry of ioctl codes in its source.
 const IoctlNumbers = "Documentation/userspace-api/ioctl/ioctl-number.rst"
 
 // checkpatchFormat names what the cached directory holds: a new one is
 // extracted when checkpatchFiles change.
-const checkpatchFormat = "2"
+const checkpatchFormat = "3"
 
 // Checkpatch returns a directory holding checkpatch.pl and the files it
 // reads, taken from the pinned linux-source package (verified like every
