@@ -79,6 +79,14 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 	if err != nil {
 		return res, err
 	}
+	// What the memory model proves needs no boot: a barrier no CPU here
+	// reorders around (an x86 host keeps stores in order) is still wrong.
+	if what, detail, err := litmusFailures(ctx, h, f, src); err != nil {
+		return res, err
+	} else if len(what) > 0 {
+		res.Verdict, res.KilledBy, res.Detail = Killed, what, detail
+		return res, nil
+	}
 	// The guest boots while the mutant builds; one that does not build
 	// makes the agent give up at once.
 	cell, err := h.Prepare(ctx, f, tree, CellOptions{ModuleDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID,
@@ -107,6 +115,23 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 	return res, nil
 }
 
+// litmusFailures lists the module's litmus tests (LitmusDir) that the
+// memory model fails as its C is in src, with the text of every failure.
+func litmusFailures(ctx context.Context, h *Harness, f *kernels.Fetcher, src string) (what []string, detail string, err error) {
+	results, err := h.CheckLitmus(ctx, f, src, func(string, ...any) {})
+	if err != nil {
+		return nil, "", err
+	}
+	var details []string
+	for _, r := range results {
+		if why := r.Failed(); why != "" {
+			what = append(what, "memory model: "+r.Test.Name+".litmus")
+			details = append(details, why)
+		}
+	}
+	return what, strings.Join(details, "\n"), nil
+}
+
 // onlyTimedOut reports whether run r ended by its time limit or the
 // watchdog with nothing else wrong: no kernel report, no guest test that
 // finished failing.
@@ -131,6 +156,11 @@ func (c *Cell) onlyTimedOut(r run) bool {
 // broken (a snapshot that does not restore boots cold), the base of its
 // time limit.
 func Baseline(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels.Tree) (time.Duration, error) {
+	if what, detail, err := litmusFailures(ctx, h, f, h.module.Dir); err != nil {
+		return 0, err
+	} else if len(what) > 0 {
+		return 0, fmt.Errorf("the unmutated module fails its litmus tests, so no mutant can be judged:\n%s", detail)
+	}
 	cell, err := h.Prepare(ctx, f, tree, CellOptions{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
 	if err != nil {
 		return 0, err
