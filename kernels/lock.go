@@ -67,7 +67,8 @@ type Kernel struct {
 	// Cmdline is what this cell always adds to the guest's kernel
 	// command line, e.g. init_on_alloc=0 on one distribution cell per
 	// arch: Debian's kernels zero every allocation by default, which would
-	// hide a backing that forgets to.
+	// hide a backing that forgets to; movablecore= on the cells whose
+	// long-term pins must move pages out of ZONE_MOVABLE.
 	Cmdline []string `json:"cmdline,omitempty"`
 	// CPUs is how many CPUs the cell's guest gets (1 to 8); 0 is one for
 	// a Debian kernel and two for one built from source. Each vCPU is a

@@ -5,6 +5,9 @@ package guest
 import (
 	"bytes"
 	"errors"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -134,4 +137,93 @@ func TestBadPin(t *testing.T) {
 	if err := d.pin(uintptr(unsafe.Pointer(&ro[0])), len(ro)); !errors.Is(err, unix.EFAULT) {
 		t.Errorf("PIN of read-only memory: err = %v, want EFAULT", err)
 	}
+}
+
+// movableRanges returns the PFN ranges [start, end) of every populated
+// ZONE_MOVABLE in /proc/zoneinfo: none unless the kernel booted with
+// movablecore= or kernelcore=.
+func movableRanges(t testing.TB) [][2]uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/zoneinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][2]uint64
+	for _, zone := range strings.Split("\n"+string(b), "\nNode ") {
+		first, _, _ := strings.Cut(zone, "\n") // "0, zone  Movable"
+		if f := strings.Fields(first); len(f) != 3 || f[1] != "zone" || f[2] != "Movable" {
+			continue
+		}
+		var start, spanned uint64
+		for _, l := range strings.Split(zone, "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) == 2 && f[0] == "spanned":
+				spanned, _ = strconv.ParseUint(f[1], 10, 64)
+			case len(f) == 2 && f[0] == "start_pfn:":
+				start, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		if spanned > 0 {
+			out = append(out, [2]uint64{start, start + spanned})
+		}
+	}
+	return out
+}
+
+// TestPinLongTermLeavesMovable: a pin held until UNPIN is long-term
+// (FOLL_LONGTERM), so the kernel moves the user's pages out of
+// ZONE_MOVABLE before it pins them (memory hot-unplug and compaction must
+// be able to move what that zone holds); the user's data moves with them
+// and the worker writes into the pages userland now has. On the cells
+// booted with movablecore= (kernels.lock), where user pages come from
+// ZONE_MOVABLE first.
+func TestPinLongTermLeavesMovable(t *testing.T) {
+	zones := movableRanges(t)
+	if len(zones) == 0 {
+		t.Skip("no ZONE_MOVABLE on this cell: it boots without movablecore= (kernels.lock gives it to the 6.12 distribution cells)")
+	}
+	inMovable := func(pfn uint64) bool {
+		for _, z := range zones {
+			if pfn >= z[0] && pfn < z[1] {
+				return true
+			}
+		}
+		return false
+	}
+	ps := unix.Getpagesize()
+	const n = 64
+	buf := userBuffer(t, n)
+	copy(buf, pattern(3, len(buf)))
+	count := func() (in int) {
+		for i := 0; i < n; i++ {
+			if inMovable(pagemapPFN(t, buf, i*ps)) {
+				in++
+			}
+		}
+		return in
+	}
+	before := count()
+	if before == 0 {
+		t.Fatalf("none of %d fresh user pages came from ZONE_MOVABLE (PFNs %v): the test shows nothing", n, zones)
+	}
+	d := openDev(t)
+	if err := d.pin(uintptr(unsafe.Pointer(&buf[0])), len(buf)); err != nil {
+		t.Fatalf("KMMAP_IOC_PIN: %v", err)
+	}
+	if after := count(); after > 0 {
+		t.Errorf("%d of %d pinned pages are in ZONE_MOVABLE (%d were before PIN): the pin is not long-term (FOLL_LONGTERM)", after, n, before)
+	}
+	if !bytes.Equal(buf, pattern(3, len(buf))) {
+		t.Errorf("the user's data changed when its pages were pinned")
+	}
+	d.pinFill(t, 11)
+	d.pinWait(t)
+	if !bytes.Equal(buf, pattern(11, len(buf))) {
+		t.Errorf("the worker's fill is not in the pages userland has after PIN")
+	}
+	if err := ioctl(d.fd, IocUnpin, nil); err != nil {
+		t.Fatalf("KMMAP_IOC_UNPIN: %v", err)
+	}
+	t.Logf("%d of %d pages in ZONE_MOVABLE %v before PIN, none after", before, n, zones)
 }
