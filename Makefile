@@ -73,6 +73,7 @@ FILES := \
 	/usr/share/seabios/bios-256k.bin:seabios \
 	/usr/share/qemu/qboot.rom:qemu-system-data \
 	/usr/bin/mmdebstrap:mmdebstrap \
+	/sbin/mke2fs:e2fsprogs \
 	/usr/bin/newuidmap:uidmap \
 	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \

@@ -51,8 +51,10 @@ type Kernel struct {
 	// name it (CC in .kernelvariables).
 	Compiler string `json:"compiler"`
 	// GuestModules are the kernel's own modules the guest needs loaded
-	// before the harness can talk to it; dependencies are resolved from
-	// each module's .modinfo.
+	// before the harness can talk to it, and those a guest test needs
+	// (loop and ext4 on the amd64 distribution cells, with crc32c where
+	// ext4 asks the crypto API for it: TestPinFileWriteback's file
+	// system); dependencies are resolved from each module's .modinfo.
 	GuestModules []string `json:"guest_modules"`
 	// Config lists the config fragments (paths relative to the lock's
 	// directory) a kernel built from its linux-source package is

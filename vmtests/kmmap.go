@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -99,5 +100,34 @@ func kmmapPrograms(root, name, dir string) (map[string]string, error) {
 		}
 		out[guest] = bin
 	}
+	img, err := ext2Image(dir)
+	if err != nil {
+		return nil, err
+	}
+	out["/kmmap/ext2.img"] = img
 	return out, nil
+}
+
+// ext2Image makes the small empty ext2 file system TestPinFileWriteback
+// mounts through a loop device (512 KiB: 1K blocks, 16 inodes), in dir.
+// mke2fs is in /sbin, which a normal user's PATH often lacks.
+func ext2Image(dir string) (string, error) {
+	mke2fs, err := exec.LookPath("mke2fs")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/mke2fs", "/sbin/mke2fs"} {
+			if _, serr := os.Stat(p); serr == nil {
+				mke2fs, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("mke2fs not found, to make the guest suite's ext2 image (apt-get install e2fsprogs)")
+	}
+	img := filepath.Join(dir, "ext2.img")
+	cmd := exec.Command(mke2fs, "-q", "-F", "-t", "ext2", "-b", "1024", "-N", "16", "-m", "0", img, "512")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("making the guest suite's ext2 image (%s): %v\n%s", strings.Join(cmd.Args, " "), err, o)
+	}
+	return img, nil
 }

@@ -5,7 +5,9 @@ package guest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,4 +228,167 @@ func TestPinLongTermLeavesMovable(t *testing.T) {
 		t.Fatalf("KMMAP_IOC_UNPIN: %v", err)
 	}
 	t.Logf("%d of %d pages in ZONE_MOVABLE %v before PIN, none after", before, n, zones)
+}
+
+// ext2Image is a small empty ext2 file system the suite carries
+// (kmmapPrograms makes it with mke2fs).
+const ext2Image = "/kmmap/ext2.img"
+
+// blockFS mounts a copy of ext2Image through a loop device and returns
+// the mount point and a remount that drops the file system's page cache:
+// a file system whose pages reach a block device through writeback.
+// Cells that load no loop or ext4 module (kernels.lock's guest_modules)
+// skip, loudly.
+func blockFS(t *testing.T) (dir string, remount func()) {
+	t.Helper()
+	fss, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil || !strings.Contains(string(fss), "\text2\n") {
+		if err == nil {
+			unix.Close(ctl)
+		}
+		t.Skipf("SKIP LOUDLY: no loop device (%v) or no ext2 in /proc/filesystems on this cell: kernels.lock loads loop and ext4 (guest_modules) on the amd64 distribution cells", err)
+	}
+	defer unix.Close(ctl)
+	img := filepath.Join(t.TempDir(), "ext2.img")
+	b, err := os.ReadFile(ext2Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+	if err != nil {
+		t.Fatalf("LOOP_CTL_GET_FREE: %v", err)
+	}
+	backing, err := unix.Open(img, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(backing)
+	dev := fmt.Sprintf("/dev/loop%d", n)
+	loop, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetInt(loop, unix.LOOP_SET_FD, backing); err != nil {
+		unix.Close(loop)
+		t.Fatalf("LOOP_SET_FD %s: %v", dev, err)
+	}
+	dir = t.TempDir()
+	mount := func() {
+		if err := unix.Mount(dev, dir, "ext2", 0, ""); err != nil {
+			t.Fatalf("mount %s (ext2) on %s: %v", dev, dir, err)
+		}
+	}
+	mount()
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			if err := unix.Unmount(dir, 0); err != nil {
+				t.Errorf("umount %s: %v", dir, err)
+			}
+		}
+		if err := unix.IoctlSetInt(loop, unix.LOOP_CLR_FD, 0); err != nil {
+			t.Errorf("LOOP_CLR_FD %s: %v", dev, err)
+		}
+		unix.Close(loop)
+	})
+	return dir, func() {
+		mounted = false
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Fatalf("umount %s: %v", dir, err)
+		}
+		mount()
+		mounted = true
+	}
+}
+
+// TestPinFileWriteback: pages the kernel wrote through a pin are dirty
+// when unpinned, so writeback keeps the write. A shared mapping of a file
+// on a block-backed file system is faulted in and written back (clean,
+// write-protected), pinned, written back again, filled by the worker and
+// unpinned; the file read again from the device must hold the fill. From
+// 6.5 the kernel refuses a long-term writable pin of such a file
+// (FOLL_LONGTERM, dirty tracking: EFAULT), and the module must hold
+// nothing after the refusal.
+func TestPinFileWriteback(t *testing.T) {
+	dir, remount := blockFS(t)
+	ps := unix.Getpagesize()
+	size := 4 * ps
+	path := filepath.Join(dir, "pinned")
+	if err := os.WriteFile(path, pattern(5, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := true
+	defer func() {
+		if mapped {
+			unix.Munmap(m)
+		}
+	}()
+	copy(m, pattern(5, size)) // faulted in writable
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Fatalf("msync: %v", err)
+	}
+	before := pinBalance(t)
+	d := openDev(t)
+	err = d.pin(uintptr(unsafe.Pointer(&m[0])), size)
+	if !kernelBefore(t, 6, 5) {
+		if !errors.Is(err, unix.EFAULT) {
+			t.Fatalf("PIN of a shared file mapping that needs dirty tracking: err = %v, want EFAULT (6.5 and later refuse a long-term writable pin of it: is the pin FOLL_LONGTERM?)", err)
+		}
+		if got := pinBalance(t) - before; got != 0 {
+			t.Errorf("after the refused PIN, %d pins are held", got)
+		}
+		f := PinFill{Seed: 6}
+		if err := ioctl(d.fd, IocPinFill, unsafe.Pointer(&f)); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("PIN_FILL after the refused PIN: err = %v, want EINVAL (nothing is pinned)", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("KMMAP_IOC_PIN of a shared file mapping: %v", err)
+	}
+	// Writeback between the pin and the kernel's write: the pages are
+	// clean again when the worker writes them through its mapping.
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Fatalf("msync: %v", err)
+	}
+	d.pinFill(t, 6)
+	d.pinWait(t)
+	if !bytes.Equal(m, pattern(6, size)) {
+		t.Fatalf("the worker's fill is not in the mapped file")
+	}
+	if err := ioctl(d.fd, IocUnpin, nil); err != nil {
+		t.Fatalf("KMMAP_IOC_UNPIN: %v", err)
+	}
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	mapped = false
+	f.Close()
+	remount() // writes back what is dirty, then forgets every page
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pattern(6, size)) {
+		if bytes.Equal(got, pattern(5, size)) {
+			t.Fatalf("the kernel's write through the pin was lost at writeback: the file holds what it held before the fill (UNPIN must dirty the pages it wrote: unpin_user_pages_dirty_lock)")
+		}
+		t.Fatalf("the file holds neither the fill nor what it held before")
+	}
 }
