@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -478,7 +479,8 @@ func TestVMFlags(t *testing.T) {
 // TestUserCopyFaults: every copy back to userland can fault, and each
 // fault is EFAULT with nothing else changed: the PFN array of INFO and
 // the argument of INFO and CHECKSUM in read-only memory (read in, not
-// written back), the ring ioctls' argument at NULL.
+// written back) and at a kernel address, the ring ioctls' argument at
+// NULL.
 func TestUserCopyFaults(t *testing.T) {
 	parallel(t)
 	d := openDev(t)
@@ -509,6 +511,25 @@ func TestUserCopyFaults(t *testing.T) {
 	if err := ioctl(d.fd, IocChecksum, ro(t, asBytes(unsafe.Pointer(&r), unsafe.Sizeof(r)))); !errors.Is(err, unix.EFAULT) {
 		t.Errorf("CHECKSUM with its argument read-only: err = %v, want EFAULT", err)
 	}
+	// A kernel address that is writable memory: the module's own count of
+	// live buffers. A copy to userland that skips access_ok() (a bare
+	// __put_user) reaches it on x86, and the count would change.
+	if addr := kernelSymbol(t, "kmmap_live_buffers"); addr != 0 {
+		before := moduleCounter(t, "live_buffers")
+		info = Info{Pfns: addr, Pfns_len: 1}
+		if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&info)); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("INFO with its PFN array at a kernel address: err = %v, want EFAULT", err)
+		}
+		if err := ioctlAt(d.fd, IocInfo, uintptr(addr)); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("INFO with its argument at a kernel address: err = %v, want EFAULT", err)
+		}
+		if err := ioctlAt(d.fd, IocChecksum, uintptr(addr)); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("CHECKSUM with its argument at a kernel address: err = %v, want EFAULT", err)
+		}
+		if after := moduleCounter(t, "live_buffers"); after != before {
+			t.Errorf("the module's live_buffers went from %d to %d: an ioctl wrote to the kernel address userland gave it", before, after)
+		}
+	}
 	d.setup(t, BackingRing, 2)
 	for _, req := range []uint{IocRingEmit, IocRingTimer} {
 		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
@@ -519,5 +540,64 @@ func TestUserCopyFaults(t *testing.T) {
 	r2.emit(t, 0)
 	if p := atomic.LoadUint64(&r2.hdr.Produced); p != 0 {
 		t.Errorf("EMIT of 0 records produced %d", p)
+	}
+}
+
+// ioctlAt is ioctl with an argument that is an address and no Go pointer.
+func ioctlAt(fd int, req uint, addr uintptr) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), addr)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// kernelSymbol returns the address /proc/kallsyms gives symbol name (root
+// sees addresses where kptr_restrict is 0 or 1), failing when it has none.
+func kernelSymbol(t *testing.T, name string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/kallsyms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[2] == name {
+			addr, err := strconv.ParseUint(f[0], 16, 64)
+			if err != nil || addr == 0 {
+				t.Fatalf("/proc/kallsyms hides %s's address (%q): not root, or kptr_restrict=2", name, l)
+			}
+			return addr
+		}
+	}
+	t.Fatalf("/proc/kallsyms has no %s", name)
+	return 0
+}
+
+// TestParameters: nothing the module reads only at load (nr_pages) or
+// counts itself (live_buffers, pinned_pages) is writable at run time
+// through /sys/module/kmmap/parameters.
+func TestParameters(t *testing.T) {
+	mark(t)
+	dir := "/sys/module/kmmap/parameters"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, e.Name())
+		if info.Mode().Perm()&0o222 != 0 {
+			t.Errorf("%s/%s is writable (%v): the module takes it at load only", dir, e.Name(), info.Mode().Perm())
+		}
+	}
+	for _, want := range []string{"nr_pages", "live_buffers", "pinned_pages"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("%s has no %s (it has %v)", dir, want, names)
+		}
 	}
 }
