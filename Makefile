@@ -63,6 +63,12 @@ TOOLS := \
 	arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf \
 	qemu-system-x86_64:qemu-system-x86 \
 	qemu-system-aarch64:qemu-system-arm \
+	qemu-system-ppc64:qemu-system-ppc \
+	qemu-system-s390x:qemu-system-misc \
+	qemu-system-riscv64:qemu-system-misc \
+	powerpc64le-linux-gnu-gcc:gcc-powerpc64le-linux-gnu \
+	s390x-linux-gnu-gcc:gcc-s390x-linux-gnu \
+	riscv64-linux-gnu-gcc:gcc-riscv64-linux-gnu \
 	gdb-multiarch:gdb-multiarch \
 	genhtml:lcov \
 	pahole:dwarves
@@ -79,7 +85,11 @@ FILES := \
 	/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
 	/usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \
 	/usr/i686-linux-gnu/lib/libc.a:libc6-dev-i386-cross \
-	/usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross
+	/usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross \
+	/usr/powerpc64le-linux-gnu/lib/libc.a:libc6-dev-ppc64el-cross \
+	/usr/s390x-linux-gnu/lib/libc.a:libc6-dev-s390x-cross \
+	/usr/riscv64-linux-gnu/lib/libc.a:libc6-dev-riscv64-cross \
+	/usr/share/qemu/slof.bin:qemu-system-data
 
 .PHONY: all deps vmtests test vet kernels toolchains shell run bench coverage mutants
 

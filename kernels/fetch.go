@@ -245,6 +245,7 @@ func layout(k Kernel, root, finalRoot string) (*Tree, error) {
 	t := &Tree{Kernel: k}
 	vmlinuz, err := firstExisting(root,
 		"boot/vmlinuz-"+rel,
+		"boot/vmlinux-"+rel, // ppc64el: an ELF vmlinux
 		"usr/lib/modules/"+rel+"/vmlinuz",
 		"usr/lib/modules/"+rel+"/vmlinuz.unsigned")
 	if err != nil {

@@ -335,7 +335,7 @@ func (h *Harness) baseImage(a arch.Arch, logf func(string, ...any)) (string, err
 	if err != nil {
 		return "", err
 	}
-	return initramfs.Base(a.Name, src, h.cache, logf)
+	return initramfs.Base(a.GoArch, src, h.cache, logf)
 }
 
 // guestSuite is the guest test binary and the suite's files for arch,
@@ -372,7 +372,7 @@ func (h *Harness) buildGuestSuite(a arch.Arch) ([]event.File, error) {
 	}
 	cmd := lifeline.Tie(exec.Command("go", append(args, g.Package)...))
 	cmd.Dir = g.Dir
-	cmd.Env = append(os.Environ(), "GOARCH="+a.Name, "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "GOARCH="+a.GoArch, "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building the guest suite %s for %s (go %s in %s): %v\n%s", g.Package, a.Name, strings.Join(args, " "), g.Dir, err, out)
 	}
@@ -501,7 +501,7 @@ func (h *Harness) toolchainFor(ctx context.Context, f *kernels.Fetcher, k kernel
 		return nil, err
 	}
 	done := progress.Step(logf, k.ID, "toolchain root")
-	tc, err := toolchain.Ensure(ctx, h.cache, k.Suite, k.Compiler, mirror, logf)
+	tc, err := toolchain.Ensure(ctx, h.cache, k.Suite, k.Compiler, k.Arch, mirror, logf)
 	done(err)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %s: %v", k.ID, err)

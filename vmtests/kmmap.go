@@ -29,7 +29,8 @@ func KmmapGuest(root string) Guest {
 //   - whether the kernel runs 32-bit programs (the C demo built -m32 or
 //     for armhf, through compat_ioctl): IA32_EMULATION on amd64 (see
 //     kmmapKernelArgs), COMPAT on arm64, which Debian's 16K kernels have
-//     too;
+//     too; never where Debian has no 32-bit userland for the arch
+//     (s390x has COMPAT, for 31-bit programs no compiler here makes);
 //   - the largest sizes of TestLargeWork under a short soft-lockup
 //     threshold where KASAN and the soft-lockup detector are built in,
 //     and TestAllocFailures where failslab and fail_page_alloc are (the
@@ -41,6 +42,9 @@ func kmmapFlags(k Kernel) []string {
 	compat := c.Enabled("CONFIG_COMPAT")
 	if k.Arch == "amd64" {
 		compat = c.Enabled("CONFIG_IA32_EMULATION")
+	}
+	if a, err := arch.Lookup(k.Arch); err != nil || a.Compat32 == "" {
+		compat = false // no 32-bit userland of the arch to build the demo for
 	}
 	flags := []string{fmt.Sprintf("-kmmap.pagesize=%d", k.PageSize), fmt.Sprintf("-kmmap.cpus=%d", k.CPUs), fmt.Sprintf("-kmmap.compat=%t", compat)}
 	if c.Enabled("CONFIG_SOFTLOCKUP_DETECTOR") && c.Enabled("CONFIG_KASAN") {
@@ -85,7 +89,10 @@ func kmmapPrograms(root, name, dir string) (map[string]string, error) {
 	}
 	cc, pkg := a.CC()
 	type build struct{ cc, src, pkg string }
-	builds := map[string]build{"/kmmap/kmmap-demo32": {a.Compat32, kmmapSources["/kmmap/kmmap-demo"], a.Compat32Packages}}
+	builds := map[string]build{}
+	if a.Compat32 != "" {
+		builds["/kmmap/kmmap-demo32"] = build{a.Compat32, kmmapSources["/kmmap/kmmap-demo"], a.Compat32Packages}
+	}
 	for guest, src := range kmmapSources {
 		builds[guest] = build{cc, src, pkg}
 	}

@@ -201,7 +201,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		job.TestArgs = append(job.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
 	}
 	cell.job = job
-	cell.snap = h.snapshotPolicy(cell.GDB != 0)
+	cell.snap = h.snapshotPolicy(a, cell.GDB != 0)
 	if cell.files, err = h.guestSuite(k.ID, a); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kmmap/kmmap/internal/arch"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,13 +75,15 @@ type snapshotPolicy struct {
 
 // snapshotPolicy says whether a cell with these options restores
 // snapshots.
-func (h *Harness) snapshotPolicy(gdb bool) snapshotPolicy {
+func (h *Harness) snapshotPolicy(a arch.Arch, gdb bool) snapshotPolicy {
 	p := snapshotPolicy{store: h.snaps}
 	switch {
 	case h.cfg.Cold:
 		p.cold = "KMMAP_SNAPSHOT=0"
 	case gdb:
 		p.cold = "with a gdb stub the guest starts halted before its first instruction, to be debugged from there"
+	case a.NoSnapshot != "":
+		p.cold = a.NoSnapshot
 	}
 	return p
 }

@@ -207,12 +207,12 @@ func run(ctx context.Context, verb string, args []string) error {
 		cache := h.CacheDir()
 		done := map[string]bool{}
 		for _, k := range lock.Kernels {
-			key := toolchain.BaseSuite(k.Suite) + "/" + k.Compiler
+			key := toolchain.BaseSuite(k.Suite) + "/" + k.Compiler + "/" + toolchain.Group(k.Arch)
 			if done[key] || !toolchain.NeedsRoot(k) || (len(args) > 0 && !slices.Contains(args, k.ID)) {
 				continue
 			}
 			done[key] = true
-			r, err := toolchain.Ensure(ctx, cache, k.Suite, k.Compiler, mirror, log.Printf)
+			r, err := toolchain.Ensure(ctx, cache, k.Suite, k.Compiler, k.Arch, mirror, log.Printf)
 			if err != nil {
 				return err
 			}
@@ -228,7 +228,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		if err != nil {
 			return err
 		}
-		r := &kernels.Resolver{Mirror: mirror, HostArches: arch.Names()}
+		r := &kernels.Resolver{Mirror: mirror, HostArches: arch.Hosts()}
 		changes, err := r.Update(ctx, lock)
 		if err != nil {
 			return err

@@ -65,7 +65,7 @@ func (b *Builder) root(ctx context.Context, k kernels.Kernel, env kernels.BuildE
 	if k.Compiler == "" {
 		return nil, fmt.Errorf("the lock names no compiler for %s (\"compiler\", e.g. gcc-14)", k.ID)
 	}
-	return toolchain.Ensure(ctx, env.Cache, k.Suite, k.Compiler, env.Mirror, env.Logf)
+	return toolchain.Ensure(ctx, env.Cache, k.Suite, k.Compiler, k.Arch, env.Mirror, env.Logf)
 }
 
 // Toolchain implements kernels.SourceBuilder: the toolchain root's name

@@ -49,30 +49,55 @@ func BaseSuite(suite string) string {
 	return base
 }
 
-// packages is what a root for compiler (e.g. "gcc-14") holds: the native
-// compiler, cross compilers for the other arches, and what Kbuild needs to
-// build external modules (make, libelf, pahole for BTF, openssl for
-// sign-file's library).
-func packages(compiler string) []string {
+// packages is what a root of suite for compiler (e.g. "gcc-14") holds to
+// build for guest: the native compiler, the cross compiler of the other
+// arch the harness runs on (amd64, arm64: one root builds for both), the
+// cross compilers of every other arch the suite's roots build for when
+// guest is one of those (a root of their own, so that adding an arch
+// leaves the others' roots, and what was built in them, as it was), and
+// what Kbuild needs to build external modules (make, libelf, pahole for
+// BTF, openssl for sign-file's library).
+func packages(suite, compiler, guest string) []string {
 	pkgs := []string{compiler, "make", "libc6-dev", "libelf-dev", "libssl-dev", "bc", "flex", "bison", "dwarves", "kmod"}
-	for _, name := range arch.Names() {
-		if a, _ := arch.Lookup(name); !a.Native() {
-			_, pkg := a.Cross(compiler)
-			pkgs = append(pkgs, pkg)
-		}
+	for _, a := range crossArches(suite, guest) {
+		_, pkg := a.Cross(compiler)
+		pkgs = append(pkgs, pkg)
 	}
 	sort.Strings(pkgs)
 	return pkgs
 }
 
-// compilers lists the compiler commands a root for compiler holds.
-func compilers(compiler string) []string {
-	out := []string{compiler}
+// Group names the root a kernel of arch guest builds in, among those of
+// its suite and compiler: "hosts" for amd64 and arm64, "others" for the
+// rest.
+func Group(guest string) string {
+	if g, err := arch.Lookup(guest); err == nil && !g.Host {
+		return "others"
+	}
+	return "hosts"
+}
+
+// crossArches are the arches a root of suite for guest cross-compiles for.
+func crossArches(suite, guest string) []arch.Arch {
+	g, err := arch.Lookup(guest)
+	other := err == nil && !g.Host
+	var out []arch.Arch
 	for _, name := range arch.Names() {
 		a, _ := arch.Lookup(name)
-		if prefix, _ := a.Cross(compiler); prefix != "" {
-			out = append(out, prefix+compiler)
+		if !a.Native() && (a.Host || other && a.InSuite(suite)) {
+			out = append(out, a)
 		}
+	}
+	return out
+}
+
+// compilers lists the compiler commands a root of suite for compiler and
+// guest holds.
+func compilers(suite, compiler, guest string) []string {
+	out := []string{compiler}
+	for _, a := range crossArches(suite, guest) {
+		prefix, _ := a.Cross(compiler)
+		out = append(out, prefix+compiler)
 	}
 	return out
 }
@@ -81,13 +106,15 @@ func compilers(compiler string) []string {
 // signed Release file against (Ubuntu's apt does not trust Debian's keys).
 const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
-// Ensure returns the root for suite with compiler, creating it with
+// Ensure returns the root for suite with compiler that builds for arch
+// guest, creating it with
 // mmdebstrap from mirror if the cache lacks it. Nobody needs to be root: a
 // normal user's mmdebstrap runs in a user namespace (--mode=unshare) and
 // the root is unpacked from its tarball as that user, so the user owns
 // every file of it and can remove it; root makes it the same way (--mode=root).
-func Ensure(ctx context.Context, cache, suite, compiler, mirror string, logf func(string, ...any)) (*Root, error) {
-	return EnsurePackages(ctx, cache, BaseSuite(suite), packages(compiler), append(compilers(compiler), "make", "pahole"), mirror, logf)
+func Ensure(ctx context.Context, cache, suite, compiler, guest, mirror string, logf func(string, ...any)) (*Root, error) {
+	suite = BaseSuite(suite)
+	return EnsurePackages(ctx, cache, suite, packages(suite, compiler, guest), append(compilers(suite, compiler, guest), "make", "pahole"), mirror, logf)
 }
 
 // EnsurePackages returns a root of suite holding pkgs, created as Ensure

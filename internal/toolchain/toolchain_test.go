@@ -27,10 +27,10 @@ func TestBaseSuite(t *testing.T) {
 }
 
 func TestPackagesHoldCompilerAndCross(t *testing.T) {
-	pkgs := packages("gcc-14")
+	pkgs := packages("trixie", "gcc-14", "amd64")
 	for _, want := range []string{"gcc-14", "make", "dwarves", "libelf-dev"} {
 		if !slices.Contains(pkgs, want) {
-			t.Errorf("packages(gcc-14) lacks %s: %v", want, pkgs)
+			t.Errorf("packages(trixie, gcc-14) lacks %s: %v", want, pkgs)
 		}
 	}
 	cross := "gcc-14-aarch64-linux-gnu"
@@ -39,6 +39,20 @@ func TestPackagesHoldCompilerAndCross(t *testing.T) {
 	}
 	if !slices.Contains(pkgs, cross) {
 		t.Errorf("packages(gcc-14) lacks the cross compiler %s: %v", cross, pkgs)
+	}
+	// amd64 and arm64 share a root; the other arches have one of their
+	// own, so that adding them left the first as it was.
+	if slices.Contains(pkgs, "gcc-14-s390x-linux-gnu") || !slices.Equal(pkgs, packages("trixie", "gcc-14", "arm64")) {
+		t.Errorf("packages(trixie, gcc-14, amd64) = %v: want the arm64 root's, with no s390x compiler", pkgs)
+	}
+	other := packages("trixie", "gcc-14", "s390x")
+	for _, want := range []string{"gcc-14-s390x-linux-gnu", "gcc-14-powerpc64le-linux-gnu", "gcc-14-riscv64-linux-gnu", cross} {
+		if !slices.Contains(other, want) {
+			t.Errorf("packages(trixie, gcc-14, s390x) lacks %s: %v", want, other)
+		}
+	}
+	if old := packages("bookworm", "gcc-12", "s390x"); slices.Contains(old, "gcc-12-s390x-linux-gnu") {
+		t.Errorf("packages(bookworm, gcc-12, s390x) = %v: bookworm's roots build for no s390x kernel", old)
 	}
 }
 

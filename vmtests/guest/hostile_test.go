@@ -643,7 +643,7 @@ func TestLargeWork(t *testing.T) {
 func TestCDemo32(t *testing.T) {
 	mark(t)
 	if !*compat {
-		t.Skip("SKIP LOUDLY: this kernel runs no 32-bit programs (no CONFIG_IA32_EMULATION / CONFIG_COMPAT)")
+		t.Skip("SKIP LOUDLY: this kernel runs no 32-bit programs (no CONFIG_IA32_EMULATION / CONFIG_COMPAT), or Debian has no 32-bit userland of this arch to build the demo for")
 	}
 	runDemo(t, "/kmmap/kmmap-demo32")
 }
