@@ -72,6 +72,11 @@ type Kernel struct {
 	// hide a backing that forgets to; movablecore= on the cells whose
 	// long-term pins must move pages out of ZONE_MOVABLE.
 	Cmdline []string `json:"cmdline,omitempty"`
+	// Extra: the cell is not in the default selection (KMMAP_CELLS unset):
+	// it runs when named, with KMMAP_CELLS=all (make vmtests) and in CI's
+	// matrix, not in make test, whose time budget it would break (the
+	// arches QEMU emulates more slowly than it runs x86 and arm64).
+	Extra bool `json:"extra,omitempty"`
 	// CPUs is how many CPUs the cell's guest gets (1 to 8); 0 is one for
 	// a Debian kernel and two for one built from source. Each vCPU is a
 	// host thread under TCG: a second one costs the matrix time (see

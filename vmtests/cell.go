@@ -22,8 +22,9 @@
 // The environment is read in one place, ConfigFromEnv, which Run calls;
 // these are its variables (Vars):
 //
-//   - KMMAP_CELLS: comma-separated cells to run (all or empty: every cell of
-//     the lock). Default: unset; not in the rerun line.
+//   - KMMAP_CELLS: comma-separated cells to run (empty: every cell of the lock
+//     but the extra ones; all: every cell). Default: unset; not in the rerun
+//     line.
 //   - KMMAP_LOCK: the kernel lock file. Default: kernels/kernels.lock of the
 //     test's Go module, else kmmap's; in the rerun line.
 //   - KMMAP_CACHE: the cache of kernels, toolchain roots, modules and images.

@@ -2,6 +2,7 @@ package vmtests
 
 import (
 	"fmt"
+	"github.com/kmmap/kmmap/kernels"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,7 +25,7 @@ type Var struct {
 // nowhere else. The package doc and the README show this table
 // (TestConfigTable keeps them in step: go run ./cmd/kmmap config).
 var Vars = []Var{
-	{"KMMAP_CELLS", "comma-separated cells to run (`all` or empty: every cell of the lock)", "", false},
+	{"KMMAP_CELLS", "comma-separated cells to run (empty: every cell of the lock but the extra ones; `all`: every cell)", "", false},
 	{"KMMAP_LOCK", "the kernel lock file", "kernels/kernels.lock of the test's Go module, else kmmap's", true},
 	{"KMMAP_CACHE", "the cache of kernels, toolchain roots, modules and images", "`$XDG_CACHE_HOME/kmmap`", false},
 	{"KMMAP_RESULTS", "where each cell's console, command lines and image are kept", "results/ in the test's Go module", true},
@@ -49,8 +50,10 @@ var Vars = []Var{
 // Config is the harness's configuration, read once from the environment
 // by ConfigFromEnv (or filled by a program) and passed down.
 type Config struct {
-	// Cells selects cells by ID; empty selects all of the lock's.
-	Cells []string
+	// Cells selects cells by ID; empty selects all of the lock's but the
+	// extra ones (kernels.Kernel.Extra), AllCells every one.
+	Cells    []string
+	AllCells bool
 	// Lock is the kernel lock's path ("" for the default).
 	Lock string
 	// Cache is the cache directory ("" for the default).
@@ -127,6 +130,7 @@ func parseConfig(env map[string]string) (Config, error) {
 	bad := func(name, want string) error {
 		return fmt.Errorf("%s=%q: %s", name, env[name], want)
 	}
+	c.AllCells = strings.TrimSpace(env["KMMAP_CELLS"]) == "all"
 	if s := strings.TrimSpace(env["KMMAP_CELLS"]); s != "" && s != "all" {
 		for _, id := range strings.Split(s, ",") {
 			if id = strings.TrimSpace(id); id != "" {
@@ -198,6 +202,15 @@ func (c Config) timeout() time.Duration {
 		return c.VMTimeout
 	}
 	return 5 * time.Minute
+}
+
+// selectsCell reports whether the matrix runs cell k: named, or by no
+// choice unless it is an extra cell, or all of them.
+func (c Config) selectsCell(k kernels.Kernel) bool {
+	if k.Extra && len(c.Cells) == 0 {
+		return c.AllCells
+	}
+	return c.selects(k.ID)
 }
 
 // selects reports whether cell id is chosen: by name, or by no choice.
