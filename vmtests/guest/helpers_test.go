@@ -345,7 +345,9 @@ func pagemapEntry(t testing.TB, b []byte, off int) uint64 {
 	if _, err := f.ReadAt(e[:], int64(addr/uintptr(os.Getpagesize()))*8); err != nil {
 		t.Fatalf("pagemap read: %v", err)
 	}
-	return binary.LittleEndian.Uint64(e[:])
+	// In the kernel's byte order: pagemap's entries are u64s (read
+	// little-endian, every pagemap test failed on 6.12-s390x).
+	return binary.NativeEndian.Uint64(e[:])
 }
 
 // pagemapPFN returns the PFN backing b[off], failing the test unless the

@@ -334,14 +334,13 @@ func TestRaceMunmapFault(t *testing.T) {
 		}
 		defer unix.Munmap(hole)
 		at := unsafe.Pointer(&hole[0])
-		base := uintptr(at)
 		faulting := d.info.Backing == BackingFault || d.info.Backing == BackingRing
 		mapAt := func(fd, prot, flags int) error {
-			_, _, errno := unix.Syscall6(unix.SYS_MMAP, base, uintptr(n*ps), uintptr(prot), uintptr(flags|unix.MAP_FIXED), uintptr(fd), 0)
-			if errno != 0 {
-				return errno
-			}
-			return nil
+			// MmapPtr, not a bare SYS_MMAP: s390x's mmap takes a pointer
+			// to its six arguments (the 6.12-s390x cell failed every
+			// round with EFAULT).
+			_, err := unix.MmapPtr(fd, 0, at, uintptr(n*ps), prot, flags|unix.MAP_FIXED)
+			return err
 		}
 		var hits, faults atomic.Int64
 		race(t, 100, 200*time.Millisecond,

@@ -6,6 +6,50 @@
 //go:generate sh -c "go tool cgo -objdir \"$(mktemp -d)\" -godefs -- -I../../kmod/include/uapi uapi_godefs.go | grep -v '^// cgo ' | gofmt > uapi_linux.go"
 package guest
 
+import "runtime"
+
+// The ioctl numbers for the guest's arch.
+var (
+	IocInfo      = ioc(genericIocInfo)
+	IocSetup     = ioc(genericIocSetup)
+	IocFill      = ioc(genericIocFill)
+	IocChecksum  = ioc(genericIocChecksum)
+	IocPin       = ioc(genericIocPin)
+	IocUnpin     = ioc(genericIocUnpin)
+	IocPinFill   = ioc(genericIocPinFill)
+	IocPinWait   = ioc(genericIocPinWait)
+	IocRingEmit  = ioc(genericIocRingEmit)
+	IocRingTimer = ioc(genericIocRingTimer)
+)
+
+// ioc re-encodes an ioctl number from asm-generic's _IOC layout (the
+// direction in the top two bits, none 0, write 1, read 2; a 14-bit size)
+// to the guest's: powerpc's has three direction bits (none 1, read 2,
+// write 4) and a 13-bit size (arch/powerpc/include/uapi/asm/ioctl.h).
+// Every ioctl failed with ENOTTY on 6.12-ppc64el-64k when the numbers
+// were the generic ones.
+func ioc(generic uint) uint { return iocFor(runtime.GOARCH, generic) }
+
+func iocFor(goarch string, generic uint) uint {
+	if goarch != "ppc64le" && goarch != "ppc64" {
+		return generic
+	}
+	nr, typ := generic&0xff, generic>>8&0xff
+	size, dir := generic>>16&0x3fff, generic>>30&3
+	const none, read, write = 1, 2, 4
+	d := uint(none)
+	if dir != 0 {
+		d = 0
+		if dir&1 != 0 {
+			d |= write
+		}
+		if dir&2 != 0 {
+			d |= read
+		}
+	}
+	return d<<29 | size<<16 | typ<<8 | nr
+}
+
 // Device is the misc device the module registers.
 const Device = "/dev/kmmap"
 

@@ -33,14 +33,17 @@ const (
 	RingSrcIoctl = C.KMMAP_RING_SRC_IOCTL
 	RingSrcTimer = C.KMMAP_RING_SRC_TIMER
 
-	IocInfo      = C.KMMAP_IOC_INFO
-	IocSetup     = C.KMMAP_IOC_SETUP
-	IocFill      = C.KMMAP_IOC_FILL
-	IocChecksum  = C.KMMAP_IOC_CHECKSUM
-	IocPin       = C.KMMAP_IOC_PIN
-	IocUnpin     = C.KMMAP_IOC_UNPIN
-	IocPinFill   = C.KMMAP_IOC_PIN_FILL
-	IocPinWait   = C.KMMAP_IOC_PIN_WAIT
-	IocRingEmit  = C.KMMAP_IOC_RING_EMIT
-	IocRingTimer = C.KMMAP_IOC_RING_TIMER
+	// The ioctl numbers as the generating host's _IOC encodes them
+	// (asm-generic's: x86, arm64, s390x, riscv64); uapi.go re-encodes them
+	// for the guest's arch.
+	genericIocInfo      = C.KMMAP_IOC_INFO
+	genericIocSetup     = C.KMMAP_IOC_SETUP
+	genericIocFill      = C.KMMAP_IOC_FILL
+	genericIocChecksum  = C.KMMAP_IOC_CHECKSUM
+	genericIocPin       = C.KMMAP_IOC_PIN
+	genericIocUnpin     = C.KMMAP_IOC_UNPIN
+	genericIocPinFill   = C.KMMAP_IOC_PIN_FILL
+	genericIocPinWait   = C.KMMAP_IOC_PIN_WAIT
+	genericIocRingEmit  = C.KMMAP_IOC_RING_EMIT
+	genericIocRingTimer = C.KMMAP_IOC_RING_TIMER
 )

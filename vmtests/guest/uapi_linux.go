@@ -70,14 +70,14 @@ const (
 	RingSrcIoctl = 0x1
 	RingSrcTimer = 0x2
 
-	IocInfo      = 0xc028d601
-	IocSetup     = 0x4010d602
-	IocFill      = 0x4028d603
-	IocChecksum  = 0xc028d604
-	IocPin       = 0x4018d605
-	IocUnpin     = 0xd606
-	IocPinFill   = 0x4010d607
-	IocPinWait   = 0xd608
-	IocRingEmit  = 0x4010d609
-	IocRingTimer = 0x4010d60a
+	genericIocInfo      = 0xc028d601
+	genericIocSetup     = 0x4010d602
+	genericIocFill      = 0x4028d603
+	genericIocChecksum  = 0xc028d604
+	genericIocPin       = 0x4018d605
+	genericIocUnpin     = 0xd606
+	genericIocPinFill   = 0x4010d607
+	genericIocPinWait   = 0xd608
+	genericIocRingEmit  = 0x4010d609
+	genericIocRingTimer = 0x4010d60a
 )

@@ -4,6 +4,7 @@ package guest
 
 import (
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -121,6 +122,43 @@ func TestPatternDiffersBetweenPages(t *testing.T) {
 				t.Fatalf("page size %d: pages %d and %d get the same pattern", ps, q, p)
 			}
 			seen[string(b)] = p
+		}
+	}
+}
+
+// TestIoctlNumbersPerArch: the ioctl numbers the Go mirror uses on each
+// guest arch are those the UAPI header gives that arch's C compiler (the
+// cross compilers make deps installs): powerpc encodes _IOC otherwise.
+func TestIoctlNumbersPerArch(t *testing.T) {
+	generic := []uint{genericIocInfo, genericIocSetup, genericIocFill, genericIocChecksum, genericIocPin, genericIocUnpin, genericIocPinFill, genericIocPinWait, genericIocRingEmit, genericIocRingTimer}
+	src := "#include <linux/kmmap.h>\nunsigned long kmmap_iocs[] = {KMMAP_IOC_INFO, KMMAP_IOC_SETUP, KMMAP_IOC_FILL, KMMAP_IOC_CHECKSUM, KMMAP_IOC_PIN, KMMAP_IOC_UNPIN, KMMAP_IOC_PIN_FILL, KMMAP_IOC_PIN_WAIT, KMMAP_IOC_RING_EMIT, KMMAP_IOC_RING_TIMER};\n"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "iocs.c"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for goarch, cc := range map[string]string{"amd64": "x86_64-linux-gnu-gcc", "arm64": "aarch64-linux-gnu-gcc", "ppc64le": "powerpc64le-linux-gnu-gcc", "s390x": "s390x-linux-gnu-gcc", "riscv64": "riscv64-linux-gnu-gcc"} {
+		if _, err := exec.LookPath(cc); err != nil {
+			t.Errorf("%s not found (make deps installs it): the %s numbers cannot be checked", cc, goarch)
+			continue
+		}
+		obj := filepath.Join(dir, goarch+".o")
+		if out, err := exec.Command(cc, "-c", "-I../../kmod/include/uapi", "-o", obj, filepath.Join(dir, "iocs.c")).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", cc, err, out)
+		}
+		f, err := elf.Open(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := f.Section(".data").Data()
+		f.Close()
+		if err != nil || len(data) < 8*len(generic) {
+			t.Fatalf("%s: .data of %d bytes: %v", obj, len(data), err)
+		}
+		for i, g := range generic {
+			want := uint(f.ByteOrder.Uint64(data[8*i:]))
+			if got := iocFor(goarch, g); got != want {
+				t.Errorf("%s: ioctl %d is %#x in Go, %#x in C (%s)", goarch, i, got, want, cc)
+			}
 		}
 	}
 }
