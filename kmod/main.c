@@ -62,6 +62,14 @@ static_assert(sizeof(struct kmmap_pin_fill) == 16);
 static_assert(sizeof(struct kmmap_ring_ctl) == 16);
 static_assert(sizeof(struct kmmap_ring_header) == 32);
 static_assert(sizeof(struct kmmap_ring_record) == 64);
+/* The ring as userland reads it, on every arch: no padding, 64-bit fields 8-aligned. */
+static_assert(offsetof(struct kmmap_ring_header, tail) == 4);
+static_assert(offsetof(struct kmmap_ring_header, nr_records) == 8);
+static_assert(offsetof(struct kmmap_ring_header, dropped) == 16);
+static_assert(offsetof(struct kmmap_ring_header, produced) == 24);
+static_assert(offsetof(struct kmmap_ring_record, source) == 8);
+static_assert(offsetof(struct kmmap_ring_record, len) == 12);
+static_assert(offsetof(struct kmmap_ring_record, data) == 16);
 
 /*
  * Work proportional to a user-chosen size is done this many bytes at a

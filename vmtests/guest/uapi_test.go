@@ -66,8 +66,24 @@ var abiSizes = []struct {
 	{"kmmap_ring_record", unsafe.Sizeof(RingRecord{}), 64},
 }
 
+// abiOffsets are the ring's field offsets the module pins with
+// static_assert: what a consumer on any arch, of either byte order, reads.
+var abiOffsets = []struct {
+	name, field string
+	got, want   uintptr
+}{
+	{"kmmap_ring_header", "tail", unsafe.Offsetof(RingHeader{}.Tail), 4},
+	{"kmmap_ring_header", "nr_records", unsafe.Offsetof(RingHeader{}.Nr_records), 8},
+	{"kmmap_ring_header", "dropped", unsafe.Offsetof(RingHeader{}.Dropped), 16},
+	{"kmmap_ring_header", "produced", unsafe.Offsetof(RingHeader{}.Produced), 24},
+	{"kmmap_ring_record", "source", unsafe.Offsetof(RingRecord{}.Source), 8},
+	{"kmmap_ring_record", "len", unsafe.Offsetof(RingRecord{}.Len), 12},
+	{"kmmap_ring_record", "data", unsafe.Offsetof(RingRecord{}.Data), 16},
+}
+
 // TestUAPISizes: the Go mirror, the module's static_asserts and the header
-// compiled for 32-bit userland agree on every structure's size.
+// compiled for 32-bit userland and for every guest arch (big-endian s390x
+// among them) agree on every structure's size and the ring's offsets.
 func TestUAPISizes(t *testing.T) {
 	src, err := os.ReadFile("../../kmod/main.c")
 	if err != nil {
@@ -85,8 +101,20 @@ func TestUAPISizes(t *testing.T) {
 		}
 		fmt.Fprintf(&c, "_Static_assert(sizeof(struct %s) == %d, \"%s\");\n", s.name, s.want, s.name)
 	}
-	// 32-bit userland (through compat_ioctl) must see the same layout.
-	for _, cc := range []string{"gcc", "i686-linux-gnu-gcc", "arm-linux-gnueabihf-gcc"} {
+	c.WriteString("#include <stddef.h>\n")
+	for _, o := range abiOffsets {
+		if o.got != o.want {
+			t.Errorf("Go: offsetof(struct %s, %s) = %d, want %d", o.name, o.field, o.got, o.want)
+		}
+		assert := fmt.Sprintf("static_assert(offsetof(struct %s, %s) == %d);", o.name, o.field, o.want)
+		if !bytes.Contains(src, []byte(assert)) {
+			t.Errorf("kmod/main.c lacks %q", assert)
+		}
+		fmt.Fprintf(&c, "_Static_assert(offsetof(struct %s, %s) == %d, \"%s.%s\");\n", o.name, o.field, o.want, o.name, o.field)
+	}
+	// 32-bit userland (through compat_ioctl) and every guest arch must
+	// see the same layout.
+	for _, cc := range []string{"gcc", "i686-linux-gnu-gcc", "arm-linux-gnueabihf-gcc", "aarch64-linux-gnu-gcc", "powerpc64le-linux-gnu-gcc", "s390x-linux-gnu-gcc", "riscv64-linux-gnu-gcc"} {
 		if _, err := exec.LookPath(cc); err != nil {
 			t.Errorf("%s not found (make deps installs it)", cc)
 			continue

@@ -9,6 +9,17 @@
  * the buffer; never executable) and copied through read()/write() at the
  * file position.  A user buffer can also be lent to the kernel
  * (KMMAP_IOC_PIN), which then writes into it from a worker.
+ *
+ * Layout: every field is naturally aligned and no structure has padding,
+ * so each has one layout for 32- and 64-bit userland on every arch (the
+ * module asserts the sizes and the ring's offsets).  Byte order: every
+ * field is in the byte order of the machine, the kernel's and the mapping
+ * process's alike (big-endian on s390x): a consumer reads the ring as its
+ * own integers and converts only what it copies to another machine.  head
+ * and tail are two 32-bit words, each loaded and stored on its own: read
+ * as one 64-bit word, their halves trade places with the byte order.
+ * Offsets into the buffer are in bytes; the page size is the kernel's
+ * (struct kmmap_info's page_size: 4K, 16K or 64K), never assumed.
  */
 #ifndef _UAPI_LINUX_KMMAP_H
 #define _UAPI_LINUX_KMMAP_H
