@@ -130,7 +130,9 @@ type Resolver struct {
 	Mirror     string
 	Client     *http.Client
 	HostArches []string // kbuild is pinned for each of these build hosts
-	indexes    map[string]index
+	// Logf, when set, hears of an ABI passed over.
+	Logf    func(string, ...any)
+	indexes map[string]index
 }
 
 func (r *Resolver) index(ctx context.Context, suite, arch string) (index, error) {
@@ -154,7 +156,10 @@ func (r *Resolver) index(ctx context.Context, suite, arch string) (index, error)
 }
 
 // Resolve returns k pinned to the newest ABI of its series and flavour that
-// its suite serves, with every package's version, filename and SHA-256.
+// its suite serves, with every package's version, filename and SHA-256. A
+// mirror that lists an ABI but does not serve every one of its files (a
+// partial mirror or a cache: seen for ppc64el and s390x) is passed over
+// for the newest ABI it serves whole, which the log says.
 func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
 	if k.FromSource() {
 		return r.resolveBuilt(ctx, k)
@@ -164,15 +169,77 @@ func (r *Resolver) Resolve(ctx context.Context, k Kernel) (Kernel, error) {
 		return k, fmt.Errorf("kernel %s: %w", k.ID, err)
 	}
 	re := abiRe(k.Series, k.Flavour)
-	var abi string
+	var abis []string
 	for name := range idx {
-		if m := re.FindStringSubmatch(name); m != nil && (abi == "" || abiLess(abi, m[1])) {
-			abi = m[1]
+		if m := re.FindStringSubmatch(name); m != nil {
+			abis = append(abis, m[1])
 		}
 	}
-	if abi == "" {
+	if len(abis) == 0 {
 		return k, fmt.Errorf("kernel %s: suite %s serves no linux-headers-%s.*-%s for %s", k.ID, k.Suite, k.Series, k.Flavour, k.Arch)
 	}
+	slices.SortFunc(abis, func(a, b string) int {
+		switch {
+		case abiLess(b, a):
+			return -1
+		case abiLess(a, b):
+			return 1
+		}
+		return 0
+	})
+	var missing []string
+	for _, abi := range abis {
+		out, err := r.resolveABI(ctx, k, idx, abi)
+		if err != nil {
+			return k, err
+		}
+		gone, err := r.unserved(ctx, out.Packages)
+		if err != nil {
+			return k, fmt.Errorf("kernel %s: %w", k.ID, err)
+		}
+		if gone == "" {
+			if len(missing) > 0 && r.Logf != nil {
+				r.Logf("kernel %s: pinned to %s; the mirror lists newer but does not serve %s", k.ID, out.Release, strings.Join(missing, ", "))
+			}
+			return out, nil
+		}
+		missing = append(missing, gone)
+		if len(missing) == 3 {
+			break
+		}
+	}
+	return k, fmt.Errorf("kernel %s: the mirror %s lists %s but serves none of the newest whole: %s missing (is it a partial mirror? set %s to another)", k.ID, r.Mirror, strings.Join(abis[:len(missing)], ", "), strings.Join(missing, ", "), MirrorEnv)
+}
+
+// unserved returns the first of pkgs whose file the mirror does not serve
+// (HTTP 404 to a HEAD request), "" when it serves them all.
+func (r *Resolver) unserved(ctx context.Context, pkgs []Package) (string, error) {
+	c := r.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	for _, p := range pkgs {
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, r.Mirror+"/"+p.Filename, nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return "", err
+		}
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusNotFound:
+			return p.Filename, nil
+		case resp.StatusCode != http.StatusOK:
+			return "", fmt.Errorf("%s: HTTP %s", p.Filename, resp.Status)
+		}
+	}
+	return "", nil
+}
+
+// resolveABI pins k to abi, one of the ABIs idx lists.
+func (r *Resolver) resolveABI(ctx context.Context, k Kernel, idx index, abi string) (Kernel, error) {
 	release := abi + "-" + k.Flavour
 	headers, _ := idx.get("linux-headers-"+release, "")
 	version := headers["Version"]

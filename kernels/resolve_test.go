@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,8 +33,13 @@ func fakeIndex(t *testing.T, stanzas ...[4]string) []byte {
 	return out.Bytes()
 }
 
-func serveIndexes(t *testing.T, idx map[string][]byte) string {
+// serveIndexes is a fake mirror serving the indexes idx and every pool
+// file but those named in missing.
+func serveIndexes(t *testing.T, idx map[string][]byte, missing ...string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/pool/") && !slices.Contains(missing, strings.TrimPrefix(r.URL.Path, "/")) {
+			return // 200, no body: the resolver only asks whether it is there
+		}
 		b, ok := idx[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -114,5 +120,46 @@ func TestUpdateSuiteNotServed(t *testing.T) {
 	l := &Lock{Kernels: []Kernel{{ID: "9.9-amd64", Arch: "amd64", Suite: "nonesuch", Series: "9.9", Flavour: "amd64"}}}
 	if _, err := r.Update(context.Background(), l); err == nil || !strings.Contains(err.Error(), `"nonesuch"`) {
 		t.Errorf("err = %v, want one naming the suite", err)
+	}
+}
+
+// TestUpdateSkipsUnservedABI: a mirror that lists an ABI but does not serve
+// its files (seen: 6.12.117 for ppc64el and s390x) gets the newest ABI it
+// serves whole, and says so; one that serves none of them is an error
+// naming what is missing.
+func TestUpdateSkipsUnservedABI(t *testing.T) {
+	pkgs := [][4]string{
+		{"linux-headers-6.12.107+deb13-s390x", "6.12.107-1", "s390x", "gcc-14"},
+		{"linux-headers-6.12.107+deb13-common", "6.12.107-1", "all", ""},
+		{"linux-image-6.12.107+deb13-s390x", "6.12.107-1", "s390x", ""},
+		{"linux-headers-6.12.117+deb13-s390x", "6.12.117-1", "s390x", "gcc-14"},
+		{"linux-headers-6.12.117+deb13-common", "6.12.117-1", "all", ""},
+		{"linux-image-6.12.117+deb13-s390x", "6.12.117-1", "s390x", ""},
+	}
+	kbuild := [][4]string{
+		{"linux-kbuild-6.12.107+deb13", "6.12.107-1", "amd64", ""},
+		{"linux-kbuild-6.12.117+deb13", "6.12.117-1", "amd64", ""},
+	}
+	idx := map[string][]byte{
+		"/dists/trixie/main/binary-s390x/Packages.xz": fakeIndex(t, pkgs...),
+		"/dists/trixie/main/binary-amd64/Packages.xz": fakeIndex(t, kbuild...),
+	}
+	k := Kernel{ID: "6.12-s390x", Arch: "s390x", Suite: "trixie", Series: "6.12", Flavour: "s390x"}
+	var said []string
+	r := &Resolver{Mirror: serveIndexes(t, idx, "pool/main/l/linux/linux-image-6.12.117+deb13-s390x_6.12.117-1_s390x.deb"), HostArches: []string{"amd64"},
+		Logf: func(f string, a ...any) { said = append(said, fmt.Sprintf(f, a...)) }}
+	got, err := r.Resolve(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Release != "6.12.107+deb13-s390x" {
+		t.Errorf("release %s, want the newest served whole, 6.12.107+deb13-s390x", got.Release)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "linux-image-6.12.117+deb13-s390x") {
+		t.Errorf("said %q, want a line naming the unserved file", said)
+	}
+	r = &Resolver{Mirror: serveIndexes(t, idx, "pool/main/l/linux/linux-image-6.12.117+deb13-s390x_6.12.117-1_s390x.deb", "pool/main/l/linux/linux-image-6.12.107+deb13-s390x_6.12.107-1_s390x.deb"), HostArches: []string{"amd64"}}
+	if _, err := r.Resolve(context.Background(), k); err == nil || !strings.Contains(err.Error(), "serves none") || !strings.Contains(err.Error(), "6.12.107") {
+		t.Errorf("err = %v, want one saying no ABI is served whole, naming what is missing", err)
 	}
 }

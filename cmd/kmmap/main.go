@@ -228,7 +228,7 @@ func run(ctx context.Context, verb string, args []string) error {
 		if err != nil {
 			return err
 		}
-		r := &kernels.Resolver{Mirror: mirror, HostArches: arch.Hosts()}
+		r := &kernels.Resolver{Mirror: mirror, HostArches: arch.Hosts(), Logf: log.Printf}
 		changes, err := r.Update(ctx, lock)
 		if err != nil {
 			return err
