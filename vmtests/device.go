@@ -81,7 +81,15 @@ const shareTag = "kmmap-share"
 // read-write; files the guest's root creates belong to the user running
 // QEMU (security_model=none), and files from several host file systems
 // keep distinct inode numbers (multidevs=remap).
-func share9p(dir, tag string) device {
+//
+// On s390x the device is a CCW one: -virtfs makes it PCI there (zPCI),
+// which QEMU 7.2 cannot migrate, so the guest could never save its
+// snapshot.
+func share9p(a arch.Arch, dir, tag string) device {
+	fsdev := fmt.Sprintf("local,path=%s,security_model=none,multidevs=remap,id=%s", dir, tag)
+	if a.Name == "s390x" {
+		return qemuOnly("-fsdev", fsdev, "-device", fmt.Sprintf("virtio-9p-ccw,fsdev=%s,mount_tag=%s", tag, tag))
+	}
 	return qemuOnly("-virtfs", fmt.Sprintf("local,path=%s,mount_tag=%s,security_model=none,multidevs=remap,id=%s", dir, tag, tag))
 }
 

@@ -177,7 +177,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	}
 	var shares []event.Share
 	if o.Share != "" {
-		devs = append(devs, share9p(o.Share, shareTag))
+		devs = append(devs, share9p(a, o.Share, shareTag))
 		shares = append(shares, event.Share{Tag: shareTag, Path: o.Share})
 	}
 	cell.QEMUArgs, cell.KernelArgs = join(devs)
