@@ -68,3 +68,46 @@ func TestGuestFilesLoadOnEveryPageSize(t *testing.T) {
 		}
 	}
 }
+
+// pageSizeBug is what an out-of-tree module ships with: the ring's
+// records placed 4096 bytes in, where the UAPI says the second page.
+var pageSizeBug = []edit{
+	{"ring.c", "rounddown_pow_of_two((size - PAGE_SIZE) / sizeof(*ring->rec))", "rounddown_pow_of_two((size - 4096) / sizeof(*ring->rec))"},
+	{"ring.c", "ring->rec = buf + PAGE_SIZE;", "ring->rec = buf + 4096;"},
+}
+
+// TestPageSizeAssumption: a module that assumes 4K pages fails the guest
+// suite on the 64K cell and passes it on a 4K one (big-endian s390x): the
+// extra cells catch what the others cannot. Runs when both are selected
+// (KMMAP_CELLS=all, make vmtests's default, or naming them).
+func TestPageSizeAssumption(t *testing.T) {
+	bootsVMs(t)
+	t.Parallel()
+	root, lock := loadLock(t)
+	for _, c := range []struct {
+		cell  string
+		fails bool
+	}{{"6.12-ppc64el-64k", true}, {"6.12-s390x", false}} {
+		if !selected(t, c.cell) {
+			t.Skipf("SKIP LOUDLY: needs the extra cells %s and 6.12-s390x (KMMAP_CELLS=all)", c.cell)
+		}
+	}
+	for _, c := range []struct {
+		cell  string
+		fails bool
+	}{{"6.12-ppc64el-64k", true}, {"6.12-s390x", false}} {
+		k, err := lock.Kernel(c.cell)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(c.cell, func(t *testing.T) {
+			t.Parallel()
+			r, _ := bootEdited(t, root, k, "4K pages assumed", pageSizeBug, "TestRing", 0, nil, k.ID+"-pagesize-assumed")
+			tr := r.res.test("TestRing")
+			if failed := tr.action == "fail"; failed != c.fails {
+				t.Fatalf("with the ring's records 4096 bytes in, TestRing %s on %s, want it to %s:\n%s", tr.action, k.ID, map[bool]string{true: "fail", false: "pass"}[c.fails], tr.output.String())
+			}
+			t.Logf("TestRing %s on %s, as it must:\n%s", tr.action, k.ID, tr.output.String())
+		})
+	}
+}

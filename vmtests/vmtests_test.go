@@ -134,5 +134,9 @@ func cellFetcher(t *testing.T) *kernels.Fetcher {
 // selected reports whether the environment's configuration chooses cell id.
 func selected(t testing.TB, id string) bool {
 	t.Helper()
-	return kmmapHarness(t).Config().selects(id)
+	h := kmmapHarness(t)
+	if k, err := h.Lock().Kernel(id); err == nil {
+		return h.Config().selectsCell(k) // an extra cell only when asked for
+	}
+	return h.Config().selects(id)
 }
