@@ -248,6 +248,9 @@ func kinds(as []access) []string {
 type Mismatch struct {
 	Thread, Var, Expr, Where string
 	Litmus, C                []string // kinds of access
+	// Held: the kinds are the same, the locks held at them differ
+	// (Litmus and C list "kind holding locks").
+	Held bool
 }
 
 func (m Mismatch) String() string {
@@ -262,7 +265,8 @@ func orNone(k []string) string {
 }
 
 // Check compares each bound thread of t with the C in dir (the module's
-// directory) and lists where they differ.
+// directory) and lists where they differ: how each bound expression is
+// accessed, and which bound locks are held at each access.
 func (t Test) Check(dir string) ([]Mismatch, error) {
 	var out []Mismatch
 	for _, th := range sortedKeys(t.Source) {
@@ -272,18 +276,58 @@ func (t Test) Check(dir string) ([]Mismatch, error) {
 			return nil, fmt.Errorf("%s: %s: %w", t.Path, th, err)
 		}
 		s, e, _ := thread(t.Text, th)
+		where := src[0] + " " + strings.Join(src[1:], ", ")
+		la, ca := map[string][]access{}, map[string][]access{}
 		for _, v := range sortedKeys(t.Binds) {
-			expr := t.Binds[v]
-			lk, ck := kinds(litmusAccesses(t.Text[s:e], v)), cAccesses(c, expr)
+			la[v], ca[v] = litmusAccesses(t.Text[s:e], v), cAccessList(c, t.Binds[v])
+		}
+		for _, v := range sortedKeys(t.Binds) {
+			lk, ck := kinds(la[v]), kinds(ca[v])
 			if len(lk) == 0 && len(ck) == 0 {
 				continue
 			}
 			if !slices.Equal(lk, ck) {
-				out = append(out, Mismatch{Thread: th, Var: v, Expr: expr, Where: src[0] + " " + strings.Join(src[1:], ", "), Litmus: lk, C: ck})
+				out = append(out, Mismatch{Thread: th, Var: v, Expr: t.Binds[v], Where: where, Litmus: lk, C: ck})
+				continue
+			}
+			if lc, cc := lockContext(la, v), lockContext(ca, v); !slices.Equal(lc, cc) {
+				out = append(out, Mismatch{Thread: th, Var: v, Expr: t.Binds[v], Where: where, Litmus: lc, C: cc, Held: true})
 			}
 		}
 	}
 	return out, nil
+}
+
+// lockContext lists, for each access of v in as (every bound variable's
+// accesses in one body), its kind and the bound locks held there.
+func lockContext(as map[string][]access, v string) []string {
+	var out []string
+	for _, a := range as[v] {
+		if isLock(a.kind) {
+			return nil
+		}
+		var held []string
+		for _, l := range sortedKeys(as) {
+			depth := 0
+			for _, e := range as[l] {
+				if e.start < a.start && e.kind == Lock {
+					depth++
+				}
+				if e.start < a.start && e.kind == Unlock {
+					depth--
+				}
+			}
+			if depth > 0 {
+				held = append(held, l)
+			}
+		}
+		k := a.kind + " holding " + orNone(held)
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Derive returns t's text with every access in the mismatched threads
@@ -299,7 +343,21 @@ func (t Test) Derive(ms []Mismatch) (string, error) {
 		repl       string
 	}
 	var edits []edit
+	dropped := map[string]bool{} // lock variables the C no longer takes
 	for _, m := range ms {
+		if !m.Held && len(m.C) == 0 && len(m.Litmus) > 0 && isLock(m.Litmus[0]) {
+			dropped[m.Thread+" "+m.Var] = true
+		}
+	}
+	for _, m := range ms {
+		if m.Held {
+			// Explained by a lock the C dropped (that rewriting removes
+			// it); a lock taken elsewhere is a change of structure.
+			if !heldOnlyDropped(m, dropped) {
+				return "", fmt.Errorf("%s: %s: cannot be derived: rewrite the litmus test", t.Path, m)
+			}
+			continue
+		}
 		if len(m.C) > 1 || len(m.Litmus) != 1 && !(len(m.Litmus) == 2 && isLock(m.Litmus[0]) && isLock(m.Litmus[1]) && len(m.C) == 0) {
 			return "", fmt.Errorf("%s: %s: cannot be derived: rewrite the litmus test", t.Path, m)
 		}
@@ -328,6 +386,30 @@ func (t Test) Derive(ms []Mismatch) (string, error) {
 		text = text[:e.start] + e.repl + text[e.end:]
 	}
 	return text, nil
+}
+
+// heldOnlyDropped reports whether m's difference in locks held is only
+// that the locks in dropped are not held in the C.
+func heldOnlyDropped(m Mismatch, dropped map[string]bool) bool {
+	strip := func(ks []string) []string {
+		var out []string
+		for _, k := range ks {
+			kind, locks, _ := strings.Cut(k, " holding ")
+			var kept []string
+			for _, l := range strings.Split(locks, ", ") {
+				if l != "nothing" && !dropped[m.Thread+" "+l] {
+					kept = append(kept, l)
+				}
+			}
+			k = kind + " holding " + orNone(kept)
+			if !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	return slices.Equal(strip(m.Litmus), strip(m.C))
 }
 
 // Weakened returns variants of t, one per access of a bound variable in
@@ -405,10 +487,10 @@ func functions(path string, names []string) (string, error) {
 // assignment, a compound one or an increment.
 var plainStore = regexp.MustCompile(`^\s*(?:[-+*/%&|^]|<<|>>)?=[^=]|^\s*(?:\+\+|--)`)
 
-// cAccesses lists the kinds of access C code makes of expr: a marked
-// access names its primitive; an expression whose address is passed to
-// anything else is not an access (lockdep_assert_held(&ring->lock)).
-func cAccesses(code, expr string) []string {
+// cAccessList lists the accesses C code makes of expr, in order: a
+// marked access names its primitive; an expression whose address is
+// passed to anything else is not an access (lockdep_assert_held(&ring->lock)).
+func cAccessList(code, expr string) []access {
 	var as []access
 	re := regexp.MustCompile(`(\b\w+\(\s*)?(&?)` + regexp.QuoteMeta(expr) + `\b`)
 	for _, m := range re.FindAllStringSubmatchIndex(code, -1) {
@@ -419,7 +501,7 @@ func cAccesses(code, expr string) []string {
 			fn := strings.TrimRight(code[m[2]:m[3]], "( \t")
 			switch fn {
 			case Release, Acquire, OnceW, OnceR, Lock, Unlock:
-				as = append(as, access{kind: fn})
+				as = append(as, access{kind: fn, start: m[0]})
 				continue
 			}
 		}
@@ -430,9 +512,9 @@ func cAccesses(code, expr string) []string {
 		if plainStore.MatchString(code[m[1]:]) {
 			kind = PlainW
 		}
-		as = append(as, access{kind: kind})
+		as = append(as, access{kind: kind, start: m[0]})
 	}
-	return kinds(as)
+	return as
 }
 
 // Verdict is what herd7 said of one test.

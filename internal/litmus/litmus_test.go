@@ -43,13 +43,15 @@ func TestDerive(t *testing.T) {
 	for _, tc := range []struct {
 		name, old, new string
 		want, gone     []string
+		mismatches     int
 	}{
 		{"release relaxed", "smp_store_release(&ring->hdr->head, ring->head)", "WRITE_ONCE(ring->hdr->head, ring->head)",
-			[]string{"WRITE_ONCE(*head, 1);"}, []string{"smp_store_release"}},
+			[]string{"WRITE_ONCE(*head, 1);"}, []string{"smp_store_release"}, 1},
 		{"plain store", "smp_store_release(&ring->hdr->head, ring->head)", "ring->hdr->head = ring->head",
-			[]string{"\t*head = 1;"}, []string{"smp_store_release"}},
+			[]string{"\t*head = 1;"}, []string{"smp_store_release"}, 1},
+		// The lock, and head's load no longer under it.
 		{"lock dropped", "\tspin_lock(&ring->lock);\n", "",
-			nil, []string{"spin_lock(l)", "spin_unlock(l)"}},
+			nil, []string{"spin_lock(l)", "spin_unlock(l)"}, 2},
 	} {
 		dir := t.TempDir()
 		mut := strings.Replace(string(c), tc.old, tc.new, 1)
@@ -60,8 +62,8 @@ func TestDerive(t *testing.T) {
 			t.Fatal(err)
 		}
 		ms, err := lt.Check(dir)
-		if err != nil || len(ms) != 1 {
-			t.Fatalf("%s: Check = %v, %v; want one mismatch", tc.name, ms, err)
+		if err != nil || len(ms) != tc.mismatches {
+			t.Fatalf("%s: Check = %v, %v; want %d mismatches", tc.name, ms, err, tc.mismatches)
 		}
 		text, err := lt.Derive(ms)
 		if err != nil {
@@ -77,6 +79,19 @@ func TestDerive(t *testing.T) {
 				t.Errorf("%s: derived test still has %q:\n%s", tc.name, g, text)
 			}
 		}
+	}
+	// The acquire moved out of the lock: the same kinds, another lock
+	// held; no rewriting.
+	moved := strings.Replace(strings.Replace(string(c), "\tspin_lock(&ring->lock);\n\tif (smp_load_acquire(&ring->hdr->head))", "\tif (smp_load_acquire(&ring->hdr->head))", 1),
+		"\t\tr = READ_ONCE(ring->rec[0]);\n", "\t\tr = READ_ONCE(ring->rec[0]);\n\tspin_lock(&ring->lock);\n", 1)
+	dir0 := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir0, "mp.c"), []byte(moved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := lt.Check(dir0); err != nil || len(ms) != 1 || !ms[0].Held {
+		t.Fatalf("acquire moved out of the lock: Check = %v, %v; want one mismatch of the locks held", ms, err)
+	} else if _, err := lt.Derive(ms); err == nil || !strings.Contains(err.Error(), "rewrite the litmus test") {
+		t.Errorf("Derive of an access moved out of its lock: err = %v, want one saying to rewrite the test", err)
 	}
 	// Two kinds where the test has one: no rewriting.
 	dir := t.TempDir()
