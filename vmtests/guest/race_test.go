@@ -496,6 +496,24 @@ func TestRacePinFillUnpin(t *testing.T) {
 		t.Fatalf("UNPIN: %v", err)
 	}
 
+	// UNPIN right behind PIN_FILL, from one thread: the worker is queued
+	// or running when UNPIN comes, every time, not by the luck of two
+	// CPUs (the two-sided race above missed it in one of two runs).
+	// UNPIN must wait for it: the worker reads the page array UNPIN frees.
+	big := userBuffer(t, 64)
+	for i := 0; i < 20; i++ {
+		if err := d.pin(uintptr(unsafe.Pointer(&big[0])), len(big)); err != nil {
+			t.Fatalf("PIN: %v", err)
+		}
+		d.pinFill(t, uint64(500+i))
+		if err := ioctl(d.fd, IocUnpin, nil); err != nil {
+			t.Fatalf("UNPIN right after PIN_FILL: %v", err)
+		}
+		if want := pattern(uint64(500+i), len(big)); !bytes.Equal(big, want) {
+			t.Fatalf("round %d: UNPIN returned before the worker's fill was done", i)
+		}
+	}
+
 	// A fill in flight when the file is closed: close() waits for it.
 	for i := 0; i < 20; i++ {
 		fd, err := unix.Open(Device, unix.O_RDWR|unix.O_CLOEXEC, 0)
