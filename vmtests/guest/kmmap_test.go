@@ -553,7 +553,8 @@ func ioctlAt(fd int, req uint, addr uintptr) error {
 }
 
 // kernelSymbol returns the address /proc/kallsyms gives symbol name (root
-// sees addresses where kptr_restrict is 0 or 1), failing when it has none.
+// sees addresses where kptr_restrict is 0 or 1), failing when it hides
+// them, 0 when it does not list the symbol.
 func kernelSymbol(t *testing.T, name string) uint64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/kallsyms")
@@ -570,7 +571,9 @@ func kernelSymbol(t *testing.T, name string) uint64 {
 			return addr
 		}
 	}
-	t.Fatalf("/proc/kallsyms has no %s", name)
+	// Debian's 5.10 and 6.1 arm64 kernels list functions only
+	// (CONFIG_KALLSYMS_ALL off): there the other cells check it.
+	t.Logf("/proc/kallsyms has no %s (data symbols are not listed on this kernel): no kernel address to hand the ioctls here", name)
 	return 0
 }
 
