@@ -131,8 +131,8 @@ vet:
 	$(GO) vet -tags kmmap_guest ./vmtests/guest
 
 # The main job: every pinned cell, guest tests as TestGuest/<cell>/<test>;
-# the extra cells (ppc64el, s390x, riscv64) too, unless KMMAP_CELLS says
-# otherwise (make test leaves them out: its time budget).
+# cells marked extra in the lock too, unless KMMAP_CELLS says otherwise
+# (make test leaves them out: its time budget).
 vmtests: deps
 	KMMAP_CELLS=$${KMMAP_CELLS:-all} $(TIED) $(GO) test $(GOFLAGS) -json -count=1 -timeout $(TIMEOUT) -run '^TestGuest$$' ./vmtests | $(REPORT)
 

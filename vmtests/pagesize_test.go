@@ -78,8 +78,8 @@ var pageSizeBug = []edit{
 
 // TestPageSizeAssumption: a module that assumes 4K pages fails the guest
 // suite on the 64K cell and passes it on a 4K one (big-endian s390x): the
-// extra cells catch what the others cannot. Runs when both are selected
-// (KMMAP_CELLS=all, make vmtests's default, or naming them).
+// 64K cell catches what the others cannot. Runs when both cells are
+// selected (by default, or by naming them).
 func TestPageSizeAssumption(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel()
@@ -89,7 +89,7 @@ func TestPageSizeAssumption(t *testing.T) {
 		fails bool
 	}{{"6.12-ppc64el-64k", true}, {"6.12-s390x", false}} {
 		if !selected(t, c.cell) {
-			t.Skipf("SKIP LOUDLY: needs the extra cells %s and 6.12-s390x (KMMAP_CELLS=all)", c.cell)
+			t.Skipf("SKIP LOUDLY: needs the cells 6.12-ppc64el-64k and 6.12-s390x, and KMMAP_CELLS leaves out %s", c.cell)
 		}
 	}
 	for _, c := range []struct {
