@@ -1,6 +1,7 @@
 package vmtests
 
 import (
+	"github.com/kmmap/kmmap/kernels"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -33,6 +34,17 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	if all, _ := parseConfig(map[string]string{"KMMAP_CELLS": "all"}); !all.selects("5.10-arm64") {
 		t.Errorf("KMMAP_CELLS=all does not select every cell")
+	}
+	// An extra cell: left out by default, run when named or with all.
+	extra := kernels.Kernel{ID: "9.9-slow", Extra: true}
+	for env, want := range map[string]bool{"": false, "all": true, "9.9-slow": true, "6.1-amd64": false} {
+		c, _ := parseConfig(map[string]string{"KMMAP_CELLS": env})
+		if got := c.selectsCell(extra); got != want {
+			t.Errorf("KMMAP_CELLS=%q selects an extra cell: %v, want %v", env, got, want)
+		}
+	}
+	if c, _ := parseConfig(nil); !c.selectsCell(kernels.Kernel{ID: "6.1-amd64"}) {
+		t.Errorf("the default selection leaves out a cell that is not extra")
 	}
 }
 
