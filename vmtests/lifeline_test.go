@@ -3,6 +3,7 @@ package vmtests
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -150,7 +151,12 @@ func TestNothingOutlivesRun(t *testing.T) {
 		if sig == syscall.SIGINT {
 			target = -target // Ctrl-C: the terminal signals the whole job
 		}
-		if err := syscall.Kill(target, sig); err != nil {
+		if err := syscall.Kill(target, sig); errors.Is(err, syscall.ESRCH) {
+			// The step was over, and the run with it, before the signal
+			// (a guest image built from a warm Go cache in under 500 ms):
+			// nothing to kill; what it started must still be gone.
+			t.Logf("the run ended before %v reached it (the step took under 500 ms): checking only that nothing of it is left", unix.SignalName(sig))
+		} else if err != nil {
 			t.Fatal(err)
 		}
 		select {

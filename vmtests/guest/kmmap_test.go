@@ -479,8 +479,7 @@ func TestVMFlags(t *testing.T) {
 // TestUserCopyFaults: every copy back to userland can fault, and each
 // fault is EFAULT with nothing else changed: the PFN array of INFO and
 // the argument of INFO and CHECKSUM in read-only memory (read in, not
-// written back) and at a kernel address, the ring ioctls' argument at
-// NULL.
+// written back), the ring ioctls' argument at NULL.
 func TestUserCopyFaults(t *testing.T) {
 	parallel(t)
 	d := openDev(t)
@@ -511,12 +510,29 @@ func TestUserCopyFaults(t *testing.T) {
 	if err := ioctl(d.fd, IocChecksum, ro(t, asBytes(unsafe.Pointer(&r), unsafe.Sizeof(r)))); !errors.Is(err, unix.EFAULT) {
 		t.Errorf("CHECKSUM with its argument read-only: err = %v, want EFAULT", err)
 	}
-	// A kernel address that is writable memory: the module's own count of
-	// live buffers. A copy to userland that skips access_ok() (a bare
-	// __put_user) reaches it on x86, and the count would change.
+	d.setup(t, BackingRing, 2)
+	for _, req := range []uint{IocRingEmit, IocRingTimer} {
+		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
+			t.Errorf("ring ioctl %#x with a NULL argument: err = %v, want EFAULT", req, err)
+		}
+	}
+	r2 := mapRing(t, d)
+	r2.emit(t, 0)
+	if p := atomic.LoadUint64(&r2.hdr.Produced); p != 0 {
+		t.Errorf("EMIT of 0 records produced %d", p)
+	}
+}
+
+// TestKernelAddresses: INFO's PFN array and the arguments of INFO and
+// CHECKSUM at a kernel address that is writable memory, the module's own
+// count of live buffers: EFAULT, and the count unchanged. A copy to
+// userland that skips access_ok() (a bare __put_user) reaches it on x86.
+// Not parallel: the count is global, and parallel tests open files.
+func TestKernelAddresses(t *testing.T) {
+	d := openDev(t)
 	if addr := kernelSymbol(t, "kmmap_live_buffers"); addr != 0 {
 		before := moduleCounter(t, "live_buffers")
-		info = Info{Pfns: addr, Pfns_len: 1}
+		info := Info{Pfns: addr, Pfns_len: 1}
 		if err := ioctl(d.fd, IocInfo, unsafe.Pointer(&info)); !errors.Is(err, unix.EFAULT) {
 			t.Errorf("INFO with its PFN array at a kernel address: err = %v, want EFAULT", err)
 		}
@@ -529,17 +545,6 @@ func TestUserCopyFaults(t *testing.T) {
 		if after := moduleCounter(t, "live_buffers"); after != before {
 			t.Errorf("the module's live_buffers went from %d to %d: an ioctl wrote to the kernel address userland gave it", before, after)
 		}
-	}
-	d.setup(t, BackingRing, 2)
-	for _, req := range []uint{IocRingEmit, IocRingTimer} {
-		if err := ioctl(d.fd, req, nil); !errors.Is(err, unix.EFAULT) {
-			t.Errorf("ring ioctl %#x with a NULL argument: err = %v, want EFAULT", req, err)
-		}
-	}
-	r2 := mapRing(t, d)
-	r2.emit(t, 0)
-	if p := atomic.LoadUint64(&r2.hdr.Produced); p != 0 {
-		t.Errorf("EMIT of 0 records produced %d", p)
 	}
 }
 
