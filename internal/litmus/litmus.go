@@ -22,6 +22,7 @@ package litmus
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,7 @@ func litmusAccesses(body, v string) []access {
 		}
 		a := access{kind: PlainR, start: m[0], end: m[1]}
 		rest := body[m[1]:]
-		if eq := regexp.MustCompile(`^\s*=[^=]`).FindStringIndex(rest); eq != nil {
+		if eq := assignment.FindStringIndex(rest); eq != nil {
 			semi := strings.IndexByte(rest, ';')
 			a.kind, a.value, a.end = PlainW, strings.TrimSpace(rest[eq[1]-1:semi]), m[1]+semi
 		}
@@ -269,7 +270,7 @@ func orNone(k []string) string {
 // accessed, and which bound locks are held at each access.
 func (t Test) Check(dir string) ([]Mismatch, error) {
 	var out []Mismatch
-	for _, th := range sortedKeys(t.Source) {
+	for _, th := range slices.Sorted(maps.Keys(t.Source)) {
 		src := t.Source[th]
 		c, err := functions(filepath.Join(dir, src[0]), src[1:])
 		if err != nil {
@@ -278,10 +279,10 @@ func (t Test) Check(dir string) ([]Mismatch, error) {
 		s, e, _ := thread(t.Text, th)
 		where := src[0] + " " + strings.Join(src[1:], ", ")
 		la, ca := map[string][]access{}, map[string][]access{}
-		for _, v := range sortedKeys(t.Binds) {
+		for _, v := range slices.Sorted(maps.Keys(t.Binds)) {
 			la[v], ca[v] = litmusAccesses(t.Text[s:e], v), cAccessList(c, t.Binds[v])
 		}
-		for _, v := range sortedKeys(t.Binds) {
+		for _, v := range slices.Sorted(maps.Keys(t.Binds)) {
 			lk, ck := kinds(la[v]), kinds(ca[v])
 			if len(lk) == 0 && len(ck) == 0 {
 				continue
@@ -307,7 +308,7 @@ func lockContext(as map[string][]access, v string) []string {
 			return nil
 		}
 		var held []string
-		for _, l := range sortedKeys(as) {
+		for _, l := range slices.Sorted(maps.Keys(as)) {
 			depth := 0
 			for _, e := range as[l] {
 				if e.start < a.start && e.kind == Lock {
@@ -417,9 +418,9 @@ func heldOnlyDropped(m Mismatch, dropped map[string]bool) bool {
 // weakened: what the LKMM must refuse for the barrier to be needed.
 func (t Test) Weakened() map[string]string {
 	out := map[string]string{}
-	for _, th := range sortedKeys(t.Source) {
+	for _, th := range slices.Sorted(maps.Keys(t.Source)) {
 		s, e, _ := thread(t.Text, th)
-		for _, v := range sortedKeys(t.Binds) {
+		for _, v := range slices.Sorted(maps.Keys(t.Binds)) {
 			as := litmusAccesses(t.Text[s:e], v)
 			ks := kinds(as)
 			if len(ks) == 0 {
@@ -433,9 +434,6 @@ func (t Test) Weakened() map[string]string {
 			if w != "" {
 				cw = []string{w}
 			}
-			if len(ks) == 2 && isLock(ks[0]) {
-				cw = nil
-			}
 			text, err := t.Derive([]Mismatch{{Thread: th, Var: v, Litmus: ks, C: cw}})
 			if err != nil {
 				continue
@@ -447,15 +445,6 @@ func (t Test) Weakened() map[string]string {
 			out[name] = text
 		}
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 
@@ -482,6 +471,9 @@ func functions(path string, names []string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// assignment matches what follows a litmus test's plain store's target.
+var assignment = regexp.MustCompile(`^\s*=[^=]`)
 
 // plainStore matches what follows a plain store's target: an
 // assignment, a compound one or an increment.
@@ -542,7 +534,7 @@ func (v Verdict) String() string {
 func Herd(command func(workdir string, args ...string) *exec.Cmd, lkmm, dir string, tests map[string]string) (map[string]Verdict, error) {
 	var files []string
 	names := map[string]string{} // the C name herd7 prints → ours
-	for i, name := range sortedKeys(tests) {
+	for i, name := range slices.Sorted(maps.Keys(tests)) {
 		text := tests[name]
 		first, rest, _ := strings.Cut(text, "\n")
 		if !strings.HasPrefix(first, "C ") {
