@@ -96,7 +96,7 @@ func TestCheckCompilerRejectsAnotherGCC(t *testing.T) {
 	t.Parallel()
 	tree := hostTree(t)
 	root, _ := loadLock(t)
-	ko, err := buildForHost(t, tree, KmmapModule(root), t.TempDir())
+	ko, err := buildForHost(t, tree, kmmapModule(root), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,9 +66,6 @@
 //     (lib/modules/<release>). Default: unset; in the rerun line.
 //   - KMMAP_KEEP_FAILED: 1: keep a failed kernel build's tree in the cache.
 //     Default: unset; not in the rerun line.
-//   - KMMAP_CAPTURE_SPLATS: 1: kmmap's TestInjectedBugs injects every bug and
-//     refreshes internal/console/testdata/splats. Default: unset; not in the
-//     rerun line.
 package vmtests
 
 import (

@@ -50,7 +50,7 @@ func TestCommandKernelWarning(t *testing.T) {
 	t.Parallel()
 	h := kmmapHarness(t)
 	id := commandCellID(t, h)
-	w, err := New(Module{Dir: "testdata/warn"}, KmmapGuest(h.Root()), WithConfig(h.Config()))
+	w, err := New(Module{Dir: "testdata/warn"}, kmmapGuest(h.Root()), WithConfig(h.Config()))
 	if err != nil {
 		t.Fatal(err)
 	}

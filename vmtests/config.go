@@ -44,7 +44,6 @@ var Vars = []Var{
 	{"KMMAP_ARCH", "the custom kernel's arch, `amd64` or `arm64`", "the host's", true},
 	{"KMMAP_KMODS", "the custom kernel's modules directory (lib/modules/<release>)", "", true},
 	{"KMMAP_KEEP_FAILED", "`1`: keep a failed kernel build's tree in the cache", "", false},
-	{"KMMAP_CAPTURE_SPLATS", "`1`: kmmap's TestInjectedBugs injects every bug and refreshes internal/console/testdata/splats", "", false},
 }
 
 // Config is the harness's configuration, read once from the environment
@@ -87,8 +86,6 @@ type Config struct {
 	Custom CustomKernel
 	// KeepFailed keeps a failed kernel build's tree.
 	KeepFailed bool
-	// CaptureSplats makes kmmap's TestInjectedBugs refresh its fixtures.
-	CaptureSplats bool
 
 	// env is what the run was configured with: the rerun line repeats it.
 	env map[string]string
@@ -191,7 +188,6 @@ func parseConfig(env map[string]string) (Config, error) {
 	c.Trace = env["KMMAP_TRACE"] == "1"
 	c.GDB = env["KMMAP_GDB"] == "1"
 	c.KeepFailed = env["KMMAP_KEEP_FAILED"] == "1"
-	c.CaptureSplats = env["KMMAP_CAPTURE_SPLATS"] == "1"
 	return c, nil
 }
 

@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/internal/kmmap"
+	"github.com/kmmap/kmmap/internal/mutant"
 )
 
 // TestLitmus: the module's litmus tests (kmod/litmus/: the ring's and the
@@ -50,7 +53,7 @@ func TestLitmus(t *testing.T) {
 	// every cell (an x86 host keeps stores in order; KCSAN did not see the
 	// unlocked seed), the regression of the unserialised producers, and a
 	// period read plainly beside its marked writers.
-	ms, err := LoadMutants(filepath.Join(h.Root(), MutantsDir))
+	ms, err := mutant.Load(filepath.Join(h.Root(), kmmap.MutantsDir), kmmap.DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +63,14 @@ func TestLitmus(t *testing.T) {
 			continue
 		}
 		dir := t.TempDir()
-		src, err := applyMutant(m, h.Root(), dir)
+		src, err := applyMutant(m, h.Root(), h.module.Dir, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		changes["mutant "+m.Name] = src
 	}
 	if len(changes) != 3 {
-		t.Fatalf("want the mutants ring-publish-relaxed, ring-tail-relaxed and pin-seed-unlocked in %s, found %d", MutantsDir, len(changes))
+		t.Fatalf("want the mutants ring-publish-relaxed, ring-tail-relaxed and pin-seed-unlocked in %s, found %d", kmmap.MutantsDir, len(changes))
 	}
 	for _, reg := range regressions {
 		if reg.name == "ring-producers-unserialised" {

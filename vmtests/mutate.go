@@ -16,27 +16,20 @@ import (
 	"github.com/kmmap/kmmap/kernels"
 )
 
-// MutantsDir holds the committed mutants of kmod/, one patch each.
-const MutantsDir = "vmtests/mutants"
-
-// DefaultMutantCell is where a mutant runs when its patch names no cell:
-// a distribution kernel with two CPUs booted with init_on_alloc=0
-// (kernels.lock), where a missing zeroing and a race can show.
-const DefaultMutantCell = "6.12-amd64"
-
-// applyMutant copies root's kmod/ under dir and applies m to the copy; it
+// applyMutant copies module (a directory in root) to the same place under
+// dir and applies m, whose paths are relative to root, to the copy; it
 // returns the mutated module's directory.
-func applyMutant(m mutant.Mutant, root, dir string) (string, error) {
-	src := filepath.Join(dir, "kmod")
-	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
+func applyMutant(m mutant.Mutant, root, module, dir string) (string, error) {
+	rel, err := filepath.Rel(root, module)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("mutant %s: the module %s is not in %s, which the mutants' paths are relative to", m.Name, module, root)
+	}
+	src := filepath.Join(dir, rel)
+	if err := copySources(src, module); err != nil {
 		return "", err
 	}
 	return src, m.Apply(dir)
 }
-
-// LoadMutants reads every mutant (*.patch) in dir, sorted by name; one
-// whose patch names no cell runs on DefaultMutantCell.
-func LoadMutants(dir string) ([]mutant.Mutant, error) { return mutant.Load(dir, DefaultMutantCell) }
 
 // Verdicts of a mutant on a cell.
 const (
@@ -75,7 +68,7 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	src, err := applyMutant(m, h.Root(), dir)
+	src, err := applyMutant(m, h.Root(), h.module.Dir, dir)
 	if err != nil {
 		return res, err
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/internal/mutant"
 )
 
@@ -13,7 +14,7 @@ import (
 // to today's kmod/ and changes it, so `make mutants` cannot rot unseen.
 func TestMutantsApply(t *testing.T) {
 	root, lock := loadLock(t)
-	mutants, err := LoadMutants(filepath.Join(root, MutantsDir))
+	mutants, err := mutant.Load(filepath.Join(root, kmmap.MutantsDir), kmmap.DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestMutantsApply(t *testing.T) {
 					t.Errorf("Cells: %v", err)
 				}
 			}
-			src, err := applyMutant(m, root, t.TempDir())
+			src, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,38 +53,38 @@ func TestMutantRefused(t *testing.T) {
 		{"no-diff", "Why: nothing\n", "no diff"},
 		{"outside", "Why: x\n\n" + strings.ReplaceAll(diff, "kmod/main.c", "vmtests/run.go"), "only kmod/"},
 	} {
-		if _, err := mutant.Parse(c.name, []byte(c.patch), DefaultMutantCell); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := mutant.Parse(c.name, []byte(c.patch), kmmap.DefaultMutantCell); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one saying %q", c.name, err, c.want)
 		}
 	}
 	// A patch that no longer applies names the mutant and what to do.
-	m, err := mutant.Parse("stale", []byte("Why: x\n\n"+strings.ReplaceAll(diff, "SPDX", "XDPS")), DefaultMutantCell)
+	m, err := mutant.Parse("stale", []byte("Why: x\n\n"+strings.ReplaceAll(diff, "SPDX", "XDPS")), kmmap.DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyMutant(m, root, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
+	if _, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
 		t.Errorf("a stale patch: err %v", err)
 	}
 	// A bare diff (no header, diff -u's paths without a/ b/) is a mutant
 	// too: lists written elsewhere need not know this one's headers.
-	committed, err := LoadMutants(filepath.Join(root, MutantsDir))
+	committed, err := mutant.Load(filepath.Join(root, kmmap.MutantsDir), kmmap.DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, body, _ := strings.Cut(string(committed[0].Patch), "\n--- ")
 	bare := strings.NewReplacer("a/kmod/", "kmod/", "b/kmod/", "kmod/").Replace("--- " + body)
-	m, err = mutant.Parse("bare", []byte(bare), DefaultMutantCell)
+	m, err = mutant.Parse("bare", []byte(bare), kmmap.DefaultMutantCell)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyMutant(m, root, t.TempDir()); err != nil {
+	if _, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err != nil {
 		t.Errorf("a bare diff -u: %v", err)
 	}
-	m, err = mutant.Parse("default-cell", []byte("Why: x\n\n"+diff), DefaultMutantCell)
-	if err != nil || len(m.Cells) != 1 || m.Cells[0] != DefaultMutantCell {
-		t.Errorf("no Cells: line: cells %v (%v), want [%s]", m.Cells, err, DefaultMutantCell)
+	m, err = mutant.Parse("default-cell", []byte("Why: x\n\n"+diff), kmmap.DefaultMutantCell)
+	if err != nil || len(m.Cells) != 1 || m.Cells[0] != kmmap.DefaultMutantCell {
+		t.Errorf("no Cells: line: cells %v (%v), want [%s]", m.Cells, err, kmmap.DefaultMutantCell)
 	}
-	if _, err := LoadMutants(t.TempDir()); err == nil {
+	if _, err := mutant.Load(t.TempDir(), kmmap.DefaultMutantCell); err == nil {
 		t.Error("an empty directory of mutants was accepted")
 	}
 }

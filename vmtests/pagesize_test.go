@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/internal/kmmap"
 )
 
 // A program for an ARM guest that the linker aligned to 4K (armhf's
@@ -53,7 +55,7 @@ func TestGuestFilesLoadOnEveryPageSize(t *testing.T) {
 	// kmmap's own programs, for each arch with an ARM userland.
 	root, _ := loadLock(t)
 	for _, a := range []string{"arm64"} {
-		progs, err := kmmapPrograms(root, a, t.TempDir())
+		progs, err := kmmap.Programs(root, a, t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/internal/kmmap"
 )
 
 // regression undoes one fix of kmod/ in a copy of the module: the guest
@@ -21,7 +23,7 @@ type regression struct {
 
 // regressionCell has init_on_alloc=0 (kernels.lock): where a missing
 // __GFP_ZERO shows.
-const regressionCell = DefaultMutantCell
+const regressionCell = kmmap.DefaultMutantCell
 
 var regressions = []regression{
 	{

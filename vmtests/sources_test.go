@@ -14,7 +14,7 @@ func TestReportFramesInSources(t *testing.T) {
 	root, _ := loadLock(t)
 	src := filepath.Join(root, "kmod")
 	// The module as the matrix builds it for this kernel (cached).
-	ko, err := buildForHost(t, tree, KmmapModule(root), kmmapHarness(t).CacheDir())
+	ko, err := buildForHost(t, tree, kmmapModule(root), kmmapHarness(t).CacheDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func TestIoctlMagicFree(t *testing.T) {
 	root, _ := loadLock(t)
 	h := kmmapHarness(t)
 	f := cellFetcher(t)
-	if err := h.checkIoctls(t.Context(), f, KmmapModule(root)); err != nil {
+	if err := h.checkIoctls(t.Context(), f, kmmapModule(root)); err != nil {
 		t.Error(err)
 	}
 	clash := t.TempDir()

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -41,7 +43,7 @@ func prebuild() (stop func()) {
 	if err != nil {
 		return func() {}
 	}
-	h, err := New(KmmapModule(root), KmmapGuest(root), WithConfig(cfg))
+	h, err := New(kmmapModule(root), kmmapGuest(root), WithConfig(cfg))
 	if err != nil {
 		return func() {}
 	}
@@ -76,7 +78,22 @@ func TestGuest(t *testing.T) {
 	// timeouts): the package takes minutes less than one after another.
 	t.Parallel()
 	root := moduleRoot(t)
-	Run(t, KmmapModule(root), KmmapGuest(root))
+	Run(t, kmmapModule(root), kmmapGuest(root))
+}
+
+// kmmapModule is kmmap.ko, in the kmmap checkout at root.
+func kmmapModule(root string) Module { return Module{Dir: filepath.Join(root, kmmap.ModuleDir)} }
+
+// kmmapGuest is kmmap's guest suite with its C programs, in the kmmap
+// checkout at root (package kmmap says what each part is).
+func kmmapGuest(root string) Guest {
+	return Guest{
+		Dir: root, Package: kmmap.GuestPackage, Tags: []string{kmmap.GuestTag},
+		Files:      func(arch, dir string) (map[string]string, error) { return kmmap.Programs(root, arch, dir) },
+		Flags:      func(k Kernel) []string { return kmmap.Flags(kmmap.Kernel(k)) },
+		KernelArgs: func(k Kernel) []string { return kmmap.KernelArgs(kmmap.Kernel(k)) },
+		Sources:    kmmap.Sources(root),
+	}
 }
 
 // bootsVMs marks a self-test of the harness that boots guests: -short,
@@ -107,7 +124,7 @@ func kmmapHarness(t testing.TB, opts ...Option) *Harness {
 		t.Fatal(err)
 	}
 	root := moduleRoot(t)
-	h, err := New(KmmapModule(root), KmmapGuest(root), append([]Option{WithConfig(cfg)}, opts...)...)
+	h, err := New(kmmapModule(root), kmmapGuest(root), append([]Option{WithConfig(cfg)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

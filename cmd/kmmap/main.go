@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -132,7 +133,19 @@ func harness(opts ...vmtests.Option) (*vmtests.Harness, error) {
 		}
 	}
 	root := filepath.Dir(filepath.Dir(cfg.Lock))
-	return vmtests.New(vmtests.KmmapModule(root), vmtests.KmmapGuest(root), append([]vmtests.Option{vmtests.WithConfig(cfg), vmtests.WithRoot(root)}, opts...)...)
+	return vmtests.New(vmtests.Module{Dir: filepath.Join(root, kmmap.ModuleDir)}, guest(root), append([]vmtests.Option{vmtests.WithConfig(cfg), vmtests.WithRoot(root)}, opts...)...)
+}
+
+// guest is kmmap's guest suite with its C programs, in the kmmap checkout
+// at root (package kmmap says what each part is).
+func guest(root string) vmtests.Guest {
+	return vmtests.Guest{
+		Dir: root, Package: kmmap.GuestPackage, Tags: []string{kmmap.GuestTag},
+		Files:      func(arch, dir string) (map[string]string, error) { return kmmap.Programs(root, arch, dir) },
+		Flags:      func(k vmtests.Kernel) []string { return kmmap.Flags(kmmap.Kernel(k)) },
+		KernelArgs: func(k vmtests.Kernel) []string { return kmmap.KernelArgs(kmmap.Kernel(k)) },
+		Sources:    kmmap.Sources(root),
+	}
 }
 
 func run(ctx context.Context, verb string, args []string) error {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/internal/mutant"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/kmmap/kmmap/vmtests"
@@ -25,7 +26,7 @@ import (
 // cells and writes the table of verdicts (make mutants: MUTANTS.md).
 func mutate(ctx context.Context, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("mutate", flag.ContinueOnError)
-	dir := fs.String("mutants", "", "the directory of mutants, one .patch each (default: "+vmtests.MutantsDir+")")
+	dir := fs.String("mutants", "", "the directory of mutants, one .patch each (default: "+kmmap.MutantsDir+")")
 	outPath := fs.String("o", "", "write the table here too (Markdown)")
 	jobs := fs.Int("j", runtime.NumCPU(), "mutants run at once (each boots a VM)")
 	only := fs.String("run", "", "only the mutants whose names match this regular expression")
@@ -38,9 +39,9 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 	}
 	lock, root := h.Lock(), h.Root()
 	if *dir == "" {
-		*dir = filepath.Join(root, vmtests.MutantsDir)
+		*dir = filepath.Join(root, kmmap.MutantsDir)
 	}
-	mutants, err := vmtests.LoadMutants(*dir)
+	mutants, err := mutant.Load(*dir, kmmap.DefaultMutantCell)
 	if err != nil {
 		return err
 	}

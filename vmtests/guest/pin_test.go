@@ -231,7 +231,7 @@ func TestPinLongTermLeavesMovable(t *testing.T) {
 }
 
 // ext2Image is a small empty ext2 file system the suite carries
-// (kmmapPrograms makes it with mke2fs).
+// (internal/kmmap.Programs makes it with mke2fs).
 const ext2Image = "/kmmap/ext2.img"
 
 // blockFS mounts a copy of ext2Image through a loop device and returns

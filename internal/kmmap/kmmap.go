@@ -1,4 +1,11 @@
-package vmtests
+// Package kmmap is kmmap's own use of the harness (package vmtests): where
+// its module and guest suite are in the checkout, the flags and kernel
+// arguments the suite needs on each kernel, the C programs and the file
+// system image it runs in the guest, and where its mutants are. The
+// harness knows none of this: vmtests' tests and cmd/kmmap give it to
+// vmtests.New as a Module and a Guest. It must not import vmtests (its
+// tests use it, inside that package).
+package kmmap
 
 import (
 	"fmt"
@@ -8,27 +15,52 @@ import (
 	"strings"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/kernels"
 )
 
-// KmmapModule is kmmap.ko, in kmod/ of the kmmap checkout at root.
-func KmmapModule(root string) Module { return Module{Dir: filepath.Join(root, "kmod")} }
+// Where kmmap's parts are, relative to the checkout's root.
+const (
+	// ModuleDir is kmmap.ko's Kbuild directory.
+	ModuleDir = "kmod"
+	// GuestPackage is the guest suite, as go test -c takes it from the root.
+	GuestPackage = "./vmtests/guest"
+	// GuestTag keeps the guest suite out of go test ./... on the host.
+	GuestTag = "kmmap_guest"
+	// MutantsDir holds the committed mutants of kmod/, one patch each.
+	MutantsDir = "vmtests/mutants"
+)
 
-// KmmapGuest is kmmap's guest suite (vmtests/guest) with its C programs,
-// in the kmmap checkout at root.
-func KmmapGuest(root string) Guest {
-	return Guest{
-		Dir: root, Package: "./vmtests/guest", Tags: []string{"kmmap_guest"},
-		Files: func(arch, dir string) (map[string]string, error) { return kmmapPrograms(root, arch, dir) },
-		Flags: kmmapFlags, KernelArgs: kmmapKernelArgs,
-		Sources: []string{filepath.Join(root, "kmod", "examples"), filepath.Join(root, "kmod", "include", "uapi", "linux")},
-	}
+// DefaultMutantCell is where a mutant runs when its patch names no cell:
+// a distribution kernel with two CPUs booted with init_on_alloc=0
+// (kernels.lock), where a missing zeroing and a race can show.
+const DefaultMutantCell = "6.12-amd64"
+
+// Sources are the files, outside the guest package, the guest side is
+// built from (the demo's C and the UAPI header), in the checkout at root.
+func Sources(root string) []string {
+	return []string{filepath.Join(root, ModuleDir, "examples"), filepath.Join(root, ModuleDir, "include", "uapi", "linux")}
 }
 
-// kmmapFlags are the guest suite's flags for kernel k:
+// Kernel is what the suite's flags and arguments depend on of a cell's
+// kernel: vmtests.Kernel, field for field (a vmtests.Kernel converts to
+// it).
+type Kernel struct {
+	ID, Arch, Release string
+	PageSize          int
+	CPUs              int
+	Config            kernels.Config
+	Seed              string
+}
+
+// maxPageSize is the largest page size an ARM kernel may have (64K): the
+// harness refuses an ARM program aligned to less.
+const maxPageSize = 64 << 10
+
+// Flags are the guest suite's flags for kernel k:
 //   - the page size and CPUs the suite checks;
 //   - whether the kernel runs 32-bit programs (the C demo built -m32 or
 //     for armhf, through compat_ioctl): IA32_EMULATION on amd64 (see
-//     kmmapKernelArgs), COMPAT on arm64, which Debian's 16K kernels have
+//     KernelArgs), COMPAT on arm64, which Debian's 16K kernels have
 //     too; never where Debian has no 32-bit userland for the arch
 //     (s390x has COMPAT, for 31-bit programs no compiler here makes);
 //   - the largest sizes of TestLargeWork under a short soft-lockup
@@ -37,7 +69,7 @@ func KmmapGuest(root string) Guest {
 //     debug cells);
 //   - the race tests' denser KCSAN sampling where KCSAN is built in;
 //   - TestRandomArguments' seed, when the run has one.
-func kmmapFlags(k Kernel) []string {
+func Flags(k Kernel) []string {
 	c := k.Config
 	compat := c.Enabled("CONFIG_COMPAT")
 	if k.Arch == "amd64" {
@@ -62,27 +94,27 @@ func kmmapFlags(k Kernel) []string {
 	return flags
 }
 
-// kmmapKernelArgs: Debian turns ia32 emulation off by default from 6.7
+// KernelArgs: Debian turns ia32 emulation off by default from 6.7
 // (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and the suite's 32-bit demo
 // needs it: ia32_emulation=1 turns it back on.
-func kmmapKernelArgs(k Kernel) []string {
+func KernelArgs(k Kernel) []string {
 	if k.Arch == "amd64" && k.Config.Enabled("CONFIG_IA32_EMULATION_DEFAULT_DISABLED") {
 		return []string{"ia32_emulation=1"}
 	}
 	return nil
 }
 
-// kmmapSources are the C programs the guest suite runs, as guest path ->
+// programs are the C programs the guest suite runs, as guest path ->
 // source (relative to the checkout): the C demo of every backing, also
 // built 32-bit (kmmap-demo32), and TestMemcgLimit's single-threaded SETUP.
-var kmmapSources = map[string]string{
+var programs = map[string]string{
 	"/kmmap/kmmap-demo":  "kmod/examples/demo.c",
 	"/kmmap/kmmap-setup": "vmtests/guest/testdata/setup.c",
 }
 
-// kmmapPrograms compiles kmmapSources, and the demo for the arch's 32-bit
+// Programs compiles programs, and the demo for the arch's 32-bit
 // userland, as static binaries for arch into dir: guest path -> host path.
-func kmmapPrograms(root, name, dir string) (map[string]string, error) {
+func Programs(root, name, dir string) (map[string]string, error) {
 	a, err := arch.Lookup(name)
 	if err != nil {
 		return nil, err
@@ -91,9 +123,9 @@ func kmmapPrograms(root, name, dir string) (map[string]string, error) {
 	type build struct{ cc, src, pkg string }
 	builds := map[string]build{}
 	if a.Compat32 != "" {
-		builds["/kmmap/kmmap-demo32"] = build{a.Compat32, kmmapSources["/kmmap/kmmap-demo"], a.Compat32Packages}
+		builds["/kmmap/kmmap-demo32"] = build{a.Compat32, programs["/kmmap/kmmap-demo"], a.Compat32Packages}
 	}
-	for guest, src := range kmmapSources {
+	for guest, src := range programs {
 		builds[guest] = build{cc, src, pkg}
 	}
 	out := map[string]string{}
