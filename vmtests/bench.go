@@ -10,11 +10,11 @@ import (
 	"github.com/kmmap/kmmap/internal/arch"
 )
 
-// Measure boots a prepared cell once and returns how long each stage took;
-// an error if the run was not a clean pass (a benchmark of a failing cell
-// means nothing).
-func Measure(ctx context.Context, c *Cell) (Timeline, error) {
-	r := boot(ctx, c)
+// Measure boots a prepared cell once with suite job j and returns how
+// long each stage took; an error if the run was not a clean pass (a
+// benchmark of a failing cell means nothing).
+func Measure(ctx context.Context, c *Cell, j SuiteJob) (Timeline, error) {
+	r := boot(ctx, c, j)
 	if what, detail := c.failures(r); len(what) > 0 {
 		return r.times, fmt.Errorf("%s: %s:\n%s", c.ID, strings.Join(what, ", "), detail)
 	}
@@ -30,10 +30,10 @@ type BenchResult struct {
 
 var benchLineRe = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
 
-// GuestBench boots a cell prepared with Options.Bench and returns its
-// benchmarks' results.
-func GuestBench(ctx context.Context, c *Cell) ([]BenchResult, error) {
-	r := boot(ctx, c)
+// GuestBench boots c with benchmark job j and returns the benchmarks'
+// results.
+func GuestBench(ctx context.Context, c *Cell, j BenchJob) ([]BenchResult, error) {
+	r := boot(ctx, c, j)
 	if p := c.problems(r); len(p) > 0 && !(len(r.res.list) == 0 && len(p) == 1) {
 		return nil, fmt.Errorf("%s: %s", c.ID, strings.Join(p, "\n"))
 	}

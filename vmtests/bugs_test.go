@@ -217,12 +217,11 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, ModuleDir: src, KernelArgs: args,
-		GuestRun: "^" + test + "$", GuestCount: count, ResultsID: resultsID})
+	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, ModuleDir: src, KernelArgs: args, ResultsID: resultsID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := boot(t.Context(), cell)
+	r := boot(t.Context(), cell, SuiteJob{Run: "^" + test + "$", Count: count})
 	if err := cell.writeResults(r); err != nil {
 		t.Error(err)
 	}
@@ -233,7 +232,7 @@ func bootEdited(t *testing.T, root string, k kernels.Kernel, name string, edits 
 		// Say why: a guest that never ran its test proves nothing.
 		t.Fatalf("the guest suite did not run %s (it listed %d tests); results in %s:\n%s", test, len(r.res.list), cell.Results, strings.Join(cell.problems(r), "\n"))
 	}
-	return r, cell.mode
+	return r, r.mode
 }
 
 // reportsDuring returns the kernel reports during test and its subtests,

@@ -127,7 +127,7 @@ func TestBrokenModuleWhileBooting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Prepare with BootWhileBuilding returned the build's error: %v", err)
 	}
-	r := boot(t.Context(), cell)
+	r := boot(t.Context(), cell, SuiteJob{})
 	if r.elapsed > time.Minute {
 		t.Errorf("the guest ran %s: it should give up as soon as the host says there is no module", r.elapsed)
 	}

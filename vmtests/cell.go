@@ -69,7 +69,6 @@
 package vmtests
 
 import (
-	"io"
 	"time"
 
 	"regexp"
@@ -115,23 +114,14 @@ type Cell struct {
 	claim *resultsClaim
 	// GDB, when not 0, starts QEMU halted with its gdb stub on this port.
 	GDB int
-	// Stdout and Stderr receive a command's output (CellOptions.Command)
-	// as the guest sends it.
-	Stdout, Stderr io.Writer
 
-	// test and pkg are the host test and package the rerun line names;
-	// command and noModule the command a cell runs instead (kmmap run).
-	test, pkg  string
-	command    []string
-	commandDir string
-	noModule   bool
+	// noModule: the cell boots without the module under test.
+	noModule bool
 
-	// job is what the guest does once booted (sent after the snapshot
-	// point); snap whether it is restored from a snapshot, mode how the
-	// last boot started.
-	job  event.Job
+	// base is what every job's guest is sent (the job adds its own:
+	// work); snap whether a boot restores a snapshot.
+	base event.Job
 	snap snapshotPolicy
-	mode BootMode
 
 	lifeline []string // what QEMU's command starts with (qemuCommand)
 

@@ -89,11 +89,11 @@ func (r CommandResult) Verdict() string {
 	return fmt.Sprintf("%-18s %-36s %6.1fs", r.Cell, what, r.Elapsed.Seconds())
 }
 
-// RunCommand boots a cell prepared with CellOptions.Command, streams the
-// command's output to c.Stdout and c.Stderr, and says how it ended.
-func RunCommand(ctx context.Context, c *Cell) CommandResult {
-	r := boot(ctx, c)
-	res := CommandResult{Cell: c.ID, Status: -1, Elapsed: r.elapsed, Results: c.Results, Rerun: c.runRerun(), Mode: c.mode, Booted: c.bootedHow(), Notes: r.notes}
+// RunCommand boots c with command j, streams the command's output to
+// j.Stdout and j.Stderr, and says how it ended.
+func RunCommand(ctx context.Context, c *Cell, j CommandJob) CommandResult {
+	r := boot(ctx, c, j)
+	res := CommandResult{Cell: c.ID, Status: -1, Elapsed: r.elapsed, Results: c.Results, Rerun: c.runRerun(j, r.mode), Mode: r.mode, Booted: c.bootedHow(r), Notes: r.notes}
 	if err := c.writeResults(r); err != nil {
 		res.Problems = append(res.Problems, fmt.Sprintf("keeping the results: %v", err))
 	}
@@ -111,7 +111,7 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 	for i, rep := range res.Reports {
 		res.Reports[i] = c.withSources(rep)
 	}
-	res.TimedOut = c.Timeout > 0 && r.elapsed >= c.Timeout
+	res.TimedOut = r.timedOut()
 	if res.Panicked || res.TimedOut || !r.res.ran {
 		res.Tail = r.con.Tail(30)
 	}
@@ -131,22 +131,23 @@ func RunCommand(ctx context.Context, c *Cell) CommandResult {
 	return res
 }
 
-// runRerun is the command line that runs the cell's command again.
-func (c *Cell) runRerun() string {
+// runRerun is the command line that runs command j on the cell again,
+// booted as mode.
+func (c *Cell) runRerun(j CommandJob, mode BootMode) string {
 	var env []string
 	if c.cfg != nil {
-		env = c.cfg.rerunEnv(c.mode)
+		env = c.cfg.rerunEnv(mode)
 	}
 	// go tool, not go run: go run turns every status but 0 into 1.
 	args := []string{"go", "tool", "kmmap", "run"} // in the kmmap checkout
 	if c.noModule {
 		args = append(args, "--no-module")
 	}
-	if c.commandDir != "" {
-		args = append(args, "--dir", shellQuote(c.commandDir))
+	if j.Dir != "" {
+		args = append(args, "--dir", shellQuote(j.Dir))
 	}
 	args = append(args, c.ID, "--")
-	for _, a := range c.command {
+	for _, a := range j.Argv {
 		args = append(args, shellQuote(a))
 	}
 	return strings.Join(append(env, args...), " ")

@@ -1,7 +1,12 @@
 package vmtests
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -54,10 +59,9 @@ func TestCommandKernelWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := commandCell(t, w, id, CellOptions{Command: []string{"sh", "-c", "echo 1 > /sys/module/warnme/parameters/warn; echo done"}})
+	c := commandCell(t, w, id, CellOptions{})
 	var out strings.Builder
-	c.Stdout = &out
-	r := RunCommand(t.Context(), c)
+	r := RunCommand(t.Context(), c, CommandJob{Argv: []string{"sh", "-c", "echo 1 > /sys/module/warnme/parameters/warn; echo done"}, Stdout: &out})
 	if r.Status != 0 || !strings.Contains(out.String(), "done") {
 		t.Errorf("the command: status %d, output %q; want 0 and done", r.Status, out.String())
 	}
@@ -71,8 +75,8 @@ func TestCommandPanic(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel()
 	h := kmmapHarness(t)
-	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}, NoModule: true})
-	r := RunCommand(t.Context(), c)
+	c := commandCell(t, h, commandCellID(t, h), CellOptions{NoModule: true})
+	r := RunCommand(t.Context(), c, CommandJob{Argv: []string{"sh", "-c", "echo c > /proc/sysrq-trigger"}})
 	if r.ExitCode() != ExitPanic || r.Elapsed > 2*time.Minute || !strings.Contains(r.Tail, "Kernel panic") {
 		t.Errorf("exit %d after %s, tail:\n%s\nwant %d at once, with the panic", r.ExitCode(), r.Elapsed, r.Tail, ExitPanic)
 	}
@@ -84,9 +88,8 @@ func TestCommandTimeout(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel() // waits for its timeout: it runs beside the matrix
 	h := kmmapHarness(t)
-	c := commandCell(t, h, commandCellID(t, h), CellOptions{Command: []string{"sleep", "600"}, NoModule: true})
-	c.Timeout = 15 * time.Second
-	r := RunCommand(t.Context(), c)
+	c := commandCell(t, h, commandCellID(t, h), CellOptions{NoModule: true})
+	r := RunCommand(t.Context(), c, CommandJob{Argv: []string{"sleep", "600"}, Timeout: 15 * time.Second})
 	if r.ExitCode() != ExitTimeout || r.Elapsed > time.Minute || r.Tail == "" {
 		t.Errorf("exit %d after %s, tail %q; want %d at the 15 s timeout", r.ExitCode(), r.Elapsed, r.Tail, ExitTimeout)
 	}
@@ -113,7 +116,7 @@ func TestStalledGuestWatchdog(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel() // waits for its watchdog: it runs beside the matrix
 	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout, cfg.Stall = 2*time.Minute, 6*time.Second })
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	if r.elapsed > time.Minute {
 		t.Errorf("the stalled guest ran %s: the watchdog (6 s) did not end it", r.elapsed)
 	}
@@ -128,7 +131,7 @@ func TestHungGuestTestNamed(t *testing.T) {
 	t.Parallel() // waits for its timeout: it runs beside the matrix
 	// The guest suite's timeout is 22.5 s of the guest's 45.
 	c := hungCell(t, func(cfg *Config) { cfg.VMTimeout = 45 * time.Second })
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	dump := r.con.From("panic: test timed out")
 	if dump == "" || !strings.Contains(dump, "TestHangs") || r.elapsed >= c.Timeout {
 		t.Errorf("after %s (VM timeout %s), the console has no Go timeout panic naming TestHangs:\n%s", r.elapsed, c.Timeout, r.con.Tail(30))
@@ -138,5 +141,77 @@ func TestHungGuestTestNamed(t *testing.T) {
 	}
 	if tr := r.res.tests["TestFine"]; tr == nil || tr.action != "pass" {
 		t.Errorf("TestFine: %+v, want pass", tr)
+	}
+}
+
+// terminal is a shell's stdout as a test sees it: everything written.
+type terminal struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *terminal) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *terminal) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// await waits until the terminal shows want, the shell ends (done) or ctx
+// is done, failing the test in the last two cases.
+func (w *terminal) await(ctx context.Context, t *testing.T, want string, done <-chan error) {
+	t.Helper()
+	for !strings.Contains(w.String(), want) {
+		select {
+		case err := <-done:
+			t.Fatalf("the shell ended (%v) before it showed %q:\n%s", err, want, w.String())
+		case <-ctx.Done():
+			t.Fatalf("the shell did not show %q in time:\n%s", want, w.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// The shell (make shell, kmmap shell) boots through the same boot as every
+// job: a command typed on its terminal runs in the guest with the module
+// loaded, its output comes back, and leaving the shell powers the guest
+// off, ending Shell without an error, its console kept with the results.
+func TestShell(t *testing.T) {
+	bootsVMs(t)
+	t.Parallel()
+	h := kmmapHarness(t)
+	c := commandCell(t, h, commandCellID(t, h), CellOptions{})
+	stdin, typed, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	defer typed.Close()
+	term := &terminal{}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Shell(ctx, c, ShellJob{Stdin: stdin, Stdout: term, Dir: "/kmmap"}) }()
+	term.await(ctx, t, "leave the shell", done)
+	// The sum is the guest shell's: the terminal's echo has the sum's
+	// text. One line at a time, as a person types: the shell's line
+	// editor drops what came in before it showed its prompt again.
+	fmt.Fprintf(typed, "echo shell-$((6*7)) in $(pwd) with $(cat /sys/module/kmmap/initstate)\r")
+	term.await(ctx, t, "shell-42", done)
+	fmt.Fprintf(typed, "exit\r")
+	if err := <-done; err != nil {
+		t.Errorf("Shell: %v\n%s", err, term.String())
+	}
+	out := term.String()
+	if !strings.Contains(out, "shell-42 in /kmmap with live") {
+		t.Errorf("the command typed did not run in the guest's shell in /kmmap with the module loaded; the terminal:\n%s", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(c.Results, "console.log")); err != nil || !strings.Contains(string(b), "shell-42") {
+		t.Errorf("the shell's console is not kept in %s (%v)", c.Results, err)
 	}
 }

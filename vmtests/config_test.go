@@ -56,8 +56,8 @@ func TestRerunLineCarriesTheRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cell{ID: "6.1-amd64", Results: "/r/6.1-amd64", cfg: &cfg, test: "TestGuest", pkg: "./vmtests"}
-	got := reproducer(c, "TestSamePages/fault")
+	c := &Cell{ID: "6.1-amd64", Results: "/r/6.1-amd64", cfg: &cfg}
+	got := reproducer(c, "", "TestGuest", "./vmtests", "TestSamePages/fault")
 	for _, want := range []string{"KMMAP_MEMDEBUG=1 KMMAP_RANDOM_SEED=42 go test ./vmtests", `'^TestGuest$/^6\.1-amd64$/^TestSamePages$/^fault$'`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("rerun line %q lacks %q", got, want)
@@ -66,19 +66,16 @@ func TestRerunLineCarriesTheRun(t *testing.T) {
 	if strings.Contains(got, "KMMAP_TRACE") {
 		t.Errorf("rerun line %q carries KMMAP_TRACE, which changes nothing of the run", got)
 	}
-	c.test, c.pkg = "TestForeignModule", "./vmtests"
-	if got := reproducer(c, ""); !strings.Contains(got, "-run '^TestForeignModule$/^6\\.1-amd64$'") {
+	if got := reproducer(c, "", "TestForeignModule", "./vmtests", ""); !strings.Contains(got, "-run '^TestForeignModule$/^6\\.1-amd64$'") {
 		t.Errorf("rerun line of another host test: %q", got)
 	}
 	// It says how the guest started: a restored guest and a cold boot
 	// are different runs.
 	for mode, want := range map[BootMode]string{Cold: "KMMAP_SNAPSHOT=0 ", Saved: "KMMAP_SNAPSHOT=1 ", Restored: "KMMAP_SNAPSHOT=1 "} {
-		c.mode = mode
-		if got := reproducer(c, ""); !strings.Contains(got, "KMMAP_RANDOM_SEED=42 "+want+"go test") {
+		if got := reproducer(c, mode, "TestGuest", "./vmtests", ""); !strings.Contains(got, "KMMAP_RANDOM_SEED=42 "+want+"go test") {
 			t.Errorf("rerun line after a %s guest: %q, want %q in it", mode, got, want)
 		}
-		c.commandDir, c.command = "/w", []string{"true"}
-		if got := c.runRerun(); !strings.Contains(got, want) {
+		if got := c.runRerun(CommandJob{Dir: "/w", Argv: []string{"true"}}, mode); !strings.Contains(got, want) {
 			t.Errorf("kmmap run's rerun line after a %s guest: %q, want %q in it", mode, got, want)
 		}
 	}

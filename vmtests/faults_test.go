@@ -73,7 +73,7 @@ func TestPanicEndsRunAtOnce(t *testing.T) {
 	bootsVMs(t)
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 3*time.Minute)
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	if r.elapsed >= time.Minute {
 		t.Errorf("a panicking guest took %s to stop", r.elapsed)
 	}
@@ -88,7 +88,7 @@ func TestHungGuestTimesOut(t *testing.T) {
 	t.Parallel()
 	c := faultCell(t, []byte("not a cpio archive"), 20*time.Second)
 	c.KernelArgs = []string{"console=" + c.Arch.Console, "panic=0"} // panic, then spin forever
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	if r.elapsed < c.Timeout || r.err == nil {
 		t.Errorf("hung guest: ran %s, err %v; want killed at the %s timeout", r.elapsed, r.err, c.Timeout)
 	}
@@ -103,7 +103,7 @@ func TestRebootingGuestCaught(t *testing.T) {
 #include <unistd.h>
 int main(void) { sync(); return reboot(RB_AUTOBOOT); }`)
 	c := faultCell(t, init, 3*time.Minute)
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	wantProblem(t, c.problems(r), "rebooted instead of powering off")
 }
 
@@ -114,7 +114,7 @@ func TestQEMUFailureReported(t *testing.T) {
 	t.Parallel()
 	c := faultCell(t, []byte("x"), time.Minute)
 	c.Arch.Machine = []string{"-machine", "no-such-machine"}
-	r := boot(t.Context(), c)
+	r := boot(t.Context(), c, SuiteJob{})
 	wantProblem(t, c.problems(r), "QEMU: exit status", "unsupported machine type")
 }
 

@@ -40,7 +40,7 @@ func TestGDBStub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, GDB: true, GuestRun: "^TestTwoMappingsReadKernelContents$", ResultsID: id + "-gdb"})
+	cell, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, GDB: true, ResultsID: id + "-gdb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestGDBStub(t *testing.T) {
 	}
 	cell.Timeout = h.Config().timeout() // keep a broken test from hanging
 	done := make(chan run)
-	go func() { done <- boot(t.Context(), cell) }()
+	go func() { done <- boot(t.Context(), cell, SuiteJob{Run: "^TestTwoMappingsReadKernelContents$"}) }()
 
 	// gdb attaches, reads where the CPU is, and lets the guest run to its end.
 	cmd := exec.Command(gdb, "-batch", "-nx",

@@ -309,7 +309,7 @@ func (c *Cell) moduleName() string {
 // when the agent took it (took), the host's time and fresh entropy, and
 // the guest suite's files; then the module once it is built, or why there
 // is none, in which case the agent gives up at once.
-func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
+func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}) (qemu.Fn, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -335,7 +335,7 @@ func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 				return nil
 			}
 			sent := make(chan error, 1)
-			go func() { sent <- c.sendJob(ctx, pw, took) }()
+			go func() { sent <- c.sendJob(ctx, pw, job, took) }()
 			select {
 			case err := <-sent:
 				return err
@@ -350,8 +350,8 @@ func (c *Cell) modulePort(release, took <-chan struct{}) (qemu.Fn, error) {
 // sendJob writes the run's job; once the agent took it, the host's time
 // and fresh entropy, the guest test binary and the suite's files; then
 // (unless the run has none) the module under test.
-func (c *Cell) sendJob(ctx context.Context, w io.Writer, took <-chan struct{}) error {
-	if err := event.WriteJob(w, c.job); err != nil {
+func (c *Cell) sendJob(ctx context.Context, w io.Writer, job event.Job, took <-chan struct{}) error {
+	if err := event.WriteJob(w, job); err != nil {
 		return fmt.Errorf("sending the job to the guest: %w", err)
 	}
 	select {
@@ -370,7 +370,7 @@ func (c *Cell) sendJob(ctx context.Context, w io.Writer, took <-chan struct{}) e
 	if err := event.WriteFiles(w, c.files); err != nil {
 		return fmt.Errorf("sending the guest suite's files to the guest: %w", err)
 	}
-	if c.job.NoModule {
+	if job.NoModule {
 		return nil
 	}
 	return c.sendModule(w)

@@ -81,11 +81,11 @@ func lifelineRun(step string) int {
 	if step == "pass" {
 		cmd = []string{"sleep", "0"}
 	}
-	c, err := h.Prepare(ctx, f, tree, CellOptions{Logf: logf, Command: cmd, NoModule: true, ResultsID: id + "-lifeline-" + step})
+	c, err := h.Prepare(ctx, f, tree, CellOptions{Logf: logf, NoModule: true, ResultsID: id + "-lifeline-" + step})
 	if err != nil {
 		return fail(err)
 	}
-	r := RunCommand(ctx, c)
+	r := RunCommand(ctx, c, CommandJob{Argv: cmd})
 	fmt.Fprintf(os.Stderr, "lifeline %s: %s (%s)\n%s\n", step, r.Verdict(), r.Mode, strings.Join(r.Problems, "\n"))
 	return r.ExitCode()
 }

@@ -83,12 +83,11 @@ func RunMutant(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernel
 	// The guest boots while the mutant builds; one that does not build
 	// makes the agent give up at once.
 	cell, err := h.Prepare(ctx, f, tree, CellOptions{ModuleDir: src, ResultsID: "mutants/" + m.Name + "/" + tree.Kernel.ID,
-		BootWhileBuilding: true, GuestFailFast: true})
+		BootWhileBuilding: true})
 	if err != nil {
 		return res, err
 	}
-	cell.Timeout = timeout
-	r := boot(ctx, cell)
+	r := boot(ctx, cell, SuiteJob{FailFast: true, Timeout: timeout})
 	var be *BuildError
 	if _, err := cell.Module(); errors.As(err, &be) {
 		res.Verdict, res.Detail = NotCompiling, be.Error()
@@ -129,7 +128,7 @@ func litmusFailures(ctx context.Context, h *Harness, f *kernels.Fetcher, src str
 // watchdog with nothing else wrong: no kernel report, no guest test that
 // finished failing.
 func (c *Cell) onlyTimedOut(r run) bool {
-	if r.stalled == "" && (c.Timeout == 0 || r.elapsed < c.Timeout) {
+	if r.stalled == "" && !r.timedOut() {
 		return false
 	}
 	if len(r.con.Splats) > 0 {
@@ -154,12 +153,12 @@ func Baseline(ctx context.Context, h *Harness, f *kernels.Fetcher, tree *kernels
 	} else if len(what) > 0 {
 		return 0, fmt.Errorf("the unmutated module fails its litmus tests, so no mutant can be judged:\n%s", detail)
 	}
-	cell, err := h.Prepare(ctx, f, tree, CellOptions{ResultsID: "mutants/baseline/" + tree.Kernel.ID})
+	cell, err := h.Prepare(ctx, f, tree, CellOptions{ResultsID: "mutants/baseline/" + tree.Kernel.ID,
+		Cold: "the mutants' time limit is measured on a cold boot"})
 	if err != nil {
 		return 0, err
 	}
-	cell.snap.cold = "the mutants' time limit is measured on a cold boot"
-	r := boot(ctx, cell)
+	r := boot(ctx, cell, SuiteJob{})
 	if err := cell.writeResults(r); err != nil {
 		return 0, err
 	}

@@ -20,17 +20,6 @@ import (
 type CellOptions struct {
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
-	// GuestRun is the guest suite's -test.run pattern ("" runs it all).
-	GuestRun string
-	// GuestCount runs each guest test this many times in one boot
-	// (-test.count), for a race that shows only now and then.
-	GuestCount int
-	// GuestFailFast stops the guest suite at its first failing test
-	// (-test.failfast): a mutant needs one.
-	GuestFailFast bool
-	// Shell boots to an interactive shell with the module loaded instead
-	// of running the suite.
-	Shell bool
 	// GDB starts QEMU halted with its gdb stub on a free port, and no
 	// time limit (also when the configuration says so).
 	GDB bool
@@ -41,20 +30,14 @@ type CellOptions struct {
 	KernelArgs []string
 	// ResultsID names the results directory (default: the cell's ID).
 	ResultsID string
-	// Bench runs the guest benchmarks matching it instead of the tests,
-	// BenchTime (-test.benchtime) each.
-	Bench, BenchTime string
-	// Command runs this command in the guest instead of the suite (see
-	// RunCommand), in CommandDir, with CommandEnv added to its
-	// environment.
-	Command    []string
-	CommandDir string
-	CommandEnv []string
 	// NoModule boots without the module under test (nothing is built).
 	NoModule bool
 	// Share mounts this host directory in the guest at the same path,
 	// read-write, over virtio 9p.
 	Share string
+	// Cold boots every run of the cell cold, for this reason, instead of
+	// restoring its snapshot (the rerun line says so).
+	Cold string
 	// BootWhileBuilding returns the cell before its module is built: the
 	// guest boots meanwhile, and a module that fails to build fails the
 	// run (Cell.Module says why). Otherwise Prepare returns the error.
@@ -181,27 +164,17 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		shares = append(shares, event.Share{Tag: shareTag, Path: o.Share})
 	}
 	cell.QEMUArgs, cell.KernelArgs = join(devs)
-	cell.command, cell.commandDir, cell.noModule = o.Command, o.CommandDir, o.NoModule
+	cell.noModule = o.NoModule
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
-	job := event.Job{KmodParams: mod.Params, Shell: o.Shell, Bench: o.Bench, BenchTime: o.BenchTime,
-		Run: o.Command, RunDir: o.CommandDir, RunEnv: o.CommandEnv, NoModule: o.NoModule, Shares: shares}
+	// What every job's guest is sent; the job adds its own (work).
+	cell.base = event.Job{KmodParams: mod.Params, NoModule: o.NoModule, Shares: shares}
 	if h.guest.Flags != nil {
-		job.TestArgs = append(job.TestArgs, h.guest.Flags(kern)...)
+		cell.base.TestArgs = h.guest.Flags(kern)
 	}
-	if cell.Timeout > 0 {
-		job.TestArgs = append(job.TestArgs, "-test.timeout="+guestTimeout(cell.Timeout).String())
-	}
-	if o.GuestRun != "" {
-		job.TestArgs = append(job.TestArgs, "-test.run="+o.GuestRun)
-	}
-	if o.GuestFailFast {
-		job.TestArgs = append(job.TestArgs, "-test.failfast")
-	}
-	if o.GuestCount > 1 {
-		job.TestArgs = append(job.TestArgs, fmt.Sprintf("-test.count=%d", o.GuestCount))
-	}
-	cell.job = job
 	cell.snap = h.snapshotPolicy(a, cell.GDB != 0)
+	if o.Cold != "" {
+		cell.snap.cold = o.Cold
+	}
 	if cell.files, err = h.guestSuite(k.ID, a); err != nil {
 		return nil, err
 	}

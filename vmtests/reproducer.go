@@ -8,9 +8,10 @@ import (
 )
 
 // reproducer is the line that reruns exactly test (a guest test's full
-// name; "" for the whole cell) on exactly cell c, and where its results are.
-func reproducer(c *Cell, test string) string {
-	parts := []string{"^" + regexp.QuoteMeta(c.test) + "$", "^" + regexp.QuoteMeta(c.ID) + "$"}
+// name; "" for the whole cell) on exactly cell c, booted as mode, under
+// the host test hostTest of package pkg, and where its results are.
+func reproducer(c *Cell, mode BootMode, hostTest, pkg, test string) string {
+	parts := []string{"^" + regexp.QuoteMeta(hostTest) + "$", "^" + regexp.QuoteMeta(c.ID) + "$"}
 	if test != "" {
 		for _, p := range strings.Split(test, "/") {
 			parts = append(parts, "^"+regexp.QuoteMeta(p)+"$")
@@ -18,12 +19,12 @@ func reproducer(c *Cell, test string) string {
 	}
 	var env []string
 	if c.cfg != nil {
-		env = c.cfg.rerunEnv(c.mode)
+		env = c.cfg.rerunEnv(mode)
 		if c.ID == CustomID && len(c.cfg.Cells) > 0 {
 			env = append(env, "KMMAP_CELLS="+CustomID)
 		}
 	}
-	cmd := strings.Join(append(env, "go test "+c.pkg+" -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
+	cmd := strings.Join(append(env, "go test "+pkg+" -count=1 -v -run "+shellQuote(strings.Join(parts, "/"))), " ")
 	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, the module, initramfs.cpio)", cmd, c.Results)
 }
 

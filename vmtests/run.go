@@ -31,12 +31,17 @@ type run struct {
 	// jobSeen: the agent took its job (a restored guest is alive);
 	// saved: this boot saved its snapshot and ended.
 	jobSeen, saved bool
+	// mode is how the guest started: restored, booted cold and saved,
+	// or booted cold.
+	mode BootMode
 	// restoredFrom says, for the results' qemu file, which snapshot the
 	// restored guest came from ("" for a boot).
 	restoredFrom string
 	// notes are what a person should know about how the guest started
 	// (a snapshot that did not restore, or could not be saved).
 	notes []string
+	// timeout was the VM's time limit (0: none).
+	timeout time.Duration
 	// stalled is what the watchdog saw when it ended a guest that made
 	// no progress ("" if it did not).
 	stalled string
@@ -74,14 +79,15 @@ func (t Timeline) PowerOff() time.Duration     { return t.Exited - t.TestsDone }
 var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 
 // bootVM runs the cell's VM once, as p says (cold, saving a snapshot at
-// the ready point, or restoring one), to the end (or until ctx is done)
-// and returns what it printed and sent. With the configuration's Trace,
-// each guest agent event and the start of each top-level guest test are
-// printed with their time since QEMU started.
-func bootVM(ctx context.Context, cell *Cell, p *plan) run {
+// the ready point, or restoring one), with w's job, to the end (or until
+// ctx is done) and returns what it printed and sent. With the
+// configuration's Trace, each guest agent event and the start of each
+// top-level guest test are printed with their time since QEMU started. A
+// shell job's console is also this terminal's (see connectShell).
+func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	var mu sync.Mutex
 	con, res := console.New(cell.moduleName, cell.allow), newResults()
-	r := run{con: con, res: res}
+	r := run{con: con, res: res, timeout: w.timeout}
 	r.times.Mode = p.mode
 	trace := cell.cfg != nil && cell.cfg.Trace
 	ctx, kill := context.WithCancel(ctx)
@@ -96,12 +102,12 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 		defer mu.Unlock()
 		r.notes = append(r.notes, fmt.Sprintf(format, args...))
 	}
-	port, err := cell.modulePort(release, took)
+	port, err := cell.modulePort(w.job, release, took)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	wd, err := newWatchdog(cell.stall())
+	wd, err := newWatchdog(w.stall)
 	if err != nil {
 		r.err = err
 		return r
@@ -130,14 +136,18 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 			return r
 		}
 	}
+	var serial []qemu.Fn
+	if w.shell != nil {
+		serial = append(serial, qemu.WithSerialOutput(nopCloser{w.shell.Stdout}))
+	}
 	start := time.Now()
-	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch,
+	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch, append(serial,
 		qemu.WithQEMUCommand(cell.qemuCommand()),
 		qemu.WithKernel(cell.Image),
 		qemu.WithInitramfs(cell.Initramfs),
 		qemu.WithAppendKernel(cell.KernelArgs...),
 		qemu.ArbitraryArgs(cell.QEMUArgs...),
-		qemu.WithVMTimeout(cell.Timeout),
+		qemu.WithVMTimeout(w.timeout),
 		qemu.LogSerialByLine(func(l string) {
 			wd.progress()
 			mu.Lock()
@@ -175,25 +185,44 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 				r.times.TestsDone = time.Since(start)
 			case e.Action == "output":
 				r.benchOut.WriteString(e.Output)
-			case e.Agent == event.AgentStdout && cell.Stdout != nil:
-				cell.Stdout.Write([]byte(e.Output))
-			case e.Agent == event.AgentStderr && cell.Stderr != nil:
-				cell.Stderr.Write([]byte(e.Output))
+			case e.Agent == event.AgentStdout && w.stdout != nil:
+				w.stdout.Write([]byte(e.Output))
+			case e.Agent == event.AgentStderr && w.stderr != nil:
+				w.stderr.Write([]byte(e.Output))
+			case w.shell != nil && (e.Agent == event.AgentError || e.Agent == event.AgentKmod && e.Error != ""):
+				shellNote(w.shell.Stdout, "guest agent: %s", e.Error)
 			}
 			if e.Agent == event.AgentModule && cell.GDB != 0 {
-				fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))
+				if w.shell != nil {
+					shellNote(w.shell.Stdout, "%s", cell.gdbSymbols(e.Sections))
+				} else {
+					fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))
+				}
 			}
 			res.handle(e)
 		}),
 		port, // after the event channel, which adds the virtio-serial bus
 		snap,
 		wd.device(),
-	)
+	)...)
 	if err != nil {
 		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
 		return r
 	}
-	if cell.GDB != 0 {
+	if w.shell != nil {
+		restore, err := connectShell(vm, w.shell.Stdin)
+		if err != nil {
+			kill()
+			vm.Wait()
+			r.err = err
+			return r
+		}
+		defer restore()
+	}
+	switch {
+	case cell.GDB != 0 && w.shell != nil:
+		shellNote(w.shell.Stdout, "%s", cell.gdbAttach())
+	case cell.GDB != 0:
 		fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
 	}
 	waited := make(chan error, 1)
@@ -217,13 +246,15 @@ func bootVM(ctx context.Context, cell *Cell, p *plan) run {
 	r.saved = saved
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
-	r.times.Mode = p.mode
 	r.qemuCmdline = vm.CmdlineQuoted()
 	if p.mode == Restored {
 		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", p.state)
 	}
 	return r
 }
+
+// timedOut reports whether the run was ended by its time limit.
+func (r run) timedOut() bool { return r.timeout > 0 && r.elapsed >= r.timeout }
 
 // qemuCommand is the QEMU vmtest starts for c: behind setpriv, which
 // ties it to this process (lifeline), so that no guest outlives the test
@@ -241,8 +272,8 @@ func (c *Cell) problems(r run) []string {
 	switch {
 	case r.stalled != "":
 		out = append(out, r.stalled)
-	case c.Timeout > 0 && r.elapsed >= c.Timeout:
-		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", c.Timeout, con.Tail(20)))
+	case r.timedOut():
+		out = append(out, fmt.Sprintf("guest did not power off within %s (raise KMMAP_VM_TIMEOUT if the machine is just slow); last console lines:\n%s", r.timeout, con.Tail(20)))
 	case !panicked && con.Contains("reboot: Restarting system"):
 		out = append(out, fmt.Sprintf("the guest rebooted instead of powering off; last console lines:\n%s", con.Tail(20)))
 	case r.err != nil:

@@ -11,10 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/kmmap/kmmap/initramfs/event"
 	"golang.org/x/term"
 )
 
@@ -101,55 +99,39 @@ func compDir(ko string) (string, error) {
 	}
 }
 
-// Shell boots a cell prepared with Options.Shell and connects the guest's
-// console to this terminal; it returns when the guest powers off (leave the
-// shell) or QEMU is stopped (Ctrl-A x).
-func Shell(ctx context.Context, c *Cell, stdin *os.File, stdout io.Writer) error {
-	defer c.claim.release()
-	notes := func(format string, args ...any) { fmt.Fprintf(stdout, "\r\nkmmap: "+format+"\r\n", args...) }
-	// The shell boots cold: the job goes as soon as QEMU runs.
-	release, took := make(chan struct{}), make(chan struct{})
-	close(release)
-	var tookOnce sync.Once
-	port, err := c.modulePort(release, took)
-	if err != nil {
-		return err
+// Shell boots c and connects the guest's console to this terminal, a
+// shell running in j.Dir with the module loaded; it returns when the guest
+// powers off (leave the shell) or QEMU is stopped (Ctrl-A x). It boots as
+// every job does, but cold, with no time limit and no watchdog; the
+// session's console is kept with the cell's results.
+func Shell(ctx context.Context, c *Cell, j ShellJob) error {
+	r := boot(ctx, c, j)
+	if err := c.writeResults(r); err != nil {
+		shellNote(j.Stdout, "keeping the results: %v", err)
 	}
-	vm, err := qemu.StartContext(ctx, c.Arch.QEMUArch,
-		qemu.WithQEMUCommand(c.qemuCommand()),
-		qemu.WithKernel(c.Image),
-		qemu.WithInitramfs(c.Initramfs),
-		qemu.WithAppendKernel(c.KernelArgs...),
-		qemu.ArbitraryArgs(c.QEMUArgs...),
-		qemu.WithSerialOutput(nopCloser{stdout}),
-		guestEvents(func(e event.Event) {
-			switch {
-			case e.Agent == event.AgentJob:
-				tookOnce.Do(func() { close(took) })
-			case e.Agent == event.AgentModule && c.GDB != 0:
-				notes("%s", strings.ReplaceAll(c.gdbSymbols(e.Sections), "\n", "\r\n"))
-			case e.Agent == event.AgentError, e.Agent == event.AgentKmod && e.Error != "":
-				notes("guest agent: %s", e.Error)
-			}
-		}),
-		port,
-	)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", c.Arch.QEMU, err)
-	}
-	go io.Copy(io.Discard, vm.Console) // the serial output goes to stdout above
+	return r.err
+}
+
+// connectShell connects stdin to the VM's console (raw, when it is a
+// terminal), whose output already goes to the shell's stdout; restore
+// puts the terminal back.
+func connectShell(vm *qemu.VM, stdin *os.File) (restore func(), err error) {
+	go io.Copy(io.Discard, vm.Console) // the serial output goes to stdout (WithSerialOutput)
+	restore = func() {}
 	if term.IsTerminal(int(stdin.Fd())) {
 		old, err := term.MakeRaw(int(stdin.Fd()))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer term.Restore(int(stdin.Fd()), old)
+		restore = func() { term.Restore(int(stdin.Fd()), old) }
 	}
 	go io.Copy(vm.Console, stdin)
-	if c.GDB != 0 {
-		notes("%s", strings.ReplaceAll(c.gdbAttach(), "\n", "\r\n"))
-	}
-	return vm.Wait()
+	return restore, nil
+}
+
+// shellNote writes a line of kmmap's to a shell's terminal, raw or not.
+func shellNote(w io.Writer, format string, args ...any) {
+	fmt.Fprintf(w, "\r\nkmmap: %s\r\n", strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "\r\n"))
 }
 
 type nopCloser struct{ io.Writer }

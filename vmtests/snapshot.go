@@ -160,13 +160,14 @@ type snapshotMeta struct {
 }
 
 // plan is how one boot of a cell uses snapshots: the mode, the state to
-// restore or to save into, and for saving the lock to let go of once it
-// is published.
+// restore or to save into, and for saving a way to let go of the lock
+// that makes this run the one that saves (once it is published, or given
+// up). A plan does not change once made.
 type plan struct {
-	mode  BootMode
-	state string
-	key   string
-	lock  *kernels.FileLock
+	mode   BootMode
+	state  string
+	key    string
+	unlock func()
 }
 
 // state and ram are where the snapshot named key is kept.
@@ -186,14 +187,6 @@ func (s *snapshots) lock(ctx context.Context, key string) (*kernels.FileLock, er
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-}
-
-// unlock lets go of a plan's lock, if it holds one.
-func (p *plan) unlock() {
-	if p.lock != nil {
-		p.lock.Unlock()
-		p.lock = nil
 	}
 }
 
@@ -236,23 +229,31 @@ func (s *snapshots) remove(key string) {
 	os.Remove(filepath.Join(s.dir, key+".json"))
 }
 
-// boot runs cell's VM to the end: restored from its snapshot when there
-// is one, else booted cold and saved at the ready point for the runs
+// boot runs job on cell's VM to the end: restored from its snapshot when
+// there is one, else booted cold and saved at the ready point for the runs
 // after it. A snapshot that does not restore (corrupt, cut short, or the
 // guest in it does not answer) is removed and the cell boots cold, with
-// a note saying so.
-func boot(ctx context.Context, cell *Cell) run {
+// a note saying so. Every entry point boots through it; the run says how
+// the guest started (run.mode), the cell is not changed.
+func boot(ctx context.Context, cell *Cell, job Job) run {
 	defer cell.claim.release() // the run is over: another may empty Results
+	w, err := cell.work(job)
+	if err != nil {
+		return run{con: console.New(cell.moduleName, cell.allow), res: newResults(), err: err, mode: Cold}
+	}
 	var notes []string
 	// cold boots the cell without a snapshot, after the notes so far and
 	// why.
 	cold := func(why ...string) run {
-		r := bootVM(ctx, cell, &plan{mode: Cold})
+		r := bootVM(ctx, cell, &plan{mode: Cold}, w)
 		r.notes = append(append(notes, why...), r.notes...)
-		cell.mode = Cold
+		r.mode = Cold
 		return r
 	}
-	if cell.snap.cold != "" || cell.snap.store == nil {
+	// A shell boots cold: the terminal is the guest's from QEMU's start,
+	// and a boot that saves a snapshot, or a restore that fails, would
+	// hand it to a second VM.
+	if cell.snap.cold != "" || cell.snap.store == nil || w.shell != nil {
 		return cold()
 	}
 	s := cell.snap.store
@@ -267,12 +268,13 @@ func boot(ctx context.Context, cell *Cell) run {
 				return run{}, false
 			}
 		}
-		r := bootVM(ctx, cell, p)
+		r := bootVM(ctx, cell, p, w)
 		if r.jobSeen || ctx.Err() != nil {
 			now := time.Now()
 			for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
 				os.Chtimes(f, now, now) // in use: kernels prune keeps it
 			}
+			r.mode = Restored
 			return r, true
 		}
 		s.remove(key)
@@ -280,7 +282,6 @@ func boot(ctx context.Context, cell *Cell) run {
 		return r, false
 	}
 	if r, ok := restore(); ok {
-		cell.mode = Restored
 		r.notes = append(notes, r.notes...)
 		return r
 	}
@@ -291,20 +292,19 @@ func boot(ctx context.Context, cell *Cell) run {
 	// Another run may have saved it while this one waited for the lock.
 	if r, ok := restore(); ok {
 		lock.Unlock()
-		cell.mode = Restored
 		r.notes = append(notes, r.notes...)
 		return r
 	}
 	// Boot, save at the ready point (the guest stops there), then run
 	// the job in a guest restored from what was saved, as every later
 	// run will.
-	p := &plan{mode: Saved, state: s.state(key), key: key, lock: lock}
-	saving := bootVM(ctx, cell, p)
-	p.unlock()
+	unlock := sync.OnceFunc(func() { lock.Unlock() })
+	saving := bootVM(ctx, cell, &plan{mode: Saved, state: s.state(key), key: key, unlock: unlock}, w)
+	unlock()
 	notes = append(notes, saving.notes...)
-	if p.mode == Saved && saving.saved {
+	if saving.saved {
 		if r, ok := restore(); ok {
-			cell.mode = Saved
+			r.mode = Saved
 			r.times.Save = saving.times.Save
 			r.notes = append(notes, r.notes...)
 			return r
@@ -312,7 +312,7 @@ func boot(ctx context.Context, cell *Cell) run {
 		return cold()
 	}
 	// Saving failed, or the run ended before: the guest went on cold.
-	cell.mode = Cold
+	saving.mode = Cold
 	saving.notes = notes
 	return saving
 }
@@ -449,7 +449,7 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 				return nil
 			}
 			note("saving the snapshot failed (the guest goes on, booted cold): %v", err)
-			p.mode = Cold
+			times(func(t *Timeline) { t.Mode = Cold })
 			p.unlock()
 			if err := mon.Do("cont", nil, nil); err != nil {
 				note("the guest did not go on after saving it: %v", err)
@@ -536,12 +536,12 @@ func replayBoot(con *console.Console, s *snapshots, key string) error {
 	return nil
 }
 
-// bootedHow says how the cell's last guest started, for a person.
-func (c *Cell) bootedHow() string {
+// bootedHow says how run r's guest started, for a person.
+func (c *Cell) bootedHow(r run) string {
 	switch {
-	case c.mode == Restored:
+	case r.mode == Restored:
 		return "restored from its snapshot"
-	case c.mode == Saved:
+	case r.mode == Saved:
 		return "booted cold and saved its snapshot"
 	case c.snap.cold != "":
 		return "booted cold: " + c.snap.cold

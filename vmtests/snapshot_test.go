@@ -71,11 +71,9 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("go build testdata/fresh: %v\n%s", err, out)
 	}
 	run := func(name string) freshRun {
-		c := commandCell(t, h, id, CellOptions{ResultsID: id + "-snapshot-" + name, NoModule: true,
-			Command: []string{filepath.Join(bin, "fresh")}, CommandDir: bin, Share: bin})
+		c := commandCell(t, h, id, CellOptions{ResultsID: id + "-snapshot-" + name, NoModule: true, Share: bin})
 		var out stampWriter
-		c.Stdout = &out
-		r := RunCommand(t.Context(), c)
+		r := RunCommand(t.Context(), c, CommandJob{Argv: []string{filepath.Join(bin, "fresh")}, Dir: bin, Stdout: &out})
 		fr := freshRun{mode: r.Mode, notes: r.Notes}
 		if r.ExitCode() != 0 {
 			t.Errorf("%s: %s\n%s\n%s", name, r.Verdict(), strings.Join(r.Problems, "\n"), r.Tail)

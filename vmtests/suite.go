@@ -279,17 +279,18 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	prep := time.Now()
 	// The guest boots while the module builds (an edit's rebuild overlaps
 	// the kernel's boot); a module that fails to build fails the cell.
-	cell, err := h.Prepare(ctx, f, tree, CellOptions{Logf: t.Logf, GuestRun: guestRun(), BootWhileBuilding: true})
+	cell, err := h.Prepare(ctx, f, tree, CellOptions{Logf: t.Logf, BootWhileBuilding: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cell.test, cell.pkg = rerunTarget(t, h.root)
+	test, pkg := rerunTarget(t, h.root)
 	defer cell.Module() // its progress goes to t.Logf: not after t ends
 	prepared := time.Since(prep)
 
 	done := progress.Step(t.Logf, id, "boot and test")
-	r := boot(ctx, cell)
+	r := boot(ctx, cell, SuiteJob{Run: guestRun()})
 	done(r.err)
+	rerun := func(guestTest string) string { return reproducer(cell, r.mode, test, pkg, guestTest) }
 	con, res := r.con, r.res
 	if err := cell.writeResults(r); err != nil {
 		t.Errorf("keeping the results: %v", err)
@@ -297,10 +298,10 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("console of %s (%s):\n%s", cell.ID, cell.Image, strings.Join(con.Lines, "\n"))
-			t.Logf("%s", reproducer(cell, ""))
+			t.Logf("%s", rerun(""))
 		}
 	}()
-	t.Logf("%s: prepared in %.1fs, QEMU (%s, %s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, cell.bootedHow(), r.elapsed.Seconds(), len(res.list))
+	t.Logf("%s: prepared in %.1fs, QEMU (%s, %s) ran %.1fs, %d guest tests", cell.ID, prepared.Seconds(), cell.Accel, cell.bootedHow(r), r.elapsed.Seconds(), len(res.list))
 	for _, n := range r.notes {
 		t.Logf("%s: %s", cell.ID, n)
 	}
@@ -316,7 +317,7 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	failed := false
 	seen := map[string]bool{}
 	for _, name := range res.list {
-		failed = !replay(t, cell, name, res, con, seen) || failed
+		failed = !replay(t, cell, rerun, name, res, con, seen) || failed
 	}
 	for name, lines := range con.Splats {
 		if name != "" && !seen[name] {
@@ -362,9 +363,9 @@ const CellsLine = "kmmap-cells:"
 const GuestElapsedAttr = "guest_elapsed"
 
 // replay reports the guest test full (and its subtests, recursively) as a
-// subtest of t, with any kernel splat seen while it ran. It returns whether
-// the subtest passed.
-func replay(t *testing.T, cell *Cell, full string, res *results, con *console.Console, seen map[string]bool) bool {
+// subtest of t, with any kernel splat seen while it ran, and when it failed
+// the line that reruns it (rerun). It returns whether the subtest passed.
+func replay(t *testing.T, cell *Cell, rerun func(test string) string, full string, res *results, con *console.Console, seen map[string]bool) bool {
 	tr := res.tests[full]
 	if tr == nil {
 		tr = &testResult{}
@@ -374,7 +375,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console.Co
 	return t.Run(full[strings.LastIndex(full, "/")+1:], func(t *testing.T) {
 		defer func() {
 			if t.Failed() {
-				t.Log(reproducer(cell, full))
+				t.Log(rerun(full))
 			}
 		}()
 		if tr.action != "" {
@@ -394,7 +395,7 @@ func replay(t *testing.T, cell *Cell, full string, res *results, con *console.Co
 			}
 		}
 		for _, c := range tr.children {
-			replay(t, cell, c, res, con, seen)
+			replay(t, cell, rerun, c, res, con, seen)
 		}
 		switch tr.action {
 		case "pass":

@@ -19,26 +19,6 @@ import (
 // progress before the watchdog fails it (Config.Stall).
 const defaultStall = 3 * time.Minute
 
-// stall is how long c's guest may go without a console line or an event
-// before the watchdog fails it; 0: no watchdog (a gdb session, a command
-// of kmmap run unless KMMAP_STALL is set: it may be silent for as long as
-// it likes).
-func (c *Cell) stall() time.Duration {
-	var d time.Duration
-	if c.cfg != nil {
-		d = c.cfg.Stall
-	}
-	switch {
-	case d < 0 || c.GDB != 0:
-		return 0
-	case d > 0:
-		return d
-	case c.command != nil:
-		return 0
-	}
-	return defaultStall
-}
-
 // watchdog watches one guest for progress: a console line or an agent
 // event. When there is none for its limit it says what everything was
 // doing - QEMU's own state through a QMP monitor of its own, every

@@ -415,20 +415,20 @@ func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 			if err != nil {
 				return err
 			}
-			c, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: suite})
+			c, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet})
 			if err != nil {
 				return err
 			}
-			tl, err := measure(ctx, c, runs)
+			tl, err := measure(ctx, c, vmtests.SuiteJob{Run: suite}, runs)
 			if err != nil {
 				return err
 			}
 			// The inner loop on one test: what the rerun line of a failure runs.
-			one, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, GuestRun: "^" + oneTest + "$", ResultsID: id + "-one-test"})
+			one, err := hh.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: quiet, ResultsID: id + "-one-test"})
 			if err != nil {
 				return err
 			}
-			tlOne, err := measure(ctx, one, runs)
+			tlOne, err := measure(ctx, one, vmtests.SuiteJob{Run: "^" + oneTest + "$"}, runs)
 			if err != nil {
 				return err
 			}
@@ -448,12 +448,12 @@ func benchCells(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 // oneTest is the guest test the inner-loop column runs alone.
 const oneTest = "TestSamePages"
 
-// measure runs c runs times, not counting a run that saved a snapshot
-// (it booted cold, and saving took its time).
-func measure(ctx context.Context, c *vmtests.Cell, runs int) ([]vmtests.Timeline, error) {
+// measure runs job j on c runs times, not counting a run that saved a
+// snapshot (it booted cold, and saving took its time).
+func measure(ctx context.Context, c *vmtests.Cell, j vmtests.SuiteJob, runs int) ([]vmtests.Timeline, error) {
 	var tl []vmtests.Timeline
 	for len(tl) < runs {
-		t, err := vmtests.Measure(ctx, c)
+		t, err := vmtests.Measure(ctx, c, j)
 		if err != nil {
 			return nil, err
 		}
@@ -469,11 +469,11 @@ func guestBench(ctx context.Context, w io.Writer, h *vmtests.Harness, f *kernels
 	if err != nil {
 		return err
 	}
-	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Bench: ".", BenchTime: "300ms", ResultsID: id + "-bench"})
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{ResultsID: id + "-bench"})
 	if err != nil {
 		return err
 	}
-	res, err := vmtests.GuestBench(ctx, c)
+	res, err := vmtests.GuestBench(ctx, c, vmtests.BenchJob{Pattern: ".", Time: "300ms"})
 	if err != nil {
 		return err
 	}

@@ -80,14 +80,15 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kmmap run: %v\n", err)
 		return vmtests.ExitHarness
 	}
-	opts := vmtests.CellOptions{Command: command, CommandDir: wd, Share: wd, NoModule: *noModule, BootWhileBuilding: true}
+	opts := vmtests.CellOptions{Share: wd, NoModule: *noModule, BootWhileBuilding: true}
+	job := vmtests.CommandJob{Argv: command, Dir: wd, Timeout: *timeout}
 	if env := os.Getenv("TERM"); env != "" {
-		opts.CommandEnv = append(opts.CommandEnv, "TERM="+env)
+		job.Env = append(job.Env, "TERM="+env)
 	}
 	if len(ids) == 1 {
 		steps := newStepLog(false)
 		opts.Logf = steps.logf
-		r := runOne(ctx, h, ids[0], opts, *timeout, stdout, stderr, steps.close)
+		r := runOne(ctx, h, ids[0], opts, job, stdout, stderr, steps.close)
 		tellRun(stderr, r)
 		return r.ExitCode()
 	}
@@ -104,7 +105,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			var out, errOut strings.Builder
 			o := opts
 			o.Logf = steps.logf
-			r := runOne(gctx, h, id, o, *timeout, &out, &errOut, func() {})
+			r := runOne(gctx, h, id, o, job, &out, &errOut, func() {})
 			if r.Results != "" {
 				_ = os.WriteFile(filepath.Join(r.Results, "stdout"), []byte(out.String()), 0o644)
 				_ = os.WriteFile(filepath.Join(r.Results, "stderr"), []byte(errOut.String()), 0o644)
@@ -132,8 +133,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return status
 }
 
-// runOne prepares cell id and runs the command in it.
-func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOptions, timeout time.Duration, stdout, stderr io.Writer, prepared func()) vmtests.CommandResult {
+// runOne prepares cell id and runs command j in it, its output to stdout
+// and stderr.
+func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOptions, j vmtests.CommandJob, stdout, stderr io.Writer, prepared func()) vmtests.CommandResult {
 	start := time.Now()
 	fail := func(err error) vmtests.CommandResult {
 		return vmtests.CommandResult{Cell: id, Status: -1, Problems: []string{err.Error()}, Elapsed: time.Since(start)}
@@ -155,11 +157,8 @@ func runOne(ctx context.Context, h *vmtests.Harness, id string, o vmtests.CellOp
 	if err != nil {
 		return fail(err)
 	}
-	if timeout > 0 {
-		c.Timeout = timeout
-	}
-	c.Stdout, c.Stderr = stdout, stderr
-	r := vmtests.RunCommand(ctx, c)
+	j.Stdout, j.Stderr = stdout, stderr
+	r := vmtests.RunCommand(ctx, c, j)
 	if _, err := c.Module(); err != nil && !o.NoModule && !errors.Is(err, context.Canceled) && r.Status < 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("the module under test: %v", err))
 	}

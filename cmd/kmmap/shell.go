@@ -36,11 +36,11 @@ func shell(ctx context.Context, cell, dir string) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: steps.logf, Shell: true, Share: wd, CommandDir: wd, ResultsID: "shell/" + tree.Kernel.ID})
+	c, err := h.Prepare(ctx, f, tree, vmtests.CellOptions{Logf: steps.logf, Share: wd, ResultsID: "shell/" + tree.Kernel.ID})
 	steps.close()
 	if err != nil {
 		return err
 	}
 	log.Printf("%s: booting %s (QEMU %s); leave the shell to power off, or press Ctrl-A x to stop QEMU", cell, tree.Kernel.Release, c.Accel)
-	return vmtests.Shell(ctx, c, os.Stdin, os.Stdout)
+	return vmtests.Shell(ctx, c, vmtests.ShellJob{Stdin: os.Stdin, Stdout: os.Stdout, Dir: wd})
 }
