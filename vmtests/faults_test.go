@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/device"
 
 	"github.com/u-root/mkuimage/cpio"
 )
@@ -45,7 +46,7 @@ func faultCell(t *testing.T, initrd []byte, timeout time.Duration) *Cell {
 			t.Fatal(err)
 		}
 		c := &Cell{ID: k.ID + "-fault", Tree: tree, Arch: a, Image: img, Initramfs: path, Accel: "tcg", Timeout: timeout}
-		c.QEMUArgs, c.KernelArgs = join([]device{serialConsole(a), exitOnPanic(), accelDevice(c.Accel, false), cpus(1)})
+		c.QEMUArgs, c.KernelArgs = device.Join([]device.Device{device.SerialConsole(a), device.ExitOnPanic(), device.Accel(c.Accel, false), device.CPUs(1)})
 		return c
 	}
 	t.Skip("no amd64 cell selected by KMMAP_CELLS: the fault tests boot an amd64 kernel")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/accel"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/kernelbuild"
 	"github.com/kmmap/kmmap/internal/lifeline"
@@ -49,7 +50,7 @@ type Harness struct {
 	allow      []*regexp.Regexp
 
 	kmmapDir func() (string, error) // the harness's Go module, for the agent
-	kvm      kvmProbe
+	kvm      accel.Probe
 	imagesMu sync.Mutex
 	images   map[string]func() (string, error)       // arch -> base image
 	suites   map[string]func() ([]event.File, error) // arch -> guest suite

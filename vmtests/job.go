@@ -120,6 +120,10 @@ func (c *Cell) work(j Job) (work, error) {
 	return w, nil
 }
 
+// defaultStall is how long a guest running the suite may make no
+// progress before the watchdog fails it (Config.Stall).
+const defaultStall = 3 * time.Minute
+
 // stall is how long c's guest may go without a console line or an event
 // before the watchdog fails it; 0: no watchdog (a gdb session, a shell,
 // a command of kmmap run unless KMMAP_STALL is set: it may be silent for

@@ -12,6 +12,7 @@ import (
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/device"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -73,7 +74,7 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	}
 	var extra []string
 	if o.Share != "" {
-		if extra, err = shareModules(k.ID, config); err != nil {
+		if extra, err = device.ShareModules(k.ID, config); err != nil {
 			return nil, err
 		}
 	}
@@ -142,28 +143,28 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 		return nil, err
 	}
 	var why string
-	cell.Accel, why = h.kvm.accel(h.cfg.Accel, k.Arch, tree.Vmlinuz, h.cache)
+	cell.Accel, why = h.kvm.For(h.cfg.Accel, k.Arch, tree.Vmlinuz, h.cache)
 	logf("%s: QEMU accelerator %s (%s)", k.ID, cell.Accel, why)
-	devs := []device{serialConsole(a), exitOnPanic(), quietCrypto(),
-		accelDevice(cell.Accel, oneTCGThread(a, config.Enabled("CONFIG_JUMP_LABEL"), kern.CPUs)),
-		cpus(kern.CPUs), kernelOnly(memoryDebugArgs(config, k.FromSource() || h.cfg.MemDebug)...)}
+	devs := []device.Device{device.SerialConsole(a), device.ExitOnPanic(), device.QuietCrypto(),
+		device.Accel(cell.Accel, device.OneTCGThread(a, config.Enabled("CONFIG_JUMP_LABEL"), kern.CPUs)),
+		device.CPUs(kern.CPUs), device.KernelOnly(memoryDebugArgs(config, k.FromSource() || h.cfg.MemDebug)...)}
 	if h.guest.KernelArgs != nil {
-		devs = append(devs, kernelOnly(h.guest.KernelArgs(kern)...))
+		devs = append(devs, device.KernelOnly(h.guest.KernelArgs(kern)...))
 	}
-	devs = append(devs, kernelOnly(k.Cmdline...), kernelOnly(h.kernelArgs...), qemuOnly(h.qemuArgs...), kernelOnly(o.KernelArgs...))
+	devs = append(devs, device.KernelOnly(k.Cmdline...), device.KernelOnly(h.kernelArgs...), device.QEMUOnly(h.qemuArgs...), device.KernelOnly(o.KernelArgs...))
 	if o.GDB || h.cfg.GDB {
 		if cell.GDB, err = FreePort(); err != nil {
 			return nil, fmt.Errorf("a port for the gdb stub: %w", err)
 		}
-		devs = append(devs, gdbStub(cell.GDB))
+		devs = append(devs, device.GDBStub(cell.GDB))
 		cell.Timeout = 0
 	}
 	var shares []event.Share
 	if o.Share != "" {
-		devs = append(devs, share9p(a, o.Share, shareTag))
-		shares = append(shares, event.Share{Tag: shareTag, Path: o.Share})
+		devs = append(devs, device.Share9p(a, o.Share, device.ShareTag))
+		shares = append(shares, event.Share{Tag: device.ShareTag, Path: o.Share})
 	}
-	cell.QEMUArgs, cell.KernelArgs = join(devs)
+	cell.QEMUArgs, cell.KernelArgs = device.Join(devs)
 	cell.noModule = o.NoModule
 	cell.Initramfs = filepath.Join(results, "initramfs.cpio")
 	// What every job's guest is sent; the job adds its own (work).

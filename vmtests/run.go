@@ -13,6 +13,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/console"
+	"github.com/kmmap/kmmap/internal/watchdog"
 )
 
 // run is one finished boot of a cell: what the console showed, what the
@@ -107,12 +108,12 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		r.err = err
 		return r
 	}
-	wd, err := newWatchdog(w.stall)
+	wd, err := watchdog.New(w.stall)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	defer wd.close()
+	defer wd.Close()
 	var saved bool
 	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, note: note,
 		times: func(f func(*Timeline)) {
@@ -149,7 +150,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		qemu.ArbitraryArgs(cell.QEMUArgs...),
 		qemu.WithVMTimeout(w.timeout),
 		qemu.LogSerialByLine(func(l string) {
-			wd.progress()
+			wd.Progress()
 			mu.Lock()
 			defer mu.Unlock()
 			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 && p.mode != Restored {
@@ -159,7 +160,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 			con.Add(l)
 		}),
 		guestEvents(func(e event.Event) {
-			wd.progress()
+			wd.Progress()
 			mu.Lock()
 			defer mu.Unlock()
 			if trace && (e.Agent != "" || e.Action == "run" && !strings.Contains(e.Test, "/")) {
@@ -203,7 +204,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		}),
 		port, // after the event channel, which adds the virtio-serial bus
 		snap,
-		wd.device(),
+		wd.Device(),
 	)...)
 	if err != nil {
 		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
@@ -229,7 +230,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	go func() { waited <- vm.Wait() }()
 	select {
 	case r.err = <-waited:
-	case msg := <-wd.stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.Tail(20) }):
+	case msg := <-wd.Stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.Tail(20) }):
 		kill()
 		select {
 		case r.err = <-waited:

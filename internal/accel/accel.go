@@ -1,4 +1,8 @@
-package vmtests
+// Package accel picks how QEMU runs a guest: KVM only when the guest is
+// the host's arch and a real boot under KVM works, else TCG. It boots a
+// probe kernel once per harness and caches the verdict per host boot; it
+// knows nothing of cells.
+package accel
 
 import (
 	"context"
@@ -14,21 +18,21 @@ import (
 	"github.com/kmmap/kmmap/internal/arch"
 )
 
-// kvmProbe picks how QEMU runs a guest of arch: "kvm" only when the guest
+// Probe picks how QEMU runs a guest of arch: "kvm" only when the guest
 // is the host's arch and a real boot under KVM works, else "tcg"; one
-// verdict per harness. /dev/kvm opening is not enough: on nested hosts
+// verdict per Probe (the zero Probe is ready to use). /dev/kvm opening is not enough: on nested hosts
 // without virtualisation support it opens, and guests then hang or die
 // with an emulation failure.
-type kvmProbe struct {
+type Probe struct {
 	once   sync.Once
 	result string
 	why    string
 }
 
-// accel returns the accelerator for a guest of arch: forced (the
+// For returns the accelerator for a guest of arch and why: forced (the
 // configuration's KMMAP_ACCEL) when not "", else probed; probeKernel is a
 // kernel image of the host's arch to try a KVM boot with.
-func (a *kvmProbe) accel(forced, arch, probeKernel, cacheDir string) (string, string) {
+func (a *Probe) For(forced, arch, probeKernel, cacheDir string) (string, string) {
 	if forced != "" {
 		return forced, "KMMAP_ACCEL"
 	}

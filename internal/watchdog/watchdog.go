@@ -1,4 +1,9 @@
-package vmtests
+// Package watchdog watches one guest for progress and, when there is none
+// for its limit, says what everything was doing: QEMU's state through a
+// QMP monitor of its own, every goroutine of this process, the last
+// console lines. It knows QEMU and QMP, nothing of cells or jobs: the
+// boot tells it of progress and asks it whether the guest stalled.
+package watchdog
 
 import (
 	"bytes"
@@ -15,25 +20,22 @@ import (
 	"github.com/kmmap/kmmap/internal/monitor"
 )
 
-// defaultStall is how long a guest running the suite may make no
-// progress before the watchdog fails it (Config.Stall).
-const defaultStall = 3 * time.Minute
-
-// watchdog watches one guest for progress: a console line or an agent
+// Watchdog watches one guest for progress: a console line or an agent
 // event. When there is none for its limit it says what everything was
 // doing - QEMU's own state through a QMP monitor of its own, every
 // goroutine of this process, the last console lines - instead of the run
 // sitting until the VM's timeout or go test's deadline (a consumer of
 // the guest's events that stopped reading kept VM.Wait from ever
 // returning, twice, before that was fixed).
-type watchdog struct {
+type Watchdog struct {
 	limit time.Duration
 	last  atomic.Int64 // UnixNano of the last progress
 	dir   string       // holds the QMP socket
 }
 
-// newWatchdog returns a watchdog with limit d, or nil for none (d == 0).
-func newWatchdog(d time.Duration) (*watchdog, error) {
+// New returns a watchdog with limit d, or nil for none (d == 0); the
+// methods of a nil Watchdog do nothing.
+func New(d time.Duration) (*Watchdog, error) {
 	if d == 0 {
 		return nil, nil
 	}
@@ -41,29 +43,29 @@ func newWatchdog(d time.Duration) (*watchdog, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &watchdog{limit: d, dir: dir}
-	w.progress()
+	w := &Watchdog{limit: d, dir: dir}
+	w.Progress()
 	return w, nil
 }
 
-func (w *watchdog) sock() string { return filepath.Join(w.dir, "qmp") }
+func (w *Watchdog) sock() string { return filepath.Join(w.dir, "qmp") }
 
-// close removes the watchdog's socket directory.
-func (w *watchdog) close() {
+// Close removes the watchdog's socket directory.
+func (w *Watchdog) Close() {
 	if w != nil {
 		os.RemoveAll(w.dir)
 	}
 }
 
-// progress records that the guest did something.
-func (w *watchdog) progress() {
+// Progress records that the guest did something.
+func (w *Watchdog) Progress() {
 	if w != nil {
 		w.last.Store(time.Now().UnixNano())
 	}
 }
 
-// device gives QEMU the watchdog's QMP monitor, waiting for no client.
-func (w *watchdog) device() qemu.Fn {
+// Device gives QEMU the watchdog's QMP monitor, waiting for no client.
+func (w *Watchdog) Device() qemu.Fn {
 	return func(_ *qemu.IDAllocator, opts *qemu.Options) error {
 		if w != nil {
 			opts.AppendQEMU("-qmp", "unix:"+w.sock()+",server=on,wait=off")
@@ -72,11 +74,11 @@ func (w *watchdog) device() qemu.Fn {
 	}
 }
 
-// stalled returns a channel that receives, once, what the watchdog saw
+// Stalled returns a channel that receives, once, what the watchdog saw
 // when the guest made no progress for its limit; nothing before ctx is
 // done otherwise (nil for no watchdog). tail returns the console's last
 // lines.
-func (w *watchdog) stalled(ctx context.Context, tail func() string) <-chan string {
+func (w *Watchdog) Stalled(ctx context.Context, tail func() string) <-chan string {
 	if w == nil {
 		return nil
 	}
@@ -105,7 +107,7 @@ func (w *watchdog) stalled(ctx context.Context, tail func() string) <-chan strin
 }
 
 // qemuState is QMP's query-status of the guest, or why it is unknown.
-func (w *watchdog) qemuState(ctx context.Context) string {
+func (w *Watchdog) qemuState(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	m, err := monitor.Dial(ctx, w.sock())
