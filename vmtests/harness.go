@@ -23,6 +23,7 @@ import (
 	"github.com/kmmap/kmmap/internal/kernelbuild"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
+	"github.com/kmmap/kmmap/internal/snapshot"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -56,7 +57,7 @@ type Harness struct {
 	suites   map[string]func() ([]event.File, error) // arch -> guest suite
 	ioctls   map[string]func() (struct{}, error)     // module dir -> its ioctl check
 	snapDir  string                                  // "" for the cache's snapshots/
-	snaps    *snapshots
+	snaps    *snapshot.Store
 }
 
 // Option configures a Harness.
@@ -198,7 +199,7 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 	if h.snapDir == "" {
 		h.snapDir = filepath.Join(h.cache, "snapshots")
 	}
-	h.snaps = newSnapshots(h.snapDir)
+	h.snaps = snapshot.New(h.snapDir)
 	if h.results = h.cfg.Results; h.results == "" {
 		h.results = filepath.Join(root, "results")
 	}

@@ -2,23 +2,18 @@ package vmtests
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"github.com/kmmap/kmmap/internal/arch"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
+	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/internal/monitor"
-	"github.com/kmmap/kmmap/kernels"
+	"github.com/kmmap/kmmap/internal/snapshot"
 )
 
 // BootMode is how a guest came to run its job.
@@ -34,42 +29,19 @@ const (
 	Restored BootMode = "restored"
 )
 
-// A snapshot is a guest saved by QEMU where the agent waits for its job:
-// booted, its kernel's own modules loaded, the module under test not yet.
-// It is two files: the guest's RAM (<key>.ram, sparse), which the booting
-// guest ran in (a memory-backend-file shared with QEMU, so saving copies
-// nothing), and QEMU's migration stream of everything else (<key>.state,
-// a few hundred KB, with x-ignore-shared). A restore maps the RAM file
-// privately (share=off): the guest reads the saved pages from the page
-// cache as it touches them, its writes stay its own, and the file stays
-// as saved. (Migrating the RAM through the stream made QEMU touch every
-// page of the destination's 512 MiB, seconds per restore: BENCHMARKS.md,
-// "Why the machines are so".) It is keyed by everything that made that
-// guest (the QEMU binary's version, its machine and arguments, the kernel
-// image, the initramfs and the kernel's command line), so any change
-// boots cold once and saves a new one. What a run does (its tests, the
-// module under test, a command, the time and fresh entropy) comes after,
-// as the run's event.Job.
-
-// snapshots is where a harness keeps its snapshots, and what it has
-// already hashed and asked QEMU.
-type snapshots struct {
-	dir string
-	mu  sync.Mutex
-	// hashes of files by path, size and modification time; versions of
-	// QEMU binaries by name.
-	hashes   map[string]string
-	versions map[string]string
-}
-
-func newSnapshots(dir string) *snapshots {
-	return &snapshots{dir: dir, hashes: map[string]string{}, versions: map[string]string{}}
-}
+// A snapshot (package snapshot) is a guest saved by QEMU where the agent
+// waits for its job. A restore maps the saved RAM file privately
+// (share=off): the guest reads the saved pages from the page cache as it
+// touches them, its writes stay its own, and the file stays as saved.
+// (Migrating the RAM through the stream made QEMU touch every page of the
+// destination's 512 MiB, seconds per restore: BENCHMARKS.md, "Why the
+// machines are so".) Any change to what made the guest boots cold once
+// and saves a new one. What a run does comes after, as its Job.
 
 // snapshotPolicy is a cell's: the harness's store, or why the cell boots
 // cold.
 type snapshotPolicy struct {
-	store *snapshots
+	store *snapshot.Store
 	cold  string
 }
 
@@ -88,75 +60,9 @@ func (h *Harness) snapshotPolicy(a arch.Arch, gdb bool) snapshotPolicy {
 	return p
 }
 
-// key names the snapshot of cell c's guest.
-func (s *snapshots) key(c *Cell) (string, error) {
-	version, err := s.qemuVersion(c.Arch.QEMU)
-	if err != nil {
-		return "", err
-	}
-	img, err := s.hash(c.Image)
-	if err != nil {
-		return "", err
-	}
-	initrd, err := s.hash(c.Initramfs)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "kmmap-snapshot-v2\n%s\n%s %q\n%q\n%q\n%s\n%s\n", version, c.Arch.QEMU, c.Arch.Machine, c.QEMUArgs, c.KernelArgs, img, initrd)
-	return c.ID + "-" + hex.EncodeToString(h.Sum(nil))[:16], nil
-}
-
-// hash is a file's SHA-256, remembered by its path, size and time.
-func (s *snapshots) hash(path string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	id := fmt.Sprintf("%s\x00%d\x00%d", path, fi.Size(), fi.ModTime().UnixNano())
-	s.mu.Lock()
-	sum, ok := s.hashes[id]
-	s.mu.Unlock()
-	if ok {
-		return sum, nil
-	}
-	if sum, err = kernels.HashFile(path); err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	s.hashes[id] = sum
-	s.mu.Unlock()
-	return sum, nil
-}
-
-// qemuVersion is what `qemu --version` prints first: a snapshot restores
-// only into the QEMU that saved it.
-func (s *snapshots) qemuVersion(qemu string) (string, error) {
-	s.mu.Lock()
-	v, ok := s.versions[qemu]
-	s.mu.Unlock()
-	if ok {
-		return v, nil
-	}
-	out, err := exec.Command(qemu, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("%s --version: %w", qemu, err)
-	}
-	v, _, _ = strings.Cut(string(out), "\n")
-	s.mu.Lock()
-	s.versions[qemu] = v
-	s.mu.Unlock()
-	return v, nil
-}
-
-// snapshotMeta is written beside each snapshot, for a person.
-type snapshotMeta struct {
-	Cell    string    `json:"cell"`
-	QEMU    string    `json:"qemu"`
-	Kernel  string    `json:"kernel"`
-	Created time.Time `json:"created"`
-	Bytes   int64     `json:"bytes"`
-	SaveMs  int64     `json:"save_ms"`
+// machine is what made c's guest, which names its snapshot.
+func (c *Cell) machine() snapshot.Machine {
+	return snapshot.Machine{ID: c.ID, QEMU: c.Arch.QEMU, Machine: c.Arch.Machine, QEMUArgs: c.QEMUArgs, KernelArgs: c.KernelArgs, Image: c.Image, Initramfs: c.Initramfs}
 }
 
 // plan is how one boot of a cell uses snapshots: the mode, the state to
@@ -168,65 +74,6 @@ type plan struct {
 	state  string
 	key    string
 	unlock func()
-}
-
-// state and ram are where the snapshot named key is kept.
-func (s *snapshots) state(key string) string { return filepath.Join(s.dir, key+".state") }
-func (s *snapshots) ram(key string) string   { return filepath.Join(s.dir, key+".ram") }
-
-// lock takes the lock that makes one run of many create the snapshot
-// named key, waiting while another holds it.
-func (s *snapshots) lock(ctx context.Context, key string) (*kernels.FileLock, error) {
-	for {
-		l, err := kernels.TryLockFile(filepath.Join(s.dir, key+".lock"))
-		if !errors.Is(err, kernels.ErrLocked) {
-			return l, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// publish moves a saved snapshot into place, the RAM first and the state
-// last: a concurrent run sees no snapshot or a whole one.
-func (s *snapshots) publish(tmpState, tmpRAM string, p *plan, meta snapshotMeta) error {
-	var size int64
-	for _, path := range []string{tmpRAM, tmpState} {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		fi, statErr := f.Stat()
-		f.Close()
-		if err = errors.Join(err, statErr); err != nil {
-			return err
-		}
-		size += fi.Size()
-	}
-	meta.Bytes = size
-	b, err := json.MarshalIndent(meta, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(s.dir, p.key+".json"), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmpRAM, s.ram(p.key)); err != nil {
-		return err
-	}
-	return os.Rename(tmpState, p.state)
-}
-
-// remove deletes a snapshot that did not restore.
-func (s *snapshots) remove(key string) {
-	os.Remove(s.state(key))
-	os.Remove(s.ram(key))
-	os.Remove(s.bootLog(key))
-	os.Remove(filepath.Join(s.dir, key+".json"))
 }
 
 // boot runs job on cell's VM to the end: restored from its snapshot when
@@ -257,27 +104,21 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 		return cold()
 	}
 	s := cell.snap.store
-	key, err := s.key(cell)
+	key, err := s.Key(cell.machine())
 	if err != nil {
 		return cold(fmt.Sprintf("booted cold: naming the snapshot failed: %v", err))
 	}
 	restore := func() (run, bool) {
-		p := &plan{mode: Restored, state: s.state(key), key: key}
-		for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
-			if _, err := os.Stat(f); err != nil {
-				return run{}, false
-			}
+		p := &plan{mode: Restored, state: s.State(key), key: key}
+		if !s.Has(key) {
+			return run{}, false
 		}
 		r := bootVM(ctx, cell, p, w)
 		if r.jobSeen || ctx.Err() != nil {
-			now := time.Now()
-			for _, f := range []string{p.state, s.ram(key), s.bootLog(key)} {
-				os.Chtimes(f, now, now) // in use: kernels prune keeps it
-			}
 			r.mode = Restored
 			return r, true
 		}
-		s.remove(key)
+		s.Remove(key)
 		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (removed; booting cold and saving a new one): %s", p.state, restoreFailure(r)))
 		return r, false
 	}
@@ -285,7 +126,7 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 		r.notes = append(notes, r.notes...)
 		return r
 	}
-	lock, err := s.lock(ctx, key)
+	lock, err := s.Lock(ctx, key)
 	if err != nil {
 		return cold(fmt.Sprintf("booted cold: %v", err))
 	}
@@ -299,7 +140,7 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 	// the job in a guest restored from what was saved, as every later
 	// run will.
 	unlock := sync.OnceFunc(func() { lock.Unlock() })
-	saving := bootVM(ctx, cell, &plan{mode: Saved, state: s.state(key), key: key, unlock: unlock}, w)
+	saving := bootVM(ctx, cell, &plan{mode: Saved, state: s.State(key), key: key, unlock: unlock}, w)
 	unlock()
 	notes = append(notes, saving.notes...)
 	if saving.saved {
@@ -358,7 +199,7 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(store.dir, 0o755); err != nil {
+	if err := os.MkdirAll(store.Dir(), 0o755); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "kmmap-qmp-")
@@ -367,9 +208,9 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 	}
 	sock := filepath.Join(dir, "qmp")
 	var state *os.File
-	ram, share := store.ram(p.key), "off"
+	ram, share := store.RAM(p.key), "off"
 	if p.mode == Saved {
-		ram, share = filepath.Join(store.dir, fmt.Sprintf(".tmp-%s-%d.ram", p.key, os.Getpid())), "on"
+		ram, share = store.TempRAM(p.key), "on"
 		os.Remove(ram)
 	} else if state, err = os.Open(p.state); err != nil {
 		os.RemoveAll(dir)
@@ -437,7 +278,8 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 				return nil
 			}
 			begun := time.Now()
-			err = c.save(ctx, mon, store, p, ram, v.console())
+			version, _ := store.QEMUVersion(c.Arch.QEMU) // known: it named the snapshot
+			err = store.Save(ctx, mon, p.key, ram, v.console(), snapshot.Meta{Cell: c.ID, QEMU: version, Kernel: c.Image})
 			times(func(t *Timeline) { t.Save = time.Since(begun) })
 			if err == nil {
 				*v.saved = true
@@ -491,45 +333,14 @@ func (c *Cell) memory() (string, error) {
 	return mem, nil
 }
 
-// save writes the stopped guest's state (all but its RAM, which is in
-// ram) into a temporary file beside the snapshot, and publishes both.
-// The boot's console is kept with the snapshot (<key>.boot.log): every
-// restored run's console starts with it, so that its results show the
-// boot and a kernel report during the boot fails every run, as it would
-// have failed each cold boot.
-func (c *Cell) save(ctx context.Context, mon *monitor.Monitor, s *snapshots, p *plan, ram string, console []string) error {
-	start := time.Now()
-	f, err := os.CreateTemp(s.dir, ".tmp-"+p.key+"-*.state")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = mon.Save(ctx, f)
-	f.Close()
-	if err == nil {
-		err = kernels.WriteFileAtomic(s.bootLog(p.key), []byte(strings.Join(console, "\n")+"\n"), 0o644)
-	}
-	if err == nil {
-		version, _ := s.qemuVersion(c.Arch.QEMU) // known: it named the snapshot
-		err = s.publish(tmp, ram, p, snapshotMeta{Cell: c.ID, QEMU: version, Kernel: c.Image, Created: time.Now(), SaveMs: time.Since(start).Milliseconds()})
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// bootLog is where the console of the boot that saved snapshot key is.
-func (s *snapshots) bootLog(key string) string { return filepath.Join(s.dir, key+".boot.log") }
-
 // replayBoot feeds a restored run's console the boot that saved its
 // snapshot, then a line saying where the restored guest begins.
-func replayBoot(con *console.Console, s *snapshots, key string) error {
-	b, err := os.ReadFile(s.bootLog(key))
+func replayBoot(con *console.Console, s *snapshot.Store, key string) error {
+	lines, err := s.Boot(key)
 	if err != nil {
 		return err
 	}
-	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+	for _, l := range lines {
 		con.Add(l)
 	}
 	con.Add(fmt.Sprintf("kmmap: ---- the lines above are the boot that saved the snapshot %s; this run restored it here ----", key))

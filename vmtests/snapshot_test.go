@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/console"
+	"github.com/kmmap/kmmap/internal/snapshot"
 )
 
 // freshRun is what testdata/fresh printed in one guest, and when the host
@@ -147,55 +148,13 @@ func TestSnapshots(t *testing.T) {
 	}
 }
 
-// The snapshot's name changes with anything that made the guest: another
-// QEMU, kernel argument, QEMU argument or initramfs.
-func TestSnapshotKey(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	s := newSnapshots(dir)
-	s.versions["qemu-system-x86_64"] = "QEMU emulator version 7.2.22"
-	c := &Cell{ID: "6.1-amd64", Image: write("vmlinux", "kernel"), Initramfs: write("initramfs.cpio", "cpio"), KernelArgs: []string{"console=ttyS0"}, QEMUArgs: []string{"-smp", "1"}}
-	c.Arch.QEMU = "qemu-system-x86_64"
-	base, err := s.key(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, change := range map[string]func(){
-		"QEMU version":   func() { s.versions["qemu-system-x86_64"] = "QEMU emulator version 8.2.0" },
-		"kernel args":    func() { c.KernelArgs = []string{"console=ttyS0", "nokaslr"} },
-		"QEMU args":      func() { c.QEMUArgs = []string{"-smp", "2"} },
-		"initramfs":      func() { c.Initramfs = write("other.cpio", "cpio2") },
-		"the same image": func() { c.Image = write("vmlinux", "kernel2") },
-	} {
-		saved := *c
-		savedVersion := s.versions["qemu-system-x86_64"]
-		change()
-		got, err := s.key(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got == base {
-			t.Errorf("%s changed: the snapshot's name stayed %s", name, got)
-		}
-		*c = saved
-		s.versions["qemu-system-x86_64"] = savedVersion
-		write("vmlinux", "kernel")
-	}
-}
-
 // A restored run's console starts with the boot that saved its snapshot:
 // a kernel report during that boot fails every restored run, as it
 // failed each cold boot.
 func TestRestoredConsoleHasTheBoot(t *testing.T) {
-	s := newSnapshots(t.TempDir())
+	s := snapshot.New(t.TempDir())
 	boot := "[    0.5] Linux version 6.1.0\n[    1.0] WARNING: CPU: 0 PID: 1 at drivers/foo.c:1 foo_probe+0x1/0x2\n[    1.0] ---[ end trace 0000000000000000 ]---\n"
-	if err := os.WriteFile(s.bootLog("k"), []byte(boot), 0o644); err != nil {
+	if err := os.WriteFile(s.BootLog("k"), []byte(boot), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	con := kmmapConsole()
