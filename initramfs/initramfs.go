@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/kmmap/kmmap/initramfs/event"
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 	"github.com/u-root/gobusybox/src/pkg/golang"
@@ -40,16 +41,16 @@ const (
 const GuestTestPath = "/kmmap/guest.test"
 
 // Base returns a cached u-root initramfs for arch holding the agent, in
-// cache. srcRoot is kmmap's module root (its go.mod), where the agent and
+// cacheDir. srcRoot is kmmap's module root (its go.mod), where the agent and
 // u-root are built; the cache key covers go.mod, go.sum, the agent's
 // sources and the Go version, so any change to them rebuilds it.
-func Base(arch, srcRoot, cache string, logf func(string, ...any)) (string, error) {
+func Base(arch, srcRoot, cacheDir string, logf func(string, ...any)) (string, error) {
 	key, err := baseKey(arch, srcRoot)
 	if err != nil {
 		return "", err
 	}
-	dst := filepath.Join(cache, "initramfs", arch+"-"+key+".cpio")
-	return kernels.Build(dst, func(tmpDir string) (string, error) {
+	dst := filepath.Join(cacheDir, "initramfs", arch+"-"+key+".cpio")
+	return cache.Build(dst, func(tmpDir string) (string, error) {
 		out := filepath.Join(tmpDir, "initramfs.cpio")
 		logf("initramfs %s: building u-root image", arch)
 		l := llog.New(slog.LevelWarn, func(format string, args ...any) { logf("initramfs %s: "+format, append([]any{arch}, args...)...) })

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/kmmap/kmmap/internal/cache"
 )
 
 // builtFormat changes whenever the layout of a built kernel changes.
@@ -114,5 +116,5 @@ func (f *Fetcher) build(ctx context.Context, k Kernel, env BuildEnv, src Package
 	if err != nil {
 		return nil, err
 	}
-	return t, WriteFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
+	return t, cache.WriteFileAtomic(filepath.Join(final, "tree.json"), b, 0o644)
 }

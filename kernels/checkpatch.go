@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/progress"
 )
 
@@ -58,7 +59,7 @@ func (f *Fetcher) Checkpatch(ctx context.Context, t *Tool) (string, error) {
 		return "", err
 	}
 	dst := filepath.Join(f.cache, "tools", "checkpatch"+checkpatchFormat+"-"+t.Package.SHA256[:16])
-	return Build(dst, func(tmp string) (string, error) {
+	return cache.Build(dst, func(tmp string) (string, error) {
 		f.logf("checkpatch: extracting it from %s %s", t.Package.Name, t.Package.Version)
 		out := filepath.Join(tmp, "scripts")
 		if err := os.MkdirAll(out, 0o755); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/progress"
 )
 
@@ -56,7 +57,7 @@ type Fetcher struct {
 // Option configures a Fetcher.
 type Option func(*Fetcher)
 
-// WithCacheDir sets the cache directory (default: DefaultCacheDir()).
+// WithCacheDir sets the cache directory (default: cache.DefaultDir()).
 func WithCacheDir(dir string) Option { return func(f *Fetcher) { f.cache = dir } }
 
 // WithMirror sets the Debian mirror (default: Mirror("/etc/apt")).
@@ -94,7 +95,7 @@ func NewFetcher(opts ...Option) (*Fetcher, error) {
 		o(f)
 	}
 	if f.cache == "" {
-		d, err := DefaultCacheDir()
+		d, err := cache.DefaultDir()
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +172,7 @@ func lockedTreeOnce(final string, make func() (*Tree, error)) (*Tree, error) {
 	if t, err := readTree(final); err == nil {
 		return t, nil
 	}
-	lk, err := LockFile(final + ".lock")
+	lk, err := cache.LockFile(final + ".lock")
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +292,7 @@ var ErrNotServed = errors.New("pinned package is no longer served by the mirror"
 // only when its SHA-256 matches the lock.
 func (f *Fetcher) deb(ctx context.Context, k Kernel, p Package) (string, error) {
 	dst := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-	return Build(dst, func(tmp string) (string, error) {
+	return cache.Build(dst, func(tmp string) (string, error) {
 		return f.download(ctx, k, p, filepath.Join(tmp, p.Name+".deb"))
 	})
 }

@@ -15,6 +15,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+
+	"github.com/kmmap/kmmap/internal/cache"
 )
 
 // Roles a package plays in a kernel cell.
@@ -144,7 +146,7 @@ func (l *Lock) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, append(b, '\n'), 0o644)
+	return cache.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
 func (l *Lock) check() error {

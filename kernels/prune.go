@@ -1,10 +1,7 @@
 package kernels
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kmmap/kmmap/internal/cache"
 )
 
 // Verify re-hashes every cached .deb that l pins. A file whose hash no
@@ -25,7 +24,7 @@ func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
 		}
 		seen[p.SHA256] = true
 		path := filepath.Join(f.cache, "debs", p.SHA256+".deb")
-		got, err := HashFile(path)
+		got, err := cache.HashFile(path)
 		switch {
 		case os.IsNotExist(err):
 			missing = append(missing, fmt.Sprintf("%s %s", p.Name, p.Version))
@@ -39,20 +38,6 @@ func (f *Fetcher) Verify(l *Lock) (bad, missing []string, err error) {
 		}
 	}
 	return bad, missing, nil
-}
-
-// HashFile is the SHA-256 of a file, in hex.
-func HashFile(path string) (string, error) {
-	r, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer r.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Prune removes what the cache holds for no pin of l: .debs and unpacked
@@ -74,7 +59,7 @@ func (f *Fetcher) Prune(l *Lock, maxAge time.Duration) ([]string, error) {
 	}
 	var removed []string
 	remove := func(p string) error {
-		if err := RemoveAll(p); err != nil {
+		if err := cache.RemoveAll(p); err != nil {
 			return err
 		}
 		removed = append(removed, p)

@@ -20,6 +20,7 @@ import (
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/accel"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/kernelbuild"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
@@ -192,7 +193,7 @@ func New(m Module, g Guest, opts ...Option) (*Harness, error) {
 	h.allow = append(h.allow, g.Allow...)
 	h.kmmapDir = sync.OnceValues(func() (string, error) { return goModuleDir(h.guest.Dir, kmmapModulePath) })
 	if h.cache = h.cfg.Cache; h.cache == "" {
-		if h.cache, err = kernels.DefaultCacheDir(); err != nil {
+		if h.cache, err = cache.DefaultDir(); err != nil {
 			return nil, err
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/ioctl"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
@@ -69,7 +70,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, config kernels.Config,
 		return "", err
 	}
 	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+filepath.Base(src)+"-"+key+".ko")
-	return kernels.Build(ko, func(tmp string) (string, error) {
+	return cache.Build(ko, func(tmp string) (string, error) {
 		if err := copySources(tmp, src); err != nil {
 			return "", err
 		}

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/kmmap/kmmap/kernels"
+	"github.com/kmmap/kmmap/internal/cache"
 )
 
 // resultsClaim is one run's hold on its results directory: the run
@@ -18,13 +18,13 @@ import (
 // which the kernel drops when the process ends, however it ends.
 type resultsClaim struct {
 	once sync.Once
-	lock *kernels.FileLock
+	lock *cache.FileLock
 }
 
 // claimResults takes dir for one run, or says which run has it.
 func claimResults(dir string) (*resultsClaim, error) {
-	lock, err := kernels.TryLockFile(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock"))
-	if errors.Is(err, kernels.ErrLocked) {
+	lock, err := cache.TryLockFile(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock"))
+	if errors.Is(err, cache.ErrLocked) {
 		return nil, fmt.Errorf("results directory %s is in use by another run of this cell (in this process or another): "+
 			"give one of them a results directory of its own (KMMAP_RESULTS, or CellOptions.ResultsID)", dir)
 	}

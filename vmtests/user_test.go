@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -206,7 +207,7 @@ func newUser(t *testing.T) *testUser {
 		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
 			t.Errorf("userdel %s: %v\n%s", name, err, out)
 		}
-		if err := kernels.RemoveAll(home); err != nil {
+		if err := cache.RemoveAll(home); err != nil {
 			t.Errorf("remove %s's home: %v", name, err)
 		}
 	})
@@ -321,7 +322,7 @@ func (u *testUser) seedGo(t *testing.T, kept string) {
 				err = os.MkdirAll(kept, 0o755)
 			}
 			if err == nil {
-				err = kernels.RemoveAll(from)
+				err = cache.RemoveAll(from)
 			}
 			if err == nil {
 				err = os.Rename(c.dir, from)
@@ -343,7 +344,7 @@ func dirExists(p string) bool {
 func (u *testUser) command(dir, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(u.env, kernels.CacheEnv+"="+filepath.Join(dir, ".kmmap-cache"))
+	cmd.Env = append(u.env, cache.Env+"="+filepath.Join(dir, ".kmmap-cache"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: []uint32{}},
 		Setpgid:    true,

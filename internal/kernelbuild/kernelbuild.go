@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
@@ -92,7 +93,7 @@ func (b *Builder) Build(ctx context.Context, k kernels.Kernel, env kernels.Build
 	// two at once (each -j<CPUs>) both take twice as long, and hold back
 	// every cell that waits for either.
 	wait := time.Now()
-	lk, err := kernels.LockFile(filepath.Join(env.Cache, "kernels", "source-build.lock"))
+	lk, err := cache.LockFile(filepath.Join(env.Cache, "kernels", "source-build.lock"))
 	if err != nil {
 		return nil, err
 	}

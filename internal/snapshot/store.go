@@ -24,8 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/monitor"
-	"github.com/kmmap/kmmap/kernels"
 )
 
 // Store is a directory of snapshots, and what it has already hashed and
@@ -93,7 +93,7 @@ func (s *Store) hash(path string) (string, error) {
 	if ok {
 		return sum, nil
 	}
-	if sum, err = kernels.HashFile(path); err != nil {
+	if sum, err = cache.HashFile(path); err != nil {
 		return "", err
 	}
 	s.mu.Lock()
@@ -152,13 +152,13 @@ func (s *Store) Has(key string) bool {
 
 // Lock takes the lock that makes one run of many create the snapshot
 // named key, waiting while another holds it.
-func (s *Store) Lock(ctx context.Context, key string) (*kernels.FileLock, error) {
+func (s *Store) Lock(ctx context.Context, key string) (*cache.FileLock, error) {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, err
 	}
 	for {
-		l, err := kernels.TryLockFile(filepath.Join(s.dir, key+".lock"))
-		if !errors.Is(err, kernels.ErrLocked) {
+		l, err := cache.TryLockFile(filepath.Join(s.dir, key+".lock"))
+		if !errors.Is(err, cache.ErrLocked) {
 			return l, err
 		}
 		select {
@@ -195,7 +195,7 @@ func (s *Store) Save(ctx context.Context, mon *monitor.Monitor, key, ram string,
 	err = mon.Save(ctx, f)
 	f.Close()
 	if err == nil {
-		err = kernels.WriteFileAtomic(s.BootLog(key), []byte(strings.Join(console, "\n")+"\n"), 0o644)
+		err = cache.WriteFileAtomic(s.BootLog(key), []byte(strings.Join(console, "\n")+"\n"), 0o644)
 	}
 	if err == nil {
 		meta.Created, meta.SaveMs = time.Now(), time.Since(start).Milliseconds()

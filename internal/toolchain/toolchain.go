@@ -29,6 +29,7 @@ import (
 	"sync"
 
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/lifeline"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -112,18 +113,18 @@ const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 // normal user's mmdebstrap runs in a user namespace (--mode=unshare) and
 // the root is unpacked from its tarball as that user, so the user owns
 // every file of it and can remove it; root makes it the same way (--mode=root).
-func Ensure(ctx context.Context, cache, suite, compiler, guest, mirror string, logf func(string, ...any)) (*Root, error) {
+func Ensure(ctx context.Context, cacheDir, suite, compiler, guest, mirror string, logf func(string, ...any)) (*Root, error) {
 	suite = BaseSuite(suite)
-	return EnsurePackages(ctx, cache, suite, packages(suite, compiler, guest), append(compilers(suite, compiler, guest), "make", "pahole"), mirror, logf)
+	return EnsurePackages(ctx, cacheDir, suite, packages(suite, compiler, guest), append(compilers(suite, compiler, guest), "make", "pahole"), mirror, logf)
 }
 
 // EnsurePackages returns a root of suite holding pkgs, created as Ensure
 // creates a compiler's; bins are the commands in /usr/bin it must have.
-func EnsurePackages(ctx context.Context, cache, suite string, pkgs, bins []string, mirror string, logf func(string, ...any)) (*Root, error) {
+func EnsurePackages(ctx context.Context, cacheDir, suite string, pkgs, bins []string, mirror string, logf func(string, ...any)) (*Root, error) {
 	pkgs = slices.Sorted(slices.Values(pkgs))
 	h := sha256.Sum256([]byte(format + "\n" + suite + "\n" + strings.Join(pkgs, ",")))
-	dir := filepath.Join(cache, "toolchains", suite+"-"+hex.EncodeToString(h[:])[:16])
-	r := &Root{Suite: suite, Dir: dir, cache: cache}
+	dir := filepath.Join(cacheDir, "toolchains", suite+"-"+hex.EncodeToString(h[:])[:16])
+	r := &Root{Suite: suite, Dir: dir, cache: cacheDir}
 	if os.Geteuid() != 0 {
 		// Every command in a root enters it through a user namespace.
 		if err := checkUserns(); err != nil {
@@ -133,7 +134,7 @@ func EnsurePackages(ctx context.Context, cache, suite string, pkgs, bins []strin
 	if ok, err := complete(dir); ok || err != nil {
 		return r, err
 	}
-	lk, err := kernels.LockFile(dir + ".lock")
+	lk, err := cache.LockFile(dir + ".lock")
 	if err != nil {
 		return nil, err
 	}
@@ -146,15 +147,15 @@ func EnsurePackages(ctx context.Context, cache, suite string, pkgs, bins []strin
 	}
 	if _, err := os.Lstat(dir); err == nil {
 		// An incomplete root from a crash mid-rename: ours to replace.
-		if err := kernels.RemoveAll(dir); err != nil {
+		if err := cache.RemoveAll(dir); err != nil {
 			return nil, err
 		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".tmp-"+suite+"-")
 	if err != nil {
-		return nil, kernels.NotYours(filepath.Dir(dir), err)
+		return nil, cache.NotYours(filepath.Dir(dir), err)
 	}
-	defer kernels.RemoveAll(tmp)
+	defer cache.RemoveAll(tmp)
 	logf("toolchain %s: mmdebstrap %s (once; about 2 minutes)", suite, strings.Join(pkgs, " "))
 	if err := bootstrap(ctx, tmp, suite, mirror, pkgs); err != nil {
 		return nil, fmt.Errorf("toolchain %s: %w", suite, err)
@@ -334,7 +335,7 @@ func complete(dir string) (bool, error) {
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return err == nil, nil
 	}
-	return false, kernels.NotYours(dir, err)
+	return false, cache.NotYours(dir, err)
 }
 
 // Command returns a command that runs args in the root, in workdir (a path

@@ -1,8 +1,18 @@
-package kernels
+// Package cache is the primitives of kmmap's cache directory, which the
+// kernels, the toolchain roots, the module builds, the guest images and
+// the snapshots share between processes and users: exclusive locks
+// (flock), a file made once and never seen half-written (Build), atomic
+// writes, content hashes, removal of read-only trees, and errors that say
+// when another user owns a part of it. It knows files, nothing of what
+// they hold.
+package cache
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -11,17 +21,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CacheEnv is the variable the harness's configuration takes another
-// cache directory from (vmtests.Vars); errors about the cache name it.
-const CacheEnv = "KMMAP_CACHE"
+// Env is the variable the harness's configuration takes another cache
+// directory from (vmtests.Vars); errors about the cache name it.
+const Env = "KMMAP_CACHE"
 
-// DefaultCacheDir is where downloads, unpacked kernels and built artefacts
+// DefaultDir is where downloads, unpacked kernels and built artefacts
 // live unless the configuration says otherwise: kmmap/ under the user's
 // cache directory.
-func DefaultCacheDir() (string, error) {
+func DefaultDir() (string, error) {
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("no cache directory: set %s: %w", CacheEnv, err)
+		return "", fmt.Errorf("no cache directory: set %s: %w", Env, err)
 	}
 	return filepath.Join(d, "kmmap"), nil
 }
@@ -85,7 +95,7 @@ func NotYours(path string, err error) error {
 			theirs, uid = p, u
 		}
 		if p == filepath.Dir(p) {
-			return fmt.Errorf("%w\nthis user cannot write the kmmap cache there: set %s to a directory of your own", err, CacheEnv)
+			return fmt.Errorf("%w\nthis user cannot write the kmmap cache there: set %s to a directory of your own", err, Env)
 		}
 	}
 	if theirs == "" {
@@ -97,7 +107,7 @@ func NotYours(path string, err error) error {
 	}
 	return fmt.Errorf("%w\n%s belongs to %s, not to this user: another user made it in this user's cache "+
 		"(older kmmap versions made toolchain roots with `sudo make toolchains`; nothing needs root now). "+
-		"Remove it once, `sudo rm -rf %s`, or set %s to another directory", err, theirs, who, theirs, CacheEnv)
+		"Remove it once, `sudo rm -rf %s`, or set %s to another directory", err, theirs, who, theirs, Env)
 }
 
 // RemoveAll removes path like os.RemoveAll, first giving its owner write
@@ -173,4 +183,18 @@ func Build(dst string, make func(tmp string) (string, error)) (string, error) {
 		return "", err
 	}
 	return dst, nil
+}
+
+// HashFile is the SHA-256 of a file, in hex.
+func HashFile(path string) (string, error) {
+	r, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -1,4 +1,4 @@
-package kernels
+package cache
 
 import (
 	"errors"
@@ -77,7 +77,7 @@ func TestNotYoursExplains(t *testing.T) {
 		}
 		lock := filepath.Join(old, "trixie-0123.lock")
 		err := NotYours(lock, denied(lock))
-		for _, want := range []string{"permission denied", "sudo rm -rf " + old + "`", CacheEnv} {
+		for _, want := range []string{"permission denied", "sudo rm -rf " + old + "`", Env} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("NotYours: %v\nwant it to say %q", err, want)
 			}
@@ -89,8 +89,8 @@ func TestNotYoursExplains(t *testing.T) {
 		// Under a system directory (root's): advice, nothing to remove.
 		p := "/var/cache/kmmap-test/x.lock"
 		err := NotYours(p, denied(p))
-		if strings.Contains(err.Error(), "rm -rf") || !strings.Contains(err.Error(), CacheEnv) {
-			t.Errorf("NotYours under /var/cache: %v\nwant advice to set %s and nothing to remove", err, CacheEnv)
+		if strings.Contains(err.Error(), "rm -rf") || !strings.Contains(err.Error(), Env) {
+			t.Errorf("NotYours under /var/cache: %v\nwant advice to set %s and nothing to remove", err, Env)
 		}
 	}
 	plain := errors.New("disk full")
