@@ -114,11 +114,11 @@ func TestMutantVerdict(t *testing.T) {
 	// Ended by the time limit or the watchdog with nothing else wrong:
 	// only timed out (kmmap mutate runs it again); a report or a failed
 	// test beside the timeout is a verdict of its own.
-	hung := run{con: kmmapConsole(), res: newResults(), elapsed: time.Minute}
+	hung := run{con: kmmapConsole(), res: newResults(), elapsed: time.Minute, timeout: time.Minute}
 	hung.res.list = []string{"TestA", "TestB"}
 	hung.res.test("TestA").action = "pass"
 	hung.res.test("TestB")
-	limited := &Cell{ID: "6.12-amd64", Timeout: time.Minute}
+	limited := &Cell{ID: "6.12-amd64"}
 	if !limited.onlyTimedOut(hung) {
 		t.Error("a run that hit its time limit with TestB unfinished does not count as only timed out")
 	}
