@@ -69,12 +69,12 @@
 package vmtests
 
 import (
-	"time"
-
 	"regexp"
+	"time"
 
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
+	"github.com/kmmap/kmmap/internal/snapshot"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -158,4 +158,26 @@ func memoryDebugArgs(c kernels.Config, full bool) []string {
 		args = append(args, "page_owner=on") // who allocated a page, in every bad-page report
 	}
 	return args
+}
+
+// snapshotPolicy is a cell's: the harness's store, or why the cell boots
+// cold.
+type snapshotPolicy struct {
+	store *snapshot.Store
+	cold  string
+}
+
+// snapshotPolicy says whether a cell with these options restores
+// snapshots.
+func (h *Harness) snapshotPolicy(a arch.Arch, gdb bool) snapshotPolicy {
+	p := snapshotPolicy{store: h.snaps}
+	switch {
+	case h.cfg.Cold:
+		p.cold = "KMMAP_SNAPSHOT=0"
+	case gdb:
+		p.cold = "with a gdb stub the guest starts halted before its first instruction, to be debugged from there"
+	case a.NoSnapshot != "":
+		p.cold = a.NoSnapshot
+	}
+	return p
 }

@@ -2,13 +2,14 @@ package vmtests
 
 import (
 	"fmt"
-	"github.com/kmmap/kmmap/kernels"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // Var is one environment variable the harness reads: its name, what it
@@ -288,4 +289,25 @@ func (v Var) shownDefault() string {
 		return "unset"
 	}
 	return v.Default
+}
+
+// BootMode is how a guest came to run its job.
+type BootMode string
+
+const (
+	// Cold: the kernel booted, no snapshot involved.
+	Cold BootMode = "cold"
+	// Saved: the kernel booted, QEMU saved the guest at the agent's
+	// ready point into the cache, then the run went on.
+	Saved BootMode = "saved"
+	// Restored: QEMU restored the guest saved at the ready point.
+	Restored BootMode = "restored"
+)
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!*?[](){}<>|&;#~^") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

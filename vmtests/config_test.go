@@ -1,7 +1,6 @@
 package vmtests
 
 import (
-	"github.com/kmmap/kmmap/kernels"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // Bad values are refused with the variable, its value and what it wants.

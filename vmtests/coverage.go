@@ -21,37 +21,6 @@ import (
 // (CONFIG_GCOV_KERNEL: kmod/Kbuild's GCOV_PROFILE takes effect there).
 const CoverageFile = "kmod.info"
 
-// notesDir is where buildModule keeps the gcov notes (.gcno) of the
-// module ko, and in the file builddirFile the directory it was built in:
-// the counters a guest sends are named by it.
-func notesDir(ko string) string { return strings.TrimSuffix(ko, ".ko") + ".gcno" }
-
-const builddirFile = "builddir"
-
-// keepNotes copies the .gcno files a build in tmp made (none without
-// gcov) into notesDir(ko).
-func keepNotes(tmp, ko string) error {
-	var notes []string
-	err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".gcno") {
-			rel, _ := filepath.Rel(tmp, p)
-			notes = append(notes, rel)
-		}
-		return err
-	})
-	if err != nil || len(notes) == 0 {
-		return err
-	}
-	dir := notesDir(ko)
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	if err := copyFiles(dir, tmp, notes); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, builddirFile), []byte(tmp), 0o644)
-}
-
 // wantsCoverage reports whether the cell's kernel profiles the module:
 // then its run must bring back counters.
 func (c *Cell) wantsCoverage() (bool, error) {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/device"
-
 	"github.com/u-root/mkuimage/cpio"
 )
 

@@ -145,3 +145,10 @@ func (c *Cell) stall(j Job) time.Duration {
 	}
 	return defaultStall
 }
+
+// guestTimeout is the guest suite's -test.timeout for a VM timeout d: a
+// little under it, so that a hung guest test ends with Go's panic naming
+// it and every goroutine's stack, not with QEMU killed at the timeout.
+func guestTimeout(d time.Duration) time.Duration {
+	return d - max(d/10, min(30*time.Second, d/2))
+}

@@ -3,12 +3,10 @@ package vmtests
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,10 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/ioctl"
@@ -282,120 +277,6 @@ func startModuleBuild(ctx context.Context, tree *kernels.Tree, config kernels.Co
 	return b
 }
 
-// Module waits for the cell's module under test and returns its path.
-func (c *Cell) Module() (string, error) {
-	if c.kmod == nil {
-		return "", errors.New("this cell has no module under test")
-	}
-	<-c.kmod.done
-	return c.kmod.ko, c.kmod.err
-}
-
-// moduleName is the module's name once it is built, "" before.
-func (c *Cell) moduleName() string {
-	if c.kmod == nil {
-		return ""
-	}
-	select {
-	case <-c.kmod.done:
-		return c.kmod.name
-	default:
-		return ""
-	}
-}
-
-// modulePort adds the virtio-serial port the run's job and the module
-// under test go to the guest through, and a task that sends them once
-// release is closed (the guest runs: booted, saved or restored): the job;
-// when the agent took it (took), the host's time and fresh entropy, and
-// the guest suite's files; then the module once it is built, or why there
-// is none, in which case the agent gives up at once.
-func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}) (qemu.Fn, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	return func(alloc *qemu.IDAllocator, opts *qemu.Options) error {
-		id := alloc.ID("kmod")
-		fd := opts.AddFile(pr)
-		opts.AppendQEMU(
-			"-device", fmt.Sprintf("virtserialport,chardev=%s,name=%s", id, event.ModulePort),
-			"-chardev", fmt.Sprintf("pipe,id=%s,path=/proc/self/fd/%d", id, fd))
-		opts.Tasks = append(opts.Tasks, func(ctx context.Context, n *qemu.Notifications) error {
-			defer pw.Close()
-			select {
-			case <-n.VMStarted:
-				pr.Close() // QEMU has it: a write fails once QEMU is gone
-			case <-ctx.Done():
-				pr.Close()
-				return nil
-			}
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return nil
-			}
-			sent := make(chan error, 1)
-			go func() { sent <- c.sendJob(ctx, pw, job, took) }()
-			select {
-			case err := <-sent:
-				return err
-			case <-ctx.Done():
-				return nil
-			}
-		})
-		return nil
-	}, nil
-}
-
-// sendJob writes the run's job; once the agent took it, the host's time
-// and fresh entropy, the guest test binary and the suite's files; then
-// (unless the run has none) the module under test.
-func (c *Cell) sendJob(ctx context.Context, w io.Writer, job event.Job, took <-chan struct{}) error {
-	if err := event.WriteJob(w, job); err != nil {
-		return fmt.Errorf("sending the job to the guest: %w", err)
-	}
-	select {
-	case <-took:
-	case <-ctx.Done():
-		return nil
-	}
-	fresh := event.Fresh{Entropy: make([]byte, 64)}
-	if _, err := rand.Read(fresh.Entropy); err != nil {
-		return err
-	}
-	fresh.Time = time.Now().UnixNano()
-	if err := event.WriteFresh(w, fresh); err != nil {
-		return fmt.Errorf("sending the time and entropy to the guest: %w", err)
-	}
-	if err := event.WriteFiles(w, c.files); err != nil {
-		return fmt.Errorf("sending the guest suite's files to the guest: %w", err)
-	}
-	if job.NoModule {
-		return nil
-	}
-	return c.sendModule(w)
-}
-
-func (c *Cell) sendModule(w io.Writer) error {
-	ko, err := c.Module()
-	if err != nil {
-		return event.WriteModuleError(w, firstLine(err.Error()))
-	}
-	name, err := kernels.ModInfo(ko, "name")
-	if err != nil || name == "" {
-		return event.WriteModuleError(w, fmt.Sprintf("module under test %s: no module name in .modinfo (%v)", ko, err))
-	}
-	b, err := os.ReadFile(ko)
-	if err != nil {
-		return event.WriteModuleError(w, err.Error())
-	}
-	if err := event.WriteModule(w, name, b); err != nil {
-		return fmt.Errorf("sending %s to the guest: %w", filepath.Base(ko), err)
-	}
-	return nil
-}
-
 func firstLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
@@ -442,4 +323,35 @@ func (h *Harness) checkIoctls(ctx context.Context, f *kernels.Fetcher, mod Modul
 		return struct{}{}, errors.New(b.String())
 	})
 	return err
+}
+
+// notesDir is where buildModule keeps the gcov notes (.gcno) of the
+// module ko, and in the file builddirFile the directory it was built in:
+// the counters a guest sends are named by it.
+func notesDir(ko string) string { return strings.TrimSuffix(ko, ".ko") + ".gcno" }
+
+const builddirFile = "builddir"
+
+// keepNotes copies the .gcno files a build in tmp made (none without
+// gcov) into notesDir(ko).
+func keepNotes(tmp, ko string) error {
+	var notes []string
+	err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".gcno") {
+			rel, _ := filepath.Rel(tmp, p)
+			notes = append(notes, rel)
+		}
+		return err
+	})
+	if err != nil || len(notes) == 0 {
+		return err
+	}
+	dir := notesDir(ko)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := copyFiles(dir, tmp, notes); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, builddirFile), []byte(tmp), 0o644)
 }

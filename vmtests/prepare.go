@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/kmmap/kmmap/initramfs"
 	"github.com/kmmap/kmmap/initramfs/event"
@@ -43,13 +42,6 @@ type CellOptions struct {
 	// guest boots meanwhile, and a module that fails to build fails the
 	// run (Cell.Module says why). Otherwise Prepare returns the error.
 	BootWhileBuilding bool
-}
-
-// guestTimeout is the guest suite's -test.timeout for a VM timeout d: a
-// little under it, so that a hung guest test ends with Go's panic naming
-// it and every goroutine's stack, not with QEMU killed at the timeout.
-func guestTimeout(d time.Duration) time.Duration {
-	return d - max(d/10, min(30*time.Second, d/2))
 }
 
 // Prepare builds everything a cell of tree's kernel needs to boot: its
@@ -189,36 +181,6 @@ func (h *Harness) Prepare(ctx context.Context, f *kernels.Fetcher, tree *kernels
 	return cell, nil
 }
 
-// writeResults keeps what a person needs to look into a run: the whole
-// console, the kernel command line, the QEMU command line and the module
-// under test, beside the initramfs.
-func (c *Cell) writeResults(r run) error {
-	files := map[string]string{
-		"console.log": strings.Join(r.con.Lines, "\n") + "\n",
-		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
-		"qemu":        r.qemuCmdline + "\n" + r.restoredFrom,
-		"kernel":      c.Image + "\n",
-	}
-	if ko, err := c.Module(); err == nil {
-		// the module the guest received over its port, not in the initramfs
-		b, err := os.ReadFile(ko)
-		if err != nil {
-			return err
-		}
-		name := filepath.Base(ko)
-		if mod, err := kernels.ModInfo(ko, "name"); err == nil && mod != "" {
-			name = mod + ".ko"
-		}
-		files[name] = string(b)
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(c.Results, name), []byte(body), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // bootImage is the kernel image QEMU boots for tree: on x86 the vmlinux
 // inside the bzImage, booted through its PVH entry, which under TCG saves
 // the emulated decompression (kernels.PVHImage); else the image itself.
@@ -232,4 +194,14 @@ func bootImage(tree *kernels.Tree, cache string, logf func(string, ...any)) (str
 		return tree.Vmlinuz, nil
 	}
 	return img, err
+}
+
+// FreePort returns a TCP port on 127.0.0.1 nothing listens on now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

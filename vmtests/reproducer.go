@@ -28,14 +28,6 @@ func reproducer(c *Cell, mode BootMode, hostTest, pkg, test string) string {
 	return fmt.Sprintf("rerun: %s\nresults: %s (console.log, cmdline, qemu, the module, initramfs.cpio)", cmd, c.Results)
 }
 
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!*?[](){}<>|&;#~^") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // guestRun is the part of go test's -run pattern below TestGuest/<cell>:
 // the guest suite runs only the tests it selects, so a rerun of one test
 // boots the cell for that test alone.

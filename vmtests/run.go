@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/internal/watchdog"
+	"github.com/kmmap/kmmap/kernels"
 )
 
 // run is one finished boot of a cell: what the console showed, what the
@@ -47,34 +49,6 @@ type run struct {
 	// no progress ("" if it did not).
 	stalled string
 }
-
-// Timeline splits a boot: QEMU's own start (process, firmware, loading the
-// kernel) until the kernel began, estimated from the first console line's
-// printk timestamp; the kernel's boot until init started the guest agent
-// (from the uptime the agent reports); the agent loading the kernel's
-// virtio modules and opening its channel; its work until the first guest
-// test started (loading the module under test, listing the tests,
-// starting the test binary); the tests until the test binary exited; and
-// power-off until QEMU exited.
-//
-// A guest restored from a snapshot has no boot: KernelStart is when QEMU
-// had loaded the saved state and the guest ran, AgentStart and AgentUp
-// when the agent took its job. Save is how long saving the guest took in
-// the run that saved it (the guest stood still meanwhile: the stages
-// after it include it).
-type Timeline struct {
-	Mode                                                            BootMode
-	KernelStart, AgentStart, AgentUp, TestsStart, TestsDone, Exited time.Duration
-	Save                                                            time.Duration
-}
-
-// The stages' durations.
-func (t Timeline) QEMUStart() time.Duration    { return t.KernelStart }
-func (t Timeline) KernelBoot() time.Duration   { return t.AgentStart - t.KernelStart }
-func (t Timeline) GuestModules() time.Duration { return t.AgentUp - t.AgentStart }
-func (t Timeline) Agent() time.Duration        { return t.TestsStart - t.AgentUp }
-func (t Timeline) Tests() time.Duration        { return t.TestsDone - t.TestsStart }
-func (t Timeline) PowerOff() time.Duration     { return t.Exited - t.TestsDone }
 
 // printkTime matches a console line's printk timestamp (printk.time=1).
 var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
@@ -295,4 +269,34 @@ func (c *Cell) problems(r run) []string {
 		out = append(out, "the guest never listed its tests, so none ran; last console lines:\n"+con.Tail(30))
 	}
 	return out
+}
+
+// writeResults keeps what a person needs to look into a run: the whole
+// console, the kernel command line, the QEMU command line and the module
+// under test, beside the initramfs.
+func (c *Cell) writeResults(r run) error {
+	files := map[string]string{
+		"console.log": strings.Join(r.con.Lines, "\n") + "\n",
+		"cmdline":     strings.Join(c.KernelArgs, " ") + "\n",
+		"qemu":        r.qemuCmdline + "\n" + r.restoredFrom,
+		"kernel":      c.Image + "\n",
+	}
+	if ko, err := c.Module(); err == nil {
+		// the module the guest received over its port, not in the initramfs
+		b, err := os.ReadFile(ko)
+		if err != nil {
+			return err
+		}
+		name := filepath.Base(ko)
+		if mod, err := kernels.ModInfo(ko, "name"); err == nil && mod != "" {
+			name = mod + ".ko"
+		}
+		files[name] = string(b)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(c.Results, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

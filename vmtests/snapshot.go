@@ -5,28 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/hugelgupf/vmtest/qemu"
-	"github.com/kmmap/kmmap/internal/arch"
 	"github.com/kmmap/kmmap/internal/console"
 	"github.com/kmmap/kmmap/internal/monitor"
 	"github.com/kmmap/kmmap/internal/snapshot"
-)
-
-// BootMode is how a guest came to run its job.
-type BootMode string
-
-const (
-	// Cold: the kernel booted, no snapshot involved.
-	Cold BootMode = "cold"
-	// Saved: the kernel booted, QEMU saved the guest at the agent's
-	// ready point into the cache, then the run went on.
-	Saved BootMode = "saved"
-	// Restored: QEMU restored the guest saved at the ready point.
-	Restored BootMode = "restored"
 )
 
 // A snapshot (package snapshot) is a guest saved by QEMU where the agent
@@ -37,28 +21,6 @@ const (
 // destination's 512 MiB, seconds per restore: BENCHMARKS.md, "Why the
 // machines are so".) Any change to what made the guest boots cold once
 // and saves a new one. What a run does comes after, as its Job.
-
-// snapshotPolicy is a cell's: the harness's store, or why the cell boots
-// cold.
-type snapshotPolicy struct {
-	store *snapshot.Store
-	cold  string
-}
-
-// snapshotPolicy says whether a cell with these options restores
-// snapshots.
-func (h *Harness) snapshotPolicy(a arch.Arch, gdb bool) snapshotPolicy {
-	p := snapshotPolicy{store: h.snaps}
-	switch {
-	case h.cfg.Cold:
-		p.cold = "KMMAP_SNAPSHOT=0"
-	case gdb:
-		p.cold = "with a gdb stub the guest starts halted before its first instruction, to be debugged from there"
-	case a.NoSnapshot != "":
-		p.cold = a.NoSnapshot
-	}
-	return p
-}
 
 // machine is what made c's guest, which names its snapshot.
 func (c *Cell) machine() snapshot.Machine {
@@ -75,108 +37,6 @@ type plan struct {
 	key    string
 	unlock func()
 }
-
-// boot runs job on cell's VM to the end: restored from its snapshot when
-// there is one, else booted cold and saved at the ready point for the runs
-// after it. A snapshot that does not restore (corrupt, cut short, or the
-// guest in it does not answer) is removed and the cell boots cold, with
-// a note saying so. Every entry point boots through it; the run says how
-// the guest started (run.mode), the cell is not changed.
-func boot(ctx context.Context, cell *Cell, job Job) run {
-	defer cell.claim.release() // the run is over: another may empty Results
-	w, err := cell.work(job)
-	if err != nil {
-		return run{con: console.New(cell.moduleName, cell.allow), res: newResults(), err: err, mode: Cold}
-	}
-	var notes []string
-	// cold boots the cell without a snapshot, after the notes so far and
-	// why.
-	cold := func(why ...string) run {
-		r := bootVM(ctx, cell, &plan{mode: Cold}, w)
-		r.notes = append(append(notes, why...), r.notes...)
-		r.mode = Cold
-		return r
-	}
-	// A shell boots cold: the terminal is the guest's from QEMU's start,
-	// and a boot that saves a snapshot, or a restore that fails, would
-	// hand it to a second VM.
-	if cell.snap.cold != "" || cell.snap.store == nil || w.shell != nil {
-		return cold()
-	}
-	s := cell.snap.store
-	key, err := s.Key(cell.machine())
-	if err != nil {
-		return cold(fmt.Sprintf("booted cold: naming the snapshot failed: %v", err))
-	}
-	restore := func() (run, bool) {
-		p := &plan{mode: Restored, state: s.State(key), key: key}
-		if !s.Has(key) {
-			return run{}, false
-		}
-		r := bootVM(ctx, cell, p, w)
-		if r.jobSeen || ctx.Err() != nil {
-			r.mode = Restored
-			return r, true
-		}
-		s.Remove(key)
-		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (removed; booting cold and saving a new one): %s", p.state, restoreFailure(r)))
-		return r, false
-	}
-	if r, ok := restore(); ok {
-		r.notes = append(notes, r.notes...)
-		return r
-	}
-	lock, err := s.Lock(ctx, key)
-	if err != nil {
-		return cold(fmt.Sprintf("booted cold: %v", err))
-	}
-	// Another run may have saved it while this one waited for the lock.
-	if r, ok := restore(); ok {
-		lock.Unlock()
-		r.notes = append(notes, r.notes...)
-		return r
-	}
-	// Boot, save at the ready point (the guest stops there), then run
-	// the job in a guest restored from what was saved, as every later
-	// run will.
-	unlock := sync.OnceFunc(func() { lock.Unlock() })
-	saving := bootVM(ctx, cell, &plan{mode: Saved, state: s.State(key), key: key, unlock: unlock}, w)
-	unlock()
-	notes = append(notes, saving.notes...)
-	if saving.saved {
-		if r, ok := restore(); ok {
-			r.mode = Saved
-			r.times.Save = saving.times.Save
-			r.notes = append(notes, r.notes...)
-			return r
-		}
-		return cold()
-	}
-	// Saving failed, or the run ended before: the guest went on cold.
-	saving.mode = Cold
-	saving.notes = notes
-	return saving
-}
-
-// restoreFailure says why a restore gave no guest that took its job.
-func restoreFailure(r run) string {
-	var why []string
-	if r.err != nil {
-		why = append(why, "QEMU: "+r.err.Error())
-	}
-	why = append(why, r.notes...)
-	if t := strings.TrimSpace(r.con.Tail(5)); t != "" {
-		why = append(why, "last output: "+t)
-	}
-	if len(why) == 0 {
-		return "the guest never took its job"
-	}
-	return strings.Join(why, "; ")
-}
-
-// restoreWait bounds how long a restored guest may take to take its job
-// before the snapshot counts as broken (it takes well under a second).
-const restoreWait = 30 * time.Second
 
 // ramID is the memory backend the guest's RAM is in when snapshots are on.
 const ramID = "kmmap-ram"
@@ -347,15 +207,6 @@ func replayBoot(con *console.Console, s *snapshot.Store, key string) error {
 	return nil
 }
 
-// bootedHow says how run r's guest started, for a person.
-func (c *Cell) bootedHow(r run) string {
-	switch {
-	case r.mode == Restored:
-		return "restored from its snapshot"
-	case r.mode == Saved:
-		return "booted cold and saved its snapshot"
-	case c.snap.cold != "":
-		return "booted cold: " + c.snap.cold
-	}
-	return "booted cold"
-}
+// restoreWait bounds how long a restored guest may take to take its job
+// before the snapshot counts as broken (it takes well under a second).
+const restoreWait = 30 * time.Second
