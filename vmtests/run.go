@@ -72,10 +72,13 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	// for it (the snapshot point); took: the agent has it.
 	release, ready, took := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var readyOnce, tookOnce sync.Once
-	note := func(format string, args ...any) {
+	// update is the one way to change r while QEMU runs: every goroutine
+	// of the boot (the console's, the events', the snapshot's task, the
+	// watchdog's) goes through it, under mu.
+	update := func(f func(*run)) {
 		mu.Lock()
 		defer mu.Unlock()
-		r.notes = append(r.notes, fmt.Sprintf(format, args...))
+		f(&r)
 	}
 	port, err := cell.modulePort(w.job, release, took)
 	if err != nil {
@@ -88,19 +91,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		return r
 	}
 	defer wd.Close()
-	var saved bool
-	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, note: note,
-		times: func(f func(*Timeline)) {
-			mu.Lock()
-			defer mu.Unlock()
-			f(&r.times)
-		},
-		saved: &saved,
-		console: func() []string {
-			mu.Lock()
-			defer mu.Unlock()
-			return append([]string(nil), con.Lines...)
-		}})
+	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, update: update})
 	if err != nil {
 		r.err = err
 		return r
@@ -218,7 +209,6 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	mu.Lock()
 	defer mu.Unlock()
 	con.Finish()
-	r.saved = saved
 	r.elapsed = time.Since(start)
 	r.times.Exited = r.elapsed
 	r.qemuCmdline = vm.CmdlineQuoted()

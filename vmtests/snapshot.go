@@ -49,7 +49,11 @@ const ramID = "kmmap-ram"
 // and a task has QEMU load the state, then releases the job once the
 // guest runs, and kills the VM if the guest does not take it.
 func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
-	release, ready, took, kill, note, times := v.release, v.ready, v.took, v.kill, v.note, v.times
+	release, ready, took, kill := v.release, v.ready, v.took, v.kill
+	note := func(format string, args ...any) {
+		v.update(func(r *run) { r.notes = append(r.notes, fmt.Sprintf(format, args...)) })
+	}
+	times := func(f func(*Timeline)) { v.update(func(r *run) { f(&r.times) }) }
 	if p.mode == Cold {
 		close(release)
 		return func(*qemu.IDAllocator, *qemu.Options) error { return nil }, nil
@@ -139,10 +143,12 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 			}
 			begun := time.Now()
 			version, _ := store.QEMUVersion(c.Arch.QEMU) // known: it named the snapshot
-			err = store.Save(ctx, mon, p.key, ram, v.console(), snapshot.Meta{Cell: c.ID, QEMU: version, Kernel: c.Image})
+			var console []string
+			v.update(func(r *run) { console = append(console, r.con.Lines...) })
+			err = store.Save(ctx, mon, p.key, ram, console, snapshot.Meta{Cell: c.ID, QEMU: version, Kernel: c.Image})
 			times(func(t *Timeline) { t.Save = time.Since(begun) })
 			if err == nil {
-				*v.saved = true
+				v.update(func(r *run) { r.saved = true })
 				kill() // its job runs in a restored guest
 				return nil
 			}
@@ -166,16 +172,13 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 }
 
 // vmHooks are what snapshotDevice needs of the VM's run: release, ready
-// and took (see bootVM), a way to kill the VM, to note something for a
-// person, to set the run's times and say it saved its snapshot, and the
-// console so far.
+// and took (see bootVM), a way to kill the VM, and update, the run's one
+// way to change it (a note for a person, its times, that it saved its
+// snapshot) and read its console so far, under the run's lock.
 type vmHooks struct {
 	release, ready, took chan struct{}
 	kill                 func()
-	note                 func(string, ...any)
-	times                func(func(*Timeline))
-	saved                *bool
-	console              func() []string
+	update               func(func(*run))
 }
 
 // memory is the guest's memory size: QEMU's last -m.
