@@ -201,6 +201,10 @@ func (c Config) timeout() time.Duration {
 	return 5 * time.Minute
 }
 
+// Selects reports whether the configuration chooses cell k: by name
+// (KMMAP_CELLS), or by no choice unless it is an extra cell, or all.
+func (c Config) Selects(k kernels.Kernel) bool { return c.selectsCell(k) }
+
 // selectsCell reports whether the matrix runs cell k: named, or by no
 // choice unless it is an extra cell, or all of them.
 func (c Config) selectsCell(k kernels.Kernel) bool {

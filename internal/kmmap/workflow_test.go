@@ -1,4 +1,4 @@
-package vmtests
+package kmmap
 
 import (
 	"os"
@@ -35,7 +35,7 @@ type workflow struct {
 // the lock's cells, in the lock's order, and its kernel cache is keyed by
 // the lock (and the debug cells' config fragments).
 func TestWorkflowMatrix(t *testing.T) {
-	root, lock := loadLock(t)
+	root, lock := checkout(t)
 	wf := readWorkflow(t, filepath.Join(root, workflowPath))
 	job, ok := wf.Jobs["vmtest"]
 	if !ok {
@@ -92,10 +92,7 @@ const (
 // sysctl): what TestCellJobAsUser proves for a normal user is what the
 // workflows run.
 func TestWorkflowJobs(t *testing.T) {
-	root, err := goModuleRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, _ := checkout(t)
 	sudoOK := regexp.MustCompile(`^sudo (env PATH="\$PATH" make -C "\$GITHUB_ACTION_PATH/\.\./\.\./\.\." deps|sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0|tee /etc/udev/rules\.d/99-kvm4all\.rules|udevadm control --reload-rules|udevadm trigger --name-match=kvm)$`)
 	action, err := os.ReadFile(filepath.Join(root, runnerSetup, "action.yml"))
 	if err != nil {
@@ -161,10 +158,7 @@ func TestWorkflowJobs(t *testing.T) {
 // TestActionlint lints every workflow with actionlint (a tool of go.mod).
 func TestActionlint(t *testing.T) {
 	t.Parallel()
-	root, err := goModuleRoot("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, _ := checkout(t)
 	cmd := exec.Command("go", "tool", "actionlint")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
