@@ -90,8 +90,8 @@ func kmmapGuest(root string) Guest {
 	return Guest{
 		Dir: root, Package: kmmap.GuestPackage, Tags: []string{kmmap.GuestTag},
 		Files:      func(arch, dir string) (map[string]string, error) { return kmmap.Programs(root, arch, dir) },
-		Flags:      func(k Kernel) []string { return kmmap.Flags(kmmap.Kernel(k)) },
-		KernelArgs: func(k Kernel) []string { return kmmap.KernelArgs(kmmap.Kernel(k)) },
+		Flags:      func(k Kernel) []string { return kmmap.Flags(k.Arch, k.PageSize, k.CPUs, k.Config, k.Seed) },
+		KernelArgs: func(k Kernel) []string { return kmmap.KernelArgs(k.Arch, k.Config) },
 		Sources:    kmmap.Sources(root),
 	}
 }

@@ -142,8 +142,8 @@ func guest(root string) vmtests.Guest {
 	return vmtests.Guest{
 		Dir: root, Package: kmmap.GuestPackage, Tags: []string{kmmap.GuestTag},
 		Files:      func(arch, dir string) (map[string]string, error) { return kmmap.Programs(root, arch, dir) },
-		Flags:      func(k vmtests.Kernel) []string { return kmmap.Flags(kmmap.Kernel(k)) },
-		KernelArgs: func(k vmtests.Kernel) []string { return kmmap.KernelArgs(kmmap.Kernel(k)) },
+		Flags:      func(k vmtests.Kernel) []string { return kmmap.Flags(k.Arch, k.PageSize, k.CPUs, k.Config, k.Seed) },
+		KernelArgs: func(k vmtests.Kernel) []string { return kmmap.KernelArgs(k.Arch, k.Config) },
 		Sources:    kmmap.Sources(root),
 	}
 }

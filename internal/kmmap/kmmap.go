@@ -41,22 +41,12 @@ func Sources(root string) []string {
 	return []string{filepath.Join(root, ModuleDir, "examples"), filepath.Join(root, ModuleDir, "include", "uapi", "linux")}
 }
 
-// Kernel is what the suite's flags and arguments depend on of a cell's
-// kernel: vmtests.Kernel, field for field (a vmtests.Kernel converts to
-// it).
-type Kernel struct {
-	ID, Arch, Release string
-	PageSize          int
-	CPUs              int
-	Config            kernels.Config
-	Seed              string
-}
-
 // maxPageSize is the largest page size an ARM kernel may have (64K): the
 // harness refuses an ARM program aligned to less.
 const maxPageSize = 64 << 10
 
-// Flags are the guest suite's flags for kernel k:
+// Flags are the guest suite's flags for a kernel of Debian arch debArch
+// with this page size, CPUs and configuration, in a run with seed:
 //   - the page size and CPUs the suite checks;
 //   - whether the kernel runs 32-bit programs (the C demo built -m32 or
 //     for armhf, through compat_ioctl): IA32_EMULATION on amd64 (see
@@ -69,16 +59,15 @@ const maxPageSize = 64 << 10
 //     debug cells);
 //   - the race tests' denser KCSAN sampling where KCSAN is built in;
 //   - TestRandomArguments' seed, when the run has one.
-func Flags(k Kernel) []string {
-	c := k.Config
+func Flags(debArch string, pageSize, cpus int, c kernels.Config, seed string) []string {
 	compat := c.Enabled("CONFIG_COMPAT")
-	if k.Arch == "amd64" {
+	if debArch == "amd64" {
 		compat = c.Enabled("CONFIG_IA32_EMULATION")
 	}
-	if a, err := arch.Lookup(k.Arch); err != nil || a.Compat32 == "" {
+	if a, err := arch.Lookup(debArch); err != nil || a.Compat32 == "" {
 		compat = false // no 32-bit userland of the arch to build the demo for
 	}
-	flags := []string{fmt.Sprintf("-kmmap.pagesize=%d", k.PageSize), fmt.Sprintf("-kmmap.cpus=%d", k.CPUs), fmt.Sprintf("-kmmap.compat=%t", compat)}
+	flags := []string{fmt.Sprintf("-kmmap.pagesize=%d", pageSize), fmt.Sprintf("-kmmap.cpus=%d", cpus), fmt.Sprintf("-kmmap.compat=%t", compat)}
 	if c.Enabled("CONFIG_SOFTLOCKUP_DETECTOR") && c.Enabled("CONFIG_KASAN") {
 		flags = append(flags, "-kmmap.large")
 	}
@@ -88,17 +77,18 @@ func Flags(k Kernel) []string {
 	if c.Enabled("CONFIG_KCSAN") {
 		flags = append(flags, "-kmmap.kcsan")
 	}
-	if k.Seed != "" {
-		flags = append(flags, "-kmmap.seed="+k.Seed)
+	if seed != "" {
+		flags = append(flags, "-kmmap.seed="+seed)
 	}
 	return flags
 }
 
-// KernelArgs: Debian turns ia32 emulation off by default from 6.7
+// KernelArgs are the kernel arguments the suite needs on a kernel of
+// debArch with configuration c. Debian turns ia32 emulation off by default from 6.7
 // (CONFIG_IA32_EMULATION_DEFAULT_DISABLED), and the suite's 32-bit demo
 // needs it: ia32_emulation=1 turns it back on.
-func KernelArgs(k Kernel) []string {
-	if k.Arch == "amd64" && k.Config.Enabled("CONFIG_IA32_EMULATION_DEFAULT_DISABLED") {
+func KernelArgs(debArch string, c kernels.Config) []string {
+	if debArch == "amd64" && c.Enabled("CONFIG_IA32_EMULATION_DEFAULT_DISABLED") {
 		return []string{"ia32_emulation=1"}
 	}
 	return nil
