@@ -3,7 +3,9 @@
 //
 // The pins live in kernels.lock (JSON, one kernel per cell of the matrix).
 // Every .deb is named by package, version and SHA-256; nothing is used before
-// its hash has been checked.
+// its hash has been checked. It owns the lock, the downloads and the
+// kernels' entries in the cache; it boots nothing, and the cache's
+// primitives are package cache's.
 package kernels
 
 import (

@@ -16,8 +16,14 @@
 // and its guest package's TestMain calls testmain.Run (package
 // github.com/kmmap/kmmap/vmtests/testmain). The specs say what to test
 // (Module, Guest); a Harness holds what is shared between cells (New); a
-// Cell is the blueprint of one boot (Harness.Prepare); a VM is started
-// from it.
+// Cell is the blueprint of one boot (Harness.Prepare), which never changes;
+// a Job says what the guest does (SuiteJob, CommandJob, BenchJob,
+// ShellJob), and every entry point boots a cell with one through the same
+// boot. The package owns the run of a cell and the verdict; the VM's parts
+// (internal/device, accel, snapshot, watchdog, monitor), the console's
+// reports (internal/console), the kernels (package kernels) and the cache
+// (internal/cache) are packages below it, and a module's own policy (its
+// style, its mutants, its workflows) is its own: kmmap's is internal/kmmap.
 //
 // The environment is read in one place, ConfigFromEnv, which Run calls;
 // these are its variables (Vars):

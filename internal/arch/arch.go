@@ -1,6 +1,7 @@
 // Package arch is the one table of the guest architectures the harness
 // knows: how Kbuild names each, its cross compilers, the QEMU that runs
-// it and how, and the Debian packages that provide them.
+// it and how, and the Debian packages that provide them. It is data and
+// lookups: it runs nothing and installs nothing.
 package arch
 
 import (

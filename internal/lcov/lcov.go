@@ -1,7 +1,8 @@
 // Package lcov reads and writes lcov tracefiles (the format of geninfo(1)
 // that genhtml(1) renders): per source file, the count of each line,
 // function and branch; FromGcov makes one from gcov's JSON of a module's
-// counters.
+// counters. It owns the format; collecting the counters from a guest is
+// the harness's.
 package lcov
 
 import (

@@ -15,7 +15,8 @@
 // One caveat, as for os/exec's SysProcAttr.Pdeathsig: the signal follows
 // the thread that started the child, and Go ends a thread only when a
 // goroutine locked to it (runtime.LockOSThread) returns without unlocking.
-// Nothing in kmmap's process does that.
+// Nothing in kmmap's process does that. It ties processes; it starts none
+// of its own.
 package lifeline
 
 import (

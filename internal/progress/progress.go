@@ -5,7 +5,8 @@
 //
 // The lines go through the harness's ordinary log (a test's t.Logf, which
 // go test -json streams as it comes), so kmmap report can draw a run's
-// progress from the test stream alone.
+// progress from the test stream alone. It draws and reports; it does none
+// of the steps it reports.
 package progress
 
 import (

@@ -8,7 +8,8 @@
 // normal user creates it (mmdebstrap --mode=unshare) and owns it.
 // Commands run in it with chroot inside a private mount namespace in which
 // the cache directory is bind-mounted at its own path, so every absolute
-// path under the cache means the same inside and outside.
+// path under the cache means the same inside and outside. It makes and
+// runs roots; what is built in one (a kernel, a module) is its caller's.
 package toolchain
 
 import (
