@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,64 @@ func TestInfo(t *testing.T) {
 		}
 		t.Logf("kernel PFNs %#x", d.pfns)
 	})
+}
+
+// TestMappingIsNormalMemory: every backing maps the buffer as the kernel
+// holds it, ordinary cached memory, on which userland does what it does
+// with any memory: unaligned loads and stores (memcpy's tails, packed
+// records), and atomics, whose result the kernel sees. A backing mapped
+// uncached (pgprot_noncached) is Device memory on arm64, where an
+// unaligned access faults (SIGBUS) and the mapping aliases the kernel's
+// cached one with other attributes.
+func TestMappingIsNormalMemory(t *testing.T) {
+	parallel(t)
+	forEachBacking(t, 2, func(t *testing.T, d *dev) {
+		m := d.mmap(t, 0, d.size())
+		base := unsafe.Pointer(&m[0])
+		for _, off := range []int{1, 3, 7, d.ps() - 3} {
+			p := (*uint64)(unsafe.Add(base, off))
+			v, ok := loadUint64(p)
+			if !ok {
+				t.Fatalf("an unaligned 8-byte load at offset %d faulted: the mapping is not normal memory", off)
+			}
+			if !storeUint64(p, v^0x0102030405060708) {
+				t.Fatalf("an unaligned 8-byte store at offset %d faulted: the mapping is not normal memory", off)
+			}
+		}
+		word := (*uint64)(unsafe.Add(base, 2*8))
+		atomic.StoreUint64(word, 0)
+		for range 1000 {
+			atomic.AddUint64(word, 3)
+		}
+		if got := atomic.LoadUint64(word); got != 3000 {
+			t.Errorf("1000 atomic adds of 3: %d", got)
+		}
+		if got, want := d.checksum(t, 0, d.ps()), FNV1a(m[:d.ps()]); got != want {
+			t.Errorf("the kernel's checksum of page 0 %#x, the mapping's %#x: the kernel does not see what userland stored", got, want)
+		}
+	})
+}
+
+// loadUint64 and storeUint64 access *p, or report that it faulted.
+func loadUint64(p *uint64) (v uint64, ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return *p, true
+}
+
+func storeUint64(p *uint64, v uint64) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	*p = v
+	return true
 }
 
 // TestTwoMappingsReadKernelContents is the first thing to show: two mmaps of
