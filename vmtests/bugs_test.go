@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kmmap/kmmap/internal/console"
+	"github.com/kmmap/kmmap/internal/moddir"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -183,7 +184,7 @@ func (b bug) runsOn(k kernels.Kernel) bool {
 func editedModule(t *testing.T, root, name string, edits []edit) string {
 	t.Helper()
 	src := filepath.Join(t.TempDir(), "kmod")
-	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
+	if err := moddir.Copy(src, filepath.Join(root, "kmod")); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range edits {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmmap/kmmap/internal/moddir"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
 )
@@ -48,7 +49,7 @@ func brokenModule(t *testing.T, code string) string {
 	t.Helper()
 	root, _ := loadLock(t)
 	src := t.TempDir()
-	if err := copySources(src, filepath.Join(root, "kmod")); err != nil {
+	if err := moddir.Copy(src, filepath.Join(root, "kmod")); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.OpenFile(filepath.Join(src, "main.c"), os.O_APPEND|os.O_WRONLY, 0)

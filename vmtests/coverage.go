@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/kmmap/kmmap/internal/lcov"
+	"github.com/kmmap/kmmap/internal/moddir"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -85,7 +86,7 @@ func (c *Cell) coverage(ctx context.Context, files map[string][]byte, cacheDir s
 			return nil, fmt.Errorf("counters for %s but no notes: %w", rel, err)
 		}
 		for name, body := range map[string][]byte{rel: data, gcno: n} {
-			if err := writeFile(filepath.Join(work, name), body); err != nil {
+			if err := moddir.WriteFile(filepath.Join(work, name), body); err != nil {
 				return nil, err
 			}
 		}

@@ -13,7 +13,7 @@ import (
 // module loaded: SuiteJob (the guest test package), CommandJob (a program,
 // as kmmap run runs it), BenchJob (the suite's benchmarks) or ShellJob (a
 // shell on a terminal). Every entry point (Harness.Test, RunCommand,
-// GuestBench, Measure, Shell, RunMutant) boots a cell through the one
+// GuestBench, Measure, Shell, Judge) boots a cell through the one
 // function that takes a job (boot). A job is sent to the guest after the
 // snapshot point, so every job on a cell restores the same snapshot, and
 // nothing of the job is in the Cell: a Cell does not change after Prepare.

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/kmmap/kmmap/internal/cache"
 	"github.com/kmmap/kmmap/internal/ioctl"
 	"github.com/kmmap/kmmap/internal/lifeline"
+	"github.com/kmmap/kmmap/internal/moddir"
 	"github.com/kmmap/kmmap/internal/progress"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -66,7 +66,7 @@ func buildModule(ctx context.Context, tree *kernels.Tree, config kernels.Config,
 	}
 	ko := filepath.Join(cacheDir, "kmod", k.ID+"-"+filepath.Base(src)+"-"+key+".ko")
 	return cache.Build(ko, func(tmp string) (string, error) {
-		if err := copySources(tmp, src); err != nil {
+		if err := moddir.Copy(tmp, src); err != nil {
 			return "", err
 		}
 		// -j: the module's files in parallel (BENCHMARKS.md, "Why the machines are so").
@@ -152,69 +152,6 @@ type BuildError struct{ msg string }
 
 func (e *BuildError) Error() string { return e.msg }
 
-// isSource reports whether a file under the module directory is an input
-// of its build, not an output a by-hand `make` left there.
-func isSource(rel string) bool {
-	base := filepath.Base(rel)
-	switch {
-	case strings.HasPrefix(base, "."), base == "modules.order", base == "Module.symvers":
-		return false
-	}
-	switch filepath.Ext(base) {
-	case ".o", ".ko", ".mod", ".cmd", ".a":
-		return false
-	}
-	return !strings.HasSuffix(base, ".mod.c")
-}
-
-// sources lists the module's source files, relative to src, sorted.
-func sources(src string) ([]string, error) {
-	var files []string
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err == nil && isSource(rel) {
-			files = append(files, rel)
-		}
-		return err
-	})
-	sort.Strings(files)
-	return files, err
-}
-
-func copySources(dst, src string) error {
-	files, err := sources(src)
-	if err != nil {
-		return err
-	}
-	return copyFiles(dst, src, files)
-}
-
-// copyFiles copies the files rels (relative to src) to the same paths
-// under dst.
-func copyFiles(dst, src string, rels []string) error {
-	for _, rel := range rels {
-		b, err := os.ReadFile(filepath.Join(src, rel))
-		if err != nil {
-			return err
-		}
-		if err := writeFile(filepath.Join(dst, rel), b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// writeFile writes b to path, making its directory first.
-func writeFile(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
-
 // hashTree hashes the module's sources with the strings that select the
 // kernel and the compiler.
 func hashTree(src string, extra ...string) (string, error) {
@@ -222,7 +159,7 @@ func hashTree(src string, extra ...string) (string, error) {
 	for _, e := range extra {
 		fmt.Fprintf(h, "%s\n", e)
 	}
-	files, err := sources(src)
+	files, err := moddir.Sources(src)
 	if err != nil {
 		return "", err
 	}
@@ -350,7 +287,7 @@ func keepNotes(tmp, ko string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	if err := copyFiles(dir, tmp, notes); err != nil {
+	if err := moddir.CopyFiles(dir, tmp, notes); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, builddirFile), []byte(tmp), 0o644)

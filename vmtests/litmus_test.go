@@ -63,7 +63,7 @@ func TestLitmus(t *testing.T) {
 			continue
 		}
 		dir := t.TempDir()
-		src, err := applyMutant(m, h.Root(), h.module.Dir, dir)
+		src, err := m.ApplyTo(h.Root(), h.module.Dir, dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/internal/mutant"
@@ -35,7 +34,7 @@ func TestMutantsApply(t *testing.T) {
 					t.Errorf("Cells: %v", err)
 				}
 			}
-			src, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir())
+			src, err := m.ApplyTo(root, filepath.Join(root, kmmap.ModuleDir), t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +61,7 @@ func TestMutantRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
+	if _, err := m.ApplyTo(root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no longer applies") {
 		t.Errorf("a stale patch: err %v", err)
 	}
 	// A bare diff (no header, diff -u's paths without a/ b/) is a mutant
@@ -77,7 +76,7 @@ func TestMutantRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyMutant(m, root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err != nil {
+	if _, err := m.ApplyTo(root, filepath.Join(root, kmmap.ModuleDir), t.TempDir()); err != nil {
 		t.Errorf("a bare diff -u: %v", err)
 	}
 	m, err = mutant.Parse("default-cell", []byte("Why: x\n\n"+diff), kmmap.DefaultMutantCell)
@@ -86,58 +85,5 @@ func TestMutantRefused(t *testing.T) {
 	}
 	if _, err := mutant.Load(t.TempDir(), kmmap.DefaultMutantCell); err == nil {
 		t.Error("an empty directory of mutants was accepted")
-	}
-}
-
-// A mutant's run is judged by what failed in it: the kernel's reports
-// and failed tests first, a test that never ran only when nothing else
-// explains the failure.
-func TestMutantVerdict(t *testing.T) {
-	cell := &Cell{ID: "6.12-amd64"}
-	r := run{con: kmmapConsole(), res: newResults()}
-	r.res.list = []string{"TestA", "TestB", "TestC"}
-	r.res.test("TestA").action = "pass"
-	r.res.unloaded, r.res.exited = true, true
-	if what, _ := cell.failures(r); len(what) != 2 || what[0] != "TestB (never ran)" || what[1] != "TestC (never ran)" {
-		t.Errorf("TestB and TestC never ran: failures %q, want both", what)
-	}
-	r.res.test("TestB").action = "fail"
-	r.res.test("TestB").output.WriteString("want 1, got 2")
-	r.con.Splats["TestB/sub"] = []string{"BUG: KASAN: use-after-free in kmmap_fault"}
-	what, detail := cell.failures(r)
-	if len(what) != 2 || what[0] != "TestB (KASAN)" || what[1] != "TestB" || !strings.Contains(detail, "KASAN") {
-		t.Errorf("failures %q (detail %q), want the KASAN report during TestB, then TestB", what, detail)
-	}
-	if cell.onlyTimedOut(r) {
-		t.Error("a run with a failed test and a KASAN report counts as only timed out")
-	}
-	// Ended by the time limit or the watchdog with nothing else wrong:
-	// only timed out (kmmap mutate runs it again); a report or a failed
-	// test beside the timeout is a verdict of its own.
-	hung := run{con: kmmapConsole(), res: newResults(), elapsed: time.Minute, timeout: time.Minute}
-	hung.res.list = []string{"TestA", "TestB"}
-	hung.res.test("TestA").action = "pass"
-	hung.res.test("TestB")
-	limited := &Cell{ID: "6.12-amd64"}
-	if !limited.onlyTimedOut(hung) {
-		t.Error("a run that hit its time limit with TestB unfinished does not count as only timed out")
-	}
-	if hung.elapsed, hung.stalled = time.Second, "no console output"; !limited.onlyTimedOut(hung) {
-		t.Error("a run the watchdog ended does not count as only timed out")
-	}
-	hung.con.Splats["TestB"] = []string{"INFO: task guest.test blocked for more than 2 seconds"}
-	if limited.onlyTimedOut(hung) {
-		t.Error("a run that hung with a hung-task report counts as only timed out")
-	}
-	hung.con.Splats, hung.stalled = map[string][]string{}, ""
-	if limited.onlyTimedOut(hung) {
-		t.Error("a run that ended within its limit counts as timed out")
-	}
-	passed := run{con: kmmapConsole(), res: newResults()}
-	passed.res.list = []string{"TestA"}
-	passed.res.test("TestA").action = "pass"
-	passed.res.unloaded, passed.res.exited = true, true
-	if what, _ := cell.failures(passed); len(what) != 0 {
-		t.Errorf("a clean run: failures %q", what)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kmmap/kmmap/internal/moddir"
 )
 
 // TestIoctlMagicFree: kmmap's ioctl numbers are registered to no one in
@@ -21,7 +23,7 @@ func TestIoctlMagicFree(t *testing.T) {
 		t.Error(err)
 	}
 	clash := t.TempDir()
-	if err := copySources(clash, filepath.Join(root, "kmod")); err != nil {
+	if err := moddir.Copy(clash, filepath.Join(root, "kmod")); err != nil {
 		t.Fatal(err)
 	}
 	hdr := filepath.Join(clash, "include", "uapi", "linux", "kmmap.h")

@@ -17,8 +17,9 @@ import (
 
 	"github.com/kmmap/kmmap/internal/kmmap"
 	"github.com/kmmap/kmmap/internal/mutant"
+	"github.com/kmmap/kmmap/internal/mutation"
 	"github.com/kmmap/kmmap/kernels"
-	"github.com/kmmap/kmmap/vmtests"
+
 	"golang.org/x/sync/errgroup"
 )
 
@@ -85,7 +86,7 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		d, err := vmtests.Baseline(ctx, h, f, t)
+		d, err := mutation.Baseline(ctx, h, f, t)
 		if err != nil {
 			return err
 		}
@@ -108,19 +109,19 @@ func mutate(ctx context.Context, args []string, w io.Writer) error {
 			all = append(all, job{m, c})
 		}
 	}
-	results := make([]vmtests.MutantResult, len(all))
+	results := make([]mutation.Result, len(all))
 	err = parallel(ctx, *jobs, len(all), func(i int) error {
 		j := all[i]
 		// A hang kills the mutant: three times the unmutated suite
 		// booted cold, at least two minutes, is long enough to know (and
 		// the watchdog ends a guest silent for KMMAP_STALL sooner).
 		timeout := max(2*time.Minute, 3*base[j.cell])
-		r, err := vmtests.RunMutant(ctx, h, f, trees[j.cell], j.m, timeout)
-		if err == nil && r.Verdict == vmtests.Killed && r.OnlyTimedOut {
+		r, err := mutation.Run(ctx, h, f, trees[j.cell], j.m, timeout)
+		if err == nil && r.Verdict == mutation.Killed && r.OnlyTimedOut {
 			// Nothing failed but time, which load alone can run out:
 			// once more, with twice the time, before it counts.
 			first := r
-			r, err = vmtests.RunMutant(ctx, h, f, trees[j.cell], j.m, 2*timeout)
+			r, err = mutation.Run(ctx, h, f, trees[j.cell], j.m, 2*timeout)
 			r.Rerun = fmt.Sprintf("re-run: the first run only timed out (%.0f s, limit %.0f s)", first.Elapsed.Seconds(), timeout.Seconds())
 		}
 		if err != nil {
@@ -162,19 +163,19 @@ func parallel(ctx context.Context, jobs, n int, fn func(int) error) error {
 
 // writeMutants writes the Markdown report: totals, then a row per mutant.
 // A mutant is killed when any of its cells killed it.
-func writeMutants(w io.Writer, mutants []mutant.Mutant, results []vmtests.MutantResult, took time.Duration, args, dir, root string) {
-	byName := map[string][]vmtests.MutantResult{}
+func writeMutants(w io.Writer, mutants []mutant.Mutant, results []mutation.Result, took time.Duration, args, dir, root string) {
+	byName := map[string][]mutation.Result{}
 	for _, r := range results {
 		byName[r.Mutant.Name] = append(byName[r.Mutant.Name], r)
 	}
-	verdict := func(rs []vmtests.MutantResult) string {
-		v := vmtests.NotCompiling
+	verdict := func(rs []mutation.Result) string {
+		v := mutation.NotCompiling
 		for _, r := range rs {
 			switch r.Verdict {
-			case vmtests.Killed:
-				return vmtests.Killed
-			case vmtests.Survived:
-				v = vmtests.Survived
+			case mutation.Killed:
+				return mutation.Killed
+			case mutation.Survived:
+				v = mutation.Survived
 			}
 		}
 		return v
@@ -191,7 +192,7 @@ func writeMutants(w io.Writer, mutants []mutant.Mutant, results []vmtests.Mutant
 	fmt.Fprintf(w, "Each mutant in `%s` is one realistic change of the module; the guest suite ran on each of its cells up to its first failing test (`-test.failfast`), and a mutant is killed when a guest test failed, a kernel report appeared or the guest did not end cleanly.\n\n", rel)
 	fmt.Fprintf(w, "Command: `go run ./cmd/kmmap mutate %s` (`make mutants`), %s, %s; %d runs in %s.\n\n",
 		args, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), len(results), took.Round(time.Second))
-	compiled := len(mutants) - count[vmtests.NotCompiling]
+	compiled := len(mutants) - count[mutation.NotCompiling]
 	reruns := 0
 	for _, r := range results {
 		if r.Rerun != "" {
@@ -199,14 +200,14 @@ func writeMutants(w io.Writer, mutants []mutant.Mutant, results []vmtests.Mutant
 		}
 	}
 	fmt.Fprintf(w, "**%d of %d mutants killed** (%s of those that compile) · %d survived · %d not compiling · %d runs repeated because they only timed out.\n\n",
-		count[vmtests.Killed], len(mutants), pct(count[vmtests.Killed], compiled), count[vmtests.Survived], count[vmtests.NotCompiling], reruns)
+		count[mutation.Killed], len(mutants), pct(count[mutation.Killed], compiled), count[mutation.Survived], count[mutation.NotCompiling], reruns)
 	fmt.Fprintf(w, "| mutant | what it breaks | cells | verdict | killed by |\n|---|---|---|---|---|\n")
 	for _, m := range mutants {
 		rs := byName[m.Name]
 		var cells, by []string
 		for _, r := range rs {
 			cells = append(cells, fmt.Sprintf("%s (%.0f s)", r.Cell, r.Elapsed.Seconds()))
-			if r.Verdict == vmtests.Killed {
+			if r.Verdict == mutation.Killed {
 				by = append(by, fmt.Sprintf("%s: %s", r.Cell, strings.Join(first(r.KilledBy, 4), ", ")))
 			}
 			if r.Rerun != "" {
@@ -215,9 +216,9 @@ func writeMutants(w io.Writer, mutants []mutant.Mutant, results []vmtests.Mutant
 		}
 		v := verdict(rs)
 		switch {
-		case v == vmtests.Survived && m.Survives != "":
+		case v == mutation.Survived && m.Survives != "":
 			by = append(by, "known gap: "+m.Survives)
-		case v == vmtests.Killed && m.Survives != "":
+		case v == mutation.Killed && m.Survives != "":
 			by = append(by, "(its `Survives:` line is stale)")
 		}
 		why := m.Why

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/kmmap/kmmap/internal/moddir"
 )
 
 // Mutant is one realistic single-point change of the module: a patch
@@ -105,8 +107,23 @@ func Parse(name string, b []byte, cell string) (Mutant, error) {
 	return m, nil
 }
 
+// ApplyTo copies module (a directory in root) to the same place under
+// dir and applies the mutant, whose paths are relative to root, to the
+// copy; it returns the mutated module's directory.
+func (m Mutant) ApplyTo(root, module, dir string) (string, error) {
+	rel, err := filepath.Rel(root, module)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("mutant %s: the module %s is not in %s, which the mutants' paths are relative to", m.Name, module, root)
+	}
+	src := filepath.Join(dir, rel)
+	if err := moddir.Copy(src, module); err != nil {
+		return "", err
+	}
+	return src, m.Apply(dir)
+}
+
 // Apply applies the mutant with git apply in dir, which holds the
-// module's copy as kmod/.
+// module's copy where the patch's paths say (kmod/ for kmmap's).
 func (m Mutant) Apply(dir string) error {
 	cmd := exec.Command("git", "apply", "--whitespace=nowarn", fmt.Sprintf("-p%d", m.strip), "-")
 	cmd.Dir = dir
