@@ -18,38 +18,6 @@ import (
 	"github.com/kmmap/kmmap/kernels"
 )
 
-// run is one finished boot of a cell: what the console showed, what the
-// guest sent, how long QEMU ran and how it ended.
-type run struct {
-	con     *console.Console
-	res     *results
-	elapsed time.Duration
-	err     error
-	// qemuCmdline is QEMU's command line, quoted for a shell.
-	qemuCmdline string
-	// times are when, after QEMU was started, the run reached each stage.
-	times Timeline
-	// benchOut is the guest's output in benchmark mode.
-	benchOut strings.Builder
-	// jobSeen: the agent took its job (a restored guest is alive);
-	// saved: this boot saved its snapshot and ended.
-	jobSeen, saved bool
-	// mode is how the guest started: restored, booted cold and saved,
-	// or booted cold.
-	mode BootMode
-	// restoredFrom says, for the results' qemu file, which snapshot the
-	// restored guest came from ("" for a boot).
-	restoredFrom string
-	// notes are what a person should know about how the guest started
-	// (a snapshot that did not restore, or could not be saved).
-	notes []string
-	// timeout was the VM's time limit (0: none).
-	timeout time.Duration
-	// stalled is what the watchdog saw when it ended a guest that made
-	// no progress ("" if it did not).
-	stalled string
-}
-
 // printkTime matches a console line's printk timestamp (printk.time=1).
 var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 
@@ -217,9 +185,6 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	}
 	return r
 }
-
-// timedOut reports whether the run was ended by its time limit.
-func (r run) timedOut() bool { return r.timeout > 0 && r.elapsed >= r.timeout }
 
 // qemuCommand is the QEMU vmtest starts for c: behind setpriv, which
 // ties it to this process (lifeline), so that no guest outlives the test
