@@ -9,19 +9,19 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kmmap/kmmap/internal/coverage"
 	"github.com/kmmap/kmmap/internal/lcov"
-	"github.com/kmmap/kmmap/vmtests"
 )
 
-// coverage is `kmmap coverage cells|report`: which cells profile the
+// coverageCmd is `kmmap coverage cells|report`: which cells profile the
 // module, and the report of their last runs (make coverage runs both).
-func coverage(args []string, w io.Writer) error {
+func coverageCmd(args []string, w io.Writer) error {
 	h, err := harness()
 	if err != nil {
 		return err
 	}
 	lock, root := h.Lock(), h.Root()
-	cells, err := vmtests.CoverageCells(lock)
+	cells, err := coverage.Cells(lock)
 	if err != nil {
 		return err
 	}
@@ -52,20 +52,20 @@ func coverage(args []string, w io.Writer) error {
 		}
 		cells = want
 	}
-	rep, err := h.Coverage(*out, cells)
+	rep, err := coverage.Merge(root, *out, h.ResultsDir, cells)
 	if err != nil {
 		return err
 	}
 	writeFigures(w, rep, cells, *markdown)
 	if !*markdown {
-		fmt.Fprintf(w, "\ntracefile %s, HTML %s\n", filepath.Join(rep.Dir, vmtests.CoverageFile), filepath.Join(rep.Dir, "html", "index.html"))
+		fmt.Fprintf(w, "\ntracefile %s, HTML %s\n", filepath.Join(rep.Dir, coverage.File), filepath.Join(rep.Dir, "html", "index.html"))
 	}
 	return nil
 }
 
 // writeFigures prints lines, functions and branches hit per file of the
 // merged tracefile, then each cell's totals.
-func writeFigures(w io.Writer, rep *vmtests.CoverageReport, cells []string, markdown bool) {
+func writeFigures(w io.Writer, rep *coverage.Report, cells []string, markdown bool) {
 	row := func(name string, f lcov.Figures) {
 		cols := []string{name,
 			fmt.Sprintf("%s (%d/%d)", lcov.Percent(f.LinesHit, f.Lines), f.LinesHit, f.Lines),

@@ -86,7 +86,7 @@ func main() {
 		}
 		return
 	case len(args) >= 1 && args[0] == "coverage":
-		if err := coverage(args[1:], os.Stdout); err != nil {
+		if err := coverageCmd(args[1:], os.Stdout); err != nil {
 			log.Fatalf("kmmap coverage: %v", err)
 		}
 		return

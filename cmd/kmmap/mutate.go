@@ -19,7 +19,6 @@ import (
 	"github.com/kmmap/kmmap/internal/mutant"
 	"github.com/kmmap/kmmap/internal/mutation"
 	"github.com/kmmap/kmmap/kernels"
-
 	"golang.org/x/sync/errgroup"
 )
 
