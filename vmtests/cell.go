@@ -19,8 +19,8 @@
 // Cell is the blueprint of one boot (Harness.Prepare), which never changes;
 // a Job says what the guest does (SuiteJob, CommandJob, BenchJob,
 // ShellJob), and every entry point boots a cell with one through the same
-// boot. The package owns the run of a cell and the verdict; the VM's parts
-// (internal/device, accel, snapshot, watchdog, monitor), the console's
+// boot. The package owns the run of a cell and the verdict; the VM and its
+// parts (internal/vm, device, accel, snapshot, watchdog, monitor), the console's
 // reports (internal/console), the kernels (package kernels) and the cache
 // (internal/cache) are packages below it, and a module's own policy (its
 // style, its mutants, its workflows) is its own: kmmap's is internal/kmmap.

@@ -14,7 +14,7 @@ import (
 	"github.com/hugelgupf/vmtest/qemu"
 	"github.com/kmmap/kmmap/initramfs/event"
 	"github.com/kmmap/kmmap/internal/console"
-	"github.com/kmmap/kmmap/internal/watchdog"
+	"github.com/kmmap/kmmap/internal/vm"
 	"github.com/kmmap/kmmap/kernels"
 )
 
@@ -26,7 +26,7 @@ var printkTime = regexp.MustCompile(`^\[\s*(\d+\.\d+)\]`)
 // ctx is done) and returns what it printed and sent. With the
 // configuration's Trace, each guest agent event and the start of each
 // top-level guest test are printed with their time since QEMU started. A
-// shell job's console is also this terminal's (see connectShell).
+// shell job's console is also this terminal's (vm.Terminal).
 func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	var mu sync.Mutex
 	con, res := console.New(cell.moduleName, cell.allow), newResults()
@@ -53,12 +53,6 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		r.err = err
 		return r
 	}
-	wd, err := watchdog.New(w.stall)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	defer wd.Close()
 	snap, err := cell.snapshotDevice(p, vmHooks{release: release, ready: ready, took: took, kill: kill, update: update})
 	if err != nil {
 		r.err = err
@@ -70,20 +64,16 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 			return r
 		}
 	}
-	var serial []qemu.Fn
+	var term *vm.Terminal
 	if w.shell != nil {
-		serial = append(serial, qemu.WithSerialOutput(nopCloser{w.shell.Stdout}))
+		term = &vm.Terminal{Stdin: w.shell.Stdin, Stdout: w.shell.Stdout}
 	}
 	start := time.Now()
-	vm, err := qemu.StartContext(ctx, cell.Arch.QEMUArch, append(serial,
-		qemu.WithQEMUCommand(cell.qemuCommand()),
-		qemu.WithKernel(cell.Image),
-		qemu.WithInitramfs(cell.Initramfs),
-		qemu.WithAppendKernel(cell.KernelArgs...),
-		qemu.ArbitraryArgs(cell.QEMUArgs...),
-		qemu.WithVMTimeout(w.timeout),
-		qemu.LogSerialByLine(func(l string) {
-			wd.Progress()
+	machine := vm.Machine{Arch: cell.Arch.QEMUArch, Command: cell.qemuCommand(), Kernel: cell.Image, Initramfs: cell.Initramfs,
+		KernelArgs: cell.KernelArgs, QEMUArgs: cell.QEMUArgs, Timeout: w.timeout,
+		Devices: []qemu.Fn{port, snap}} // the port after the event channel, which adds the virtio-serial bus
+	out := vm.Run(ctx, machine, w.stall, vm.Handlers{
+		Line: func(l string) {
 			mu.Lock()
 			defer mu.Unlock()
 			if m := printkTime.FindStringSubmatch(l); m != nil && r.times.KernelStart == 0 && p.mode != Restored {
@@ -91,9 +81,8 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 				r.times.KernelStart = max(time.Since(start)-time.Duration(ts*float64(time.Second)), time.Nanosecond)
 			}
 			con.Add(l)
-		}),
-		guestEvents(func(e event.Event) {
-			wd.Progress()
+		},
+		Event: func(e event.Event) {
 			mu.Lock()
 			defer mu.Unlock()
 			if trace && (e.Agent != "" || e.Action == "run" && !strings.Contains(e.Test, "/")) {
@@ -133,53 +122,25 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 					fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbSymbols(e.Sections))
 				}
 			}
-			res.handle(e)
-		}),
-		port, // after the event channel, which adds the virtio-serial bus
-		snap,
-		wd.Device(),
-	)...)
-	if err != nil {
-		r.err = fmt.Errorf("start %s: %w", cell.Arch.QEMU, err)
-		return r
-	}
-	if w.shell != nil {
-		restore, err := connectShell(vm, w.shell.Stdin)
-		if err != nil {
-			kill()
-			vm.Wait()
-			r.err = err
-			return r
-		}
-		defer restore()
-	}
-	switch {
-	case cell.GDB != 0 && w.shell != nil:
-		shellNote(w.shell.Stdout, "%s", cell.gdbAttach())
-	case cell.GDB != 0:
-		fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- vm.Wait() }()
-	select {
-	case r.err = <-waited:
-	case msg := <-wd.Stalled(ctx, func() string { mu.Lock(); defer mu.Unlock(); return con.Tail(20) }):
-		kill()
-		select {
-		case r.err = <-waited:
-		case <-time.After(15 * time.Second):
-			msg += "\nvmtest's VM.Wait did not return 15 s after QEMU was killed: the run was abandoned there"
-		}
-		mu.Lock()
-		r.stalled = msg
-		mu.Unlock()
-	}
+			r.res.handle(e)
+		},
+		Tail: func() string { mu.Lock(); defer mu.Unlock(); return con.Tail(20) },
+		Started: func() {
+			switch {
+			case cell.GDB != 0 && w.shell != nil:
+				shellNote(w.shell.Stdout, "%s", cell.gdbAttach())
+			case cell.GDB != 0:
+				fmt.Fprintf(os.Stderr, "%s: %s\n", cell.ID, cell.gdbAttach())
+			}
+		},
+	}, term)
 	mu.Lock()
 	defer mu.Unlock()
 	con.Finish()
-	r.elapsed = time.Since(start)
+	r.err, r.stalled = out.Err, out.Stalled
+	r.elapsed = out.Elapsed
 	r.times.Exited = r.elapsed
-	r.qemuCmdline = vm.CmdlineQuoted()
+	r.qemuCmdline = out.Cmdline
 	if p.mode == Restored {
 		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", p.state)
 	}

@@ -9,9 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/hugelgupf/vmtest/qemu"
-	"golang.org/x/term"
 )
 
 // gdbAttach is what to paste into gdb before the guest runs.
@@ -87,28 +84,7 @@ func compDir(ko string) (string, error) {
 	}
 }
 
-// connectShell connects stdin to the VM's console (raw, when it is a
-// terminal), whose output already goes to the shell's stdout; restore
-// puts the terminal back.
-func connectShell(vm *qemu.VM, stdin *os.File) (restore func(), err error) {
-	go io.Copy(io.Discard, vm.Console) // the serial output goes to stdout (WithSerialOutput)
-	restore = func() {}
-	if term.IsTerminal(int(stdin.Fd())) {
-		old, err := term.MakeRaw(int(stdin.Fd()))
-		if err != nil {
-			return nil, err
-		}
-		restore = func() { term.Restore(int(stdin.Fd()), old) }
-	}
-	go io.Copy(vm.Console, stdin)
-	return restore, nil
-}
-
 // shellNote writes a line of kmmap's to a shell's terminal, raw or not.
 func shellNote(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, "\r\nkmmap: %s\r\n", strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "\r\n"))
 }
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
