@@ -6,7 +6,7 @@
 #                    this terminal (KMMAP_GDB=1: halted, with QEMU's gdb stub)
 #   make coverage    the guest suite on the cells that profile the module
 #                    (gcov): coverage/kmod.info and coverage/html/index.html
-#   make mutants     each mutant of vmtests/mutants/ against the guest suite;
+#   make mutants     each mutant of internal/kmmap/mutants/ against the guest suite;
 #                    writes MUTANTS.md (MUTANTS=<dir>: your own list)
 #   make bench       measure make test warm, boots, the matrix, the edit loop
 #                    and zero copy against copies; writes BENCHMARKS.md (each

@@ -15,7 +15,7 @@
 //	kmmap report [-v] [-markdown] read `go test -json ./vmtests` on stdin, print a line per cell
 //	kmmap bench [-runs N] [-parts P] measure make test, the matrix, each cell, the edit loop, zero copy; write BENCHMARKS.md
 //	kmmap mutate [-mutants DIR] [-run RE] [-j N] [-o FILE]
-//	                              run each mutant of kmod/ (vmtests/mutants) against the guest suite
+//	                              run each mutant of kmod/ (internal/kmmap/mutants) against the guest suite
 //	kmmap coverage cells          the cells whose kernels profile the module (gcov)
 //	kmmap coverage report [-o DIR] [-markdown]
 //	                              merge those cells' last coverage into coverage/kmod.info and coverage/html

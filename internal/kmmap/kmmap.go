@@ -27,7 +27,7 @@ const (
 	// GuestTag keeps the guest suite out of go test ./... on the host.
 	GuestTag = "kmmap_guest"
 	// MutantsDir holds the committed mutants of kmod/, one patch each.
-	MutantsDir = "vmtests/mutants"
+	MutantsDir = "internal/kmmap/mutants"
 )
 
 // DefaultMutantCell is where a mutant runs when its patch names no cell:

@@ -99,7 +99,7 @@ func Parse(name string, b []byte, cell string) (Mutant, error) {
 		}
 	}
 	if files == 0 {
-		return m, errors.New("no diff in it (make one with: git diff kmod/ > vmtests/mutants/NAME.patch)")
+		return m, errors.New("no diff in it (make one with: git diff kmod/ > internal/kmmap/mutants/NAME.patch)")
 	}
 	if len(m.Cells) == 0 {
 		m.Cells = []string{cell}
