@@ -141,9 +141,10 @@ type Cell struct {
 // a splat. Every cell gets sampled KFENCE guards, which cost nothing
 // measurable. With full (the debug cells, or KMMAP_MEMDEBUG=1) also SLUB
 // red zones, poisoning and sanity checks, freed pages poisoned and zeroed,
-// and page_owner. Those cost a distribution cell under TCG 1-2 s of each
-// boot (every free page is written at boot) and slow the suite; the debug
-// cells' KASAN catches what they catch, with the offending access.
+// and page_owner. Those cost a distribution cell seconds of each boot
+// under TCG (every free page is written at boot: BENCHMARKS.md, "Why the
+// machines are so") and slow the suite; the debug cells' KASAN catches
+// what they catch, with the offending access.
 // Each only where the kernel's config has it.
 func memoryDebugArgs(c kernels.Config, full bool) []string {
 	var args []string

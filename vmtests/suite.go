@@ -110,7 +110,8 @@ func ShortCells(l *kernels.Lock) []string {
 }
 
 // minBuildTime is the least time a kernel build from source is given
-// before a test's deadline (one took 12-28 min on 2 CPUs here).
+// before a test's deadline (what one takes: BENCHMARKS.md, "Why the
+// machines are so").
 const minBuildTime = 30 * time.Minute
 
 // buildFits says why cell id's kernel cannot be built before deadline

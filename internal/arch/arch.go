@@ -113,9 +113,9 @@ var all = []Arch{
 		QEMU: "qemu-system-riscv64", QEMUPackage: "qemu-system-misc",
 		Machine: []string{"-machine", "virt", "-cpu", "rv64", "-m", "512M", "-nic", "none"},
 		Console: "ttyS0", QEMUArch: qemu.ArchRiscv64, Suites: []string{"trixie"},
-		// Measured: restored from its snapshot, the 6.12 guest hung in
-		// its first test that sleeps (the watchdog ended it after 3
-		// min); booted cold the same suite passes in 11 s.
+		// Restored from its snapshot, the 6.12 guest hung in its first
+		// test that sleeps; booted cold the same suite passes
+		// (BENCHMARKS.md, "Why the machines are so").
 		NoSnapshot: "QEMU 7.2's riscv64 virt guest hangs after a restore from a snapshot (its first sleeping test never returned)",
 	},
 }

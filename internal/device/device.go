@@ -56,12 +56,10 @@ func Accel(name string, oneThread bool) Device {
 // runs (text_poke_bp: an int3 first, the other CPUs synchronised by IPI),
 // and QEMU 7.2's multi-threaded TCG can run a stale translation of the
 // int3 on another vCPU after the patch is done: "Oops: int3", a panic.
-// Seen at boot with two CPUs on 6.12-amd64: in sched_clock_cpu when the
-// kernel marks sched_clock stable (1 boot in 30; tsc=unstable, keeping
-// sched_clock unstable, was the first workaround), then with tsc=unstable
-// in enqueue_timer (the timers_nohz_active key, at 1.47 s, in the third
-// cold matrix run of kmmap bench, after 0 in 50 cold boots in a row):
-// any static key can flip, at boot or in a test (cgroups flip some), so
+// Seen at boot with two CPUs on 6.12-amd64, in sched_clock_cpu, then
+// with tsc=unstable (the first workaround) in enqueue_timer (how often:
+// BENCHMARKS.md, "Why the machines are so"): any static key can flip, at
+// boot or in a test (cgroups flip some), so
 // every vCPU runs in one host thread, taking turns, and none runs while
 // another patches. The kernels built here have no jump labels
 // (allnoconfig) and keep a thread per vCPU.
