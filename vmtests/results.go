@@ -35,7 +35,7 @@ type results struct {
 	// coverageErr why it could not.
 	coverage    map[string][]byte
 	coverageErr string
-	// ran is whether a command (CellOptions.Command) ended; runStatus its
+	// ran is whether a command (a CommandJob) ended; runStatus its
 	// exit status, runErr why it could not start or how it was killed.
 	ran       bool
 	runStatus int
