@@ -44,6 +44,27 @@ func forEachBacking(t *testing.T, n uint32, f func(t *testing.T, d *dev)) {
 	}
 }
 
+// load reads *p, and store writes v to it, or they report that the
+// access faulted; the caller has turned debug.SetPanicOnFault on.
+func load[T any](p *T) (v T, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return *p, true
+}
+
+func store[T any](p *T, v T) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	*p = v
+	return true
+}
+
 // mark marks a subtest in the kernel log and checks the suite's
 // invariants around it, as TestMain does for every top-level test
 // (testmain.Mark; a top-level test is not marked twice).

@@ -62,15 +62,16 @@ func TestInfo(t *testing.T) {
 func TestMappingIsNormalMemory(t *testing.T) {
 	parallel(t)
 	forEachBacking(t, 2, func(t *testing.T, d *dev) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		m := d.mmap(t, 0, d.size())
 		base := unsafe.Pointer(&m[0])
 		for _, off := range []int{1, 3, 7, d.ps() - 3} {
 			p := (*uint64)(unsafe.Add(base, off))
-			v, ok := loadUint64(p)
+			v, ok := load(p)
 			if !ok {
 				t.Fatalf("an unaligned 8-byte load at offset %d faulted: the mapping is not normal memory", off)
 			}
-			if !storeUint64(p, v^0x0102030405060708) {
+			if !store(p, v^0x0102030405060708) {
 				t.Fatalf("an unaligned 8-byte store at offset %d faulted: the mapping is not normal memory", off)
 			}
 		}
@@ -86,28 +87,6 @@ func TestMappingIsNormalMemory(t *testing.T) {
 			t.Errorf("the kernel's checksum of page 0 %#x, the mapping's %#x: the kernel does not see what userland stored", got, want)
 		}
 	})
-}
-
-// loadUint64 and storeUint64 access *p, or report that it faulted.
-func loadUint64(p *uint64) (v uint64, ok bool) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	return *p, true
-}
-
-func storeUint64(p *uint64, v uint64) (ok bool) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	*p = v
-	return true
 }
 
 // TestTwoMappingsReadKernelContents is the first thing to show: two mmaps of

@@ -310,16 +310,6 @@ func TestRaceCopySetup(t *testing.T) {
 	t.Logf("SETUP refused %d times while a copy ran", busy.Load())
 }
 
-// loadByte reads *p, or reports that it faulted.
-func loadByte(p *byte) (v byte, ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	return *p, true
-}
-
 // TestRaceMunmapFault: one CPU maps the file over a reserved range and
 // unmaps it again (or zaps its pages), while another reads those pages,
 // faulting them in: every read that succeeds sees the buffer's content,
@@ -375,7 +365,7 @@ func TestRaceMunmapFault(t *testing.T) {
 					debug.SetPanicOnFault(true)
 					for p := 0; p < n; p++ {
 						off := p*ps + (round*7)%ps
-						v, ok := loadByte((*byte)(unsafe.Add(at, off)))
+						v, ok := load((*byte)(unsafe.Add(at, off)))
 						switch {
 						case !ok:
 							faults.Add(1)
