@@ -42,7 +42,7 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 		return cold(fmt.Sprintf("booted cold: naming the snapshot failed: %v", err))
 	}
 	restore := func() (run, bool) {
-		p := &plan{mode: Restored, state: s.State(key), key: key}
+		p := &plan{mode: Restored, key: key}
 		if !s.Has(key) {
 			return run{}, false
 		}
@@ -52,7 +52,7 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 			return r, true
 		}
 		s.Remove(key)
-		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (removed; booting cold and saving a new one): %s", p.state, restoreFailure(r)))
+		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (removed; booting cold and saving a new one): %s", s.State(key), restoreFailure(r)))
 		return r, false
 	}
 	if r, ok := restore(); ok {
@@ -73,7 +73,7 @@ func boot(ctx context.Context, cell *Cell, job Job) run {
 	// the job in a guest restored from what was saved, as every later
 	// run will.
 	unlock := sync.OnceFunc(func() { lock.Unlock() })
-	saving := bootVM(ctx, cell, &plan{mode: Saved, state: s.State(key), key: key, unlock: unlock}, w)
+	saving := bootVM(ctx, cell, &plan{mode: Saved, key: key, unlock: unlock}, w)
 	unlock()
 	notes = append(notes, saving.notes...)
 	if saving.saved {

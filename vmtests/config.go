@@ -203,11 +203,7 @@ func (c Config) timeout() time.Duration {
 
 // Selects reports whether the configuration chooses cell k: by name
 // (KMMAP_CELLS), or by no choice unless it is an extra cell, or all.
-func (c Config) Selects(k kernels.Kernel) bool { return c.selectsCell(k) }
-
-// selectsCell reports whether the matrix runs cell k: named, or by no
-// choice unless it is an extra cell, or all of them.
-func (c Config) selectsCell(k kernels.Kernel) bool {
+func (c Config) Selects(k kernels.Kernel) bool {
 	if k.Extra && len(c.Cells) == 0 {
 		return c.AllCells
 	}

@@ -38,11 +38,11 @@ func TestParseConfigErrors(t *testing.T) {
 	extra := kernels.Kernel{ID: "9.9-slow", Extra: true}
 	for env, want := range map[string]bool{"": false, "all": true, "9.9-slow": true, "6.1-amd64": false} {
 		c, _ := parseConfig(map[string]string{"KMMAP_CELLS": env})
-		if got := c.selectsCell(extra); got != want {
+		if got := c.Selects(extra); got != want {
 			t.Errorf("KMMAP_CELLS=%q selects an extra cell: %v, want %v", env, got, want)
 		}
 	}
-	if c, _ := parseConfig(nil); !c.selectsCell(kernels.Kernel{ID: "6.1-amd64"}) {
+	if c, _ := parseConfig(nil); !c.Selects(kernels.Kernel{ID: "6.1-amd64"}) {
 		t.Errorf("the default selection leaves out a cell that is not extra")
 	}
 }

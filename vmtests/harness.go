@@ -229,6 +229,9 @@ func (h *Harness) Lock() *kernels.Lock { return h.lock }
 // CacheDir is the harness's cache directory.
 func (h *Harness) CacheDir() string { return h.cache }
 
+// Module is the harness's module under test.
+func (h *Harness) Module() Module { return h.module }
+
 // Root is the Go module the host test runs in.
 func (h *Harness) Root() string { return h.root }
 

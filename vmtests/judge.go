@@ -61,9 +61,6 @@ func Judge(ctx context.Context, c *Cell, j SuiteJob) (Outcome, error) {
 	return o, nil
 }
 
-// Module is the harness's module under test.
-func (h *Harness) Module() Module { return h.module }
-
 // failures lists what of run r did not pass: kernel reports (by kind and
 // test), guest tests that failed or never finished, the boot's problems;
 // detail is the text of the first.

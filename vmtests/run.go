@@ -142,7 +142,7 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	r.times.Exited = r.elapsed
 	r.qemuCmdline = out.Cmdline
 	if p.mode == Restored {
-		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", p.state)
+		r.restoredFrom = fmt.Sprintf("# restored from the snapshot %s (its RAM in the memory backend, the rest through -incoming); KMMAP_SNAPSHOT=0 boots cold\n", cell.snap.store.State(p.key))
 	}
 	return r
 }

@@ -27,13 +27,12 @@ func (c *Cell) machine() snapshot.Machine {
 	return snapshot.Machine{ID: c.ID, QEMU: c.Arch.QEMU, Machine: c.Arch.Machine, QEMUArgs: c.QEMUArgs, KernelArgs: c.KernelArgs, Image: c.Image, Initramfs: c.Initramfs}
 }
 
-// plan is how one boot of a cell uses snapshots: the mode, the state to
-// restore or to save into, and for saving a way to let go of the lock
-// that makes this run the one that saves (once it is published, or given
-// up). A plan does not change once made.
+// plan is how one boot of a cell uses snapshots: the mode, the snapshot
+// to restore or to save (its key in the cell's store), and for saving a
+// way to let go of the lock that makes this run the one that saves (once
+// it is published, or given up). A plan does not change once made.
 type plan struct {
 	mode   BootMode
-	state  string
 	key    string
 	unlock func()
 }
@@ -76,7 +75,7 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 	if p.mode == Saved {
 		ram, share = store.TempRAM(p.key), "on"
 		os.Remove(ram)
-	} else if state, err = os.Open(p.state); err != nil {
+	} else if state, err = os.Open(store.State(p.key)); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}

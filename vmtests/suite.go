@@ -54,7 +54,7 @@ func (h *Harness) Test(t *testing.T) {
 		ids = append(ids, CustomID)
 	}
 	for _, k := range h.lock.Kernels {
-		if h.cfg.selectsCell(k) && !(h.cfg.Custom.set() && len(h.cfg.Cells) == 0) {
+		if h.cfg.Selects(k) && !(h.cfg.Custom.set() && len(h.cfg.Cells) == 0) {
 			ids = append(ids, k.ID)
 		}
 	}

@@ -153,7 +153,7 @@ func selected(t testing.TB, id string) bool {
 	t.Helper()
 	h := kmmapHarness(t)
 	if k, err := h.Lock().Kernel(id); err == nil {
-		return h.Config().selectsCell(k) // an extra cell only when asked for
+		return h.Config().Selects(k) // an extra cell only when asked for
 	}
 	return h.Config().selects(id)
 }

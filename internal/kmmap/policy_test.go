@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmmap/kmmap/internal/moddir"
 	"github.com/kmmap/kmmap/internal/scaffold"
 	"github.com/kmmap/kmmap/internal/toolchain"
 	"github.com/kmmap/kmmap/kernels"
@@ -54,22 +55,18 @@ func harness(t *testing.T) *vmtests.Harness {
 // (examples/ is userland C, held to -Wall -Wextra -Werror instead).
 func moduleFiles(t *testing.T, kmod string) []string {
 	t.Helper()
-	var out []string
-	err := filepath.WalkDir(kmod, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(kmod, p)
-		if strings.HasPrefix(rel, "examples/") || strings.HasPrefix(rel, "litmus/") {
-			return nil
-		}
-		if strings.HasSuffix(rel, ".c") || strings.HasSuffix(rel, ".h") || filepath.Base(rel) == "Kbuild" {
-			out = append(out, rel)
-		}
-		return nil
-	})
+	files, err := moddir.Sources(kmod)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		if strings.HasPrefix(f, "examples/") {
+			continue
+		}
+		if strings.HasSuffix(f, ".c") || strings.HasSuffix(f, ".h") || filepath.Base(f) == "Kbuild" {
+			out = append(out, f)
+		}
 	}
 	return out
 }
@@ -134,7 +131,7 @@ func TestSparse(t *testing.T) {
 		t.Skip("no selected amd64 cell is built with the host's own toolchain")
 	}
 	tmp := t.TempDir()
-	if err := os.CopyFS(tmp, os.DirFS(filepath.Join(root, ModuleDir))); err != nil {
+	if err := moddir.Copy(tmp, filepath.Join(root, ModuleDir)); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("make", "-C", tree.KDir, "M="+tmp, "C=2", "W=1", "modules")

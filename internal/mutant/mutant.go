@@ -112,7 +112,7 @@ func Parse(name string, b []byte, cell string) (Mutant, error) {
 // copy; it returns the mutated module's directory.
 func (m Mutant) ApplyTo(root, module, dir string) (string, error) {
 	rel, err := filepath.Rel(root, module)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+	if err != nil || !filepath.IsLocal(rel) {
 		return "", fmt.Errorf("mutant %s: the module %s is not in %s, which the mutants' paths are relative to", m.Name, module, root)
 	}
 	src := filepath.Join(dir, rel)

@@ -153,9 +153,6 @@ func (s *Store) Has(key string) bool {
 // Lock takes the lock that makes one run of many create the snapshot
 // named key, waiting while another holds it.
 func (s *Store) Lock(ctx context.Context, key string) (*cache.FileLock, error) {
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return nil, err
-	}
 	for {
 		l, err := cache.TryLockFile(filepath.Join(s.dir, key+".lock"))
 		if !errors.Is(err, cache.ErrLocked) {
