@@ -15,25 +15,6 @@ import (
 // builtFormat changes whenever the layout of a built kernel changes.
 const builtFormat = "built-v1"
 
-// BuildEnv is what a SourceBuilder gets from the fetcher.
-type BuildEnv struct {
-	Cache  string // the cache directory
-	Mirror string // the Debian mirror ("" when none is configured)
-	Logf   func(format string, args ...any)
-}
-
-// SourceBuilder builds a kernel from its pinned linux-source package.
-type SourceBuilder interface {
-	// Toolchain returns what identifies the toolchain k is built with (it
-	// may create it); it is part of the cache key of the built kernel.
-	Toolchain(ctx context.Context, k Kernel, env BuildEnv) (string, error)
-	// Build unpacks src (the verified .deb), configures it with config (the
-	// merged fragments, see Kernel.ConfigText) and builds it under dir, an
-	// empty directory that is the kernel's cache entry. The Tree's paths
-	// are under dir.
-	Build(ctx context.Context, k Kernel, env BuildEnv, src string, config []byte, dir string) (*Tree, error)
-}
-
 // fetchBuilt returns the tree of a kernel built from source, building it
 // if the cache lacks it. The entry is keyed by the source's SHA-256, the
 // config and the toolchain; it is built in place under a file lock and

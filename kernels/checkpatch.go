@@ -15,14 +15,6 @@ import (
 	"github.com/kmmap/kmmap/internal/progress"
 )
 
-// Tool is a pinned Debian package a check needs: linux-source-<series>,
-// which holds the kernel's scripts/checkpatch.pl and its memory model.
-type Tool struct {
-	Suite   string  `json:"suite"`
-	Series  string  `json:"series"`
-	Package Package `json:"package"`
-}
-
 // checkpatchFiles are what checkpatch.pl reads beside itself, the
 // registry of ioctl codes a module's UAPI must not collide with, and the
 // Linux-kernel memory model herd7 runs litmus tests against

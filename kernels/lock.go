@@ -267,3 +267,11 @@ func DefaultLockPath() (string, error) {
 		dir = parent
 	}
 }
+
+// Tool is a pinned Debian package a check needs: linux-source-<series>,
+// which holds the kernel's scripts/checkpatch.pl and its memory model.
+type Tool struct {
+	Suite   string  `json:"suite"`
+	Series  string  `json:"series"`
+	Package Package `json:"package"`
+}
