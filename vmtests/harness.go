@@ -253,14 +253,27 @@ func (h *Harness) Fetcher(logf func(string, ...any), opts ...kernels.Option) (*k
 // kernel, else the lock's kernel, fetched (or built) into the cache; a
 // progress step "kernel" on f's log.
 func (h *Harness) Tree(ctx context.Context, id string, f *kernels.Fetcher) (*kernels.Tree, error) {
-	done := progress.Step(f.Logf, id, "kernel")
-	t, err := h.tree(ctx, id, f)
+	k := customKernel(h.cfg.Custom)
+	if id != CustomID {
+		var err error
+		if k, err = h.lock.Kernel(id); err != nil {
+			return nil, err
+		}
+	}
+	return h.fetch(ctx, k, f)
+}
+
+// fetch returns the tree of kernel k (the lock's, or the custom kernel's),
+// a progress step "kernel" on f's log.
+func (h *Harness) fetch(ctx context.Context, k kernels.Kernel, f *kernels.Fetcher) (*kernels.Tree, error) {
+	done := progress.Step(f.Logf, k.ID, "kernel")
+	t, err := h.tree(ctx, k, f)
 	done(err)
 	return t, err
 }
 
-func (h *Harness) tree(ctx context.Context, id string, f *kernels.Fetcher) (*kernels.Tree, error) {
-	if id == CustomID {
+func (h *Harness) tree(ctx context.Context, k kernels.Kernel, f *kernels.Fetcher) (*kernels.Tree, error) {
+	if k.ID == CustomID {
 		if !h.cfg.Custom.set() {
 			return nil, fmt.Errorf("cell %q needs KMMAP_KERNEL and KMMAP_KDIR", CustomID)
 		}
@@ -279,10 +292,6 @@ func (h *Harness) tree(ctx context.Context, id string, f *kernels.Fetcher) (*ker
 			return nil, err
 		}
 		return t, nil
-	}
-	k, err := h.lock.Kernel(id)
-	if err != nil {
-		return nil, err
 	}
 	return f.Fetch(ctx, k)
 }
@@ -473,17 +482,18 @@ func customTree(c CustomKernel) (*kernels.Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("custom kernel: KMMAP_KDIR=%s has no include/config/kernel.release: run `make modules_prepare` in it", c.KDir)
 	}
-	name := c.arch()
-	if _, err := arch.Lookup(name); err != nil {
+	k := customKernel(c)
+	if _, err := arch.Lookup(k.Arch); err != nil {
 		return nil, fmt.Errorf("custom kernel: KMMAP_ARCH: %w", err)
 	}
-	return &kernels.Tree{
-		Kernel: kernels.Kernel{
-			ID: CustomID, Arch: name, Release: strings.TrimSpace(string(rel)),
-			GuestModules: []string{"virtio_pci", "virtio_console"},
-		},
-		Dir: c.KDir, Vmlinuz: c.Image, Config: config, KDir: c.KDir, ModulesDir: c.Modules,
-	}, nil
+	k.Release = strings.TrimSpace(string(rel))
+	return &kernels.Tree{Kernel: k, Dir: c.KDir, Vmlinuz: c.Image, Config: config, KDir: c.KDir, ModulesDir: c.Modules}, nil
+}
+
+// customKernel is the kernel of cell CustomID, as far as the configuration
+// says (its tree says the rest).
+func customKernel(c CustomKernel) kernels.Kernel {
+	return kernels.Kernel{ID: CustomID, Arch: c.arch(), GuestModules: []string{"virtio_pci", "virtio_console"}}
 }
 
 // modulePaths are the directories the module and the guest side are

@@ -49,20 +49,15 @@ func Run(t *testing.T, m Module, g Guest, opts ...Option) {
 func (h *Harness) Test(t *testing.T) {
 	t.Helper()
 	h.readSources(t)
-	var ids []string
-	if h.cfg.Custom.set() {
-		ids = append(ids, CustomID)
-	}
-	for _, k := range h.lock.Kernels {
-		if h.cfg.Selects(k) && !(h.cfg.Custom.set() && len(h.cfg.Cells) == 0) {
-			ids = append(ids, k.ID)
-		}
-	}
-	if len(ids) == 0 {
+	ks := h.chosen(testing.Short())
+	if len(ks) == 0 {
 		t.Fatalf("the cells chosen (%s) select none of %s", strings.Join(h.cfg.Cells, ","), strings.Join(h.lock.IDs(), ", "))
 	}
+	ids := make([]string, len(ks))
+	for i, k := range ks {
+		ids[i] = k.ID
+	}
 	if testing.Short() && len(h.cfg.Cells) == 0 && !h.cfg.Custom.set() {
-		ids = ShortCells(h.lock)
 		t.Logf("-short: one cell per arch (%s); without -short, or with KMMAP_CELLS, others", strings.Join(ids, ", "))
 	}
 	// kmmap report lists them from this line: a cell that never started
@@ -72,27 +67,50 @@ func (h *Harness) Test(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.prepareGuests(ids, t.Logf)() // logs to t: ends before it
+	defer h.prepareGuests(ks, t.Logf)() // logs to t: ends before it
 	slots := make(chan struct{}, parallelism())
 	var wg sync.WaitGroup
-	for k := range h.trees(t.Context(), f, ids, deadline(t)) {
+	for k := range h.trees(t.Context(), f, ks, deadline(t)) {
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			t.Run(k.ID, func(t *testing.T) { h.testCell(t, k) })
+			t.Run(k.Kernel.ID, func(t *testing.T) { h.testCell(t, k) })
 		}()
 	}
 	wg.Wait()
 }
 
+// chosen are the kernels of the cells the configuration chooses, in the
+// lock's order, the custom kernel's first: each cell id is resolved to its
+// kernel here, once, and the kernel is what the rest of the run is given.
+// A -short run without a choice boots ShortCells.
+func (h *Harness) chosen(short bool) []kernels.Kernel {
+	var ks []kernels.Kernel
+	if h.cfg.Custom.set() {
+		ks = append(ks, customKernel(h.cfg.Custom))
+		if len(h.cfg.Cells) == 0 {
+			return ks
+		}
+	}
+	if short && len(h.cfg.Cells) == 0 {
+		return ShortCells(h.lock)
+	}
+	for _, k := range h.lock.Kernels {
+		if h.cfg.Selects(k) {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
 // ShortCells are the cells a -short run boots, the quick developer run:
 // one per arch, the newest distribution kernel of the arch with its
 // default page size (the last cell named <series>-<arch> in the lock).
-func ShortCells(l *kernels.Lock) []string {
+func ShortCells(l *kernels.Lock) []kernels.Kernel {
 	var arches []string
-	last := map[string]string{}
+	last := map[string]kernels.Kernel{}
 	for _, k := range l.Kernels {
 		if k.FromSource() || k.ID != k.Series+"-"+k.Arch {
 			continue
@@ -100,13 +118,13 @@ func ShortCells(l *kernels.Lock) []string {
 		if _, ok := last[k.Arch]; !ok {
 			arches = append(arches, k.Arch)
 		}
-		last[k.Arch] = k.ID
+		last[k.Arch] = k
 	}
-	var ids []string
+	var ks []kernels.Kernel
 	for _, a := range arches {
-		ids = append(ids, last[a])
+		ks = append(ks, last[a])
 	}
-	return ids
+	return ks
 }
 
 // minBuildTime is the least time a kernel build from source is given
@@ -114,11 +132,10 @@ func ShortCells(l *kernels.Lock) []string {
 // machines are so").
 const minBuildTime = 30 * time.Minute
 
-// buildFits says why cell id's kernel cannot be built before deadline
-// (nil: it is built, needs no build, or there is time).
-func (h *Harness) buildFits(ctx context.Context, f *kernels.Fetcher, id string, deadline time.Time) error {
-	k, err := h.lock.Kernel(id)
-	if err != nil || !k.FromSource() || deadline.IsZero() {
+// buildFits says why kernel k cannot be built before deadline (nil: it
+// is built, needs no build, or there is time).
+func buildFits(ctx context.Context, f *kernels.Fetcher, k kernels.Kernel, deadline time.Time) error {
+	if !k.FromSource() || deadline.IsZero() {
 		return nil
 	}
 	left := time.Until(deadline)
@@ -130,7 +147,7 @@ func (h *Harness) buildFits(ctx context.Context, f *kernels.Fetcher, id string, 
 	}
 	return fmt.Errorf("kernel %s is built from source (10-30 min on a 2-CPU machine, once: it is cached), and go test's deadline is %s away: "+
 		"build it first with no deadline, `go run github.com/kmmap/kmmap/cmd/kmmap kernels fetch %s` (make kernels builds them all), or run go test with -timeout 0",
-		id, left.Round(time.Second), id)
+		k.ID, left.Round(time.Second), k.ID)
 }
 
 // deadline is t's deadline (go test -timeout), zero for none.
@@ -140,29 +157,25 @@ func deadline(t *testing.T) time.Time {
 }
 
 // prepareGuests starts building, in the background, the guest suite and
-// image of each arch of cells ids, one arch after the other in the order
-// of ids (both are built once per arch and kept by the harness): on a
+// image of each arch of kernels ks, one arch after the other in their
+// order (both are built once per arch and kept by the harness): on a
 // cold cache they take minutes, which then pass while the first kernels
 // download and their modules build, and the first cell's arch is ready
 // first. wait waits for them.
-func (h *Harness) prepareGuests(ids []string, logf func(string, ...any)) (wait func()) {
+func (h *Harness) prepareGuests(ks []kernels.Kernel, logf func(string, ...any)) (wait func()) {
 	type job struct {
 		id string
 		a  arch.Arch
 	}
 	var jobs []job
 	seen := map[string]bool{}
-	for _, id := range ids {
-		name := h.cfg.Custom.arch() // CustomID's
-		if k, err := h.lock.Kernel(id); err == nil {
-			name = k.Arch
-		}
-		a, err := arch.Lookup(name)
-		if err != nil || seen[name] {
+	for _, k := range ks {
+		a, err := arch.Lookup(k.Arch)
+		if err != nil || seen[k.Arch] {
 			continue // Prepare says what is wrong
 		}
-		seen[name] = true
-		jobs = append(jobs, job{id, a})
+		seen[k.Arch] = true
+		jobs = append(jobs, job{k.ID, a})
 	}
 	done := make(chan struct{})
 	go func() {
@@ -191,9 +204,9 @@ func parallelism() int {
 
 // readyTree is a cell's kernel tree, or why there is none.
 type readyTree struct {
-	ID   string
-	Tree *kernels.Tree
-	Err  error
+	Kernel kernels.Kernel
+	Tree   *kernels.Tree
+	Err    error
 }
 
 // trees fetches the kernel trees of cells ids and sends each as it is
@@ -205,38 +218,37 @@ type readyTree struct {
 // A kernel that must still be built when the test's deadline (go test
 // -timeout) is nearer than minBuildTime is not started: its cell fails at
 // once saying how to build it without a deadline, and the others run.
-func (h *Harness) trees(ctx context.Context, f *kernels.Fetcher, ids []string, deadline time.Time) <-chan readyTree {
-	out := make(chan readyTree, len(ids))
-	var fetched, rooted, built []string
-	for _, id := range ids {
-		k, err := h.lock.Kernel(id)
+func (h *Harness) trees(ctx context.Context, f *kernels.Fetcher, ks []kernels.Kernel, deadline time.Time) <-chan readyTree {
+	out := make(chan readyTree, len(ks))
+	var fetched, rooted, built []kernels.Kernel
+	for _, k := range ks {
 		switch {
-		case err == nil && k.FromSource():
-			built = append(built, id)
-		case err == nil && toolchain.NeedsRoot(k):
-			rooted = append(rooted, id)
+		case k.FromSource():
+			built = append(built, k)
+		case toolchain.NeedsRoot(k):
+			rooted = append(rooted, k)
 		default:
-			fetched = append(fetched, id)
+			fetched = append(fetched, k)
 		}
 	}
 	// The cells whose modules the host's compiler builds first: the others
 	// wait for a toolchain root before their first module.
 	fetched = append(fetched, rooted...)
 	var wg sync.WaitGroup
-	for _, queue := range [][]string{fetched, built} {
+	for _, queue := range [][]kernels.Kernel{fetched, built} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, id := range queue {
+			for _, k := range queue {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := h.buildFits(ctx, f, id, deadline); err != nil {
-					out <- readyTree{ID: id, Err: err}
+				if err := buildFits(ctx, f, k, deadline); err != nil {
+					out <- readyTree{Kernel: k, Err: err}
 					continue
 				}
-				t, err := h.Tree(ctx, id, f)
-				out <- readyTree{ID: id, Tree: t, Err: err}
+				t, err := h.fetch(ctx, k, f)
+				out <- readyTree{Kernel: k, Tree: t, Err: err}
 			}
 		}()
 	}
@@ -272,7 +284,7 @@ func (h *Harness) testCell(t *testing.T, k readyTree) {
 	if k.Err != nil {
 		t.Fatal(k.Err)
 	}
-	ctx, id, tree := t.Context(), k.ID, k.Tree
+	ctx, id, tree := t.Context(), k.Kernel.ID, k.Tree
 	f, err := h.Fetcher(t.Logf)
 	if err != nil {
 		t.Fatal(err)

@@ -52,17 +52,17 @@ func prebuild() (stop func()) {
 	if err != nil {
 		return func() {}
 	}
-	var ids []string
+	var ks []kernels.Kernel
 	for _, k := range h.Lock().Kernels {
 		if k.FromSource() && cfg.selects(k.ID) {
-			ids = append(ids, k.ID)
+			ks = append(ks, k)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for range h.trees(ctx, f, ids, time.Time{}) { // errors: the tests that need the kernel say them
+		for range h.trees(ctx, f, ks, time.Time{}) { // errors: the tests that need the kernel say them
 		}
 	}()
 	return func() {
