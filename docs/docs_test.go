@@ -121,6 +121,43 @@ func TestLinks(t *testing.T) {
 	}
 }
 
+// codeLinkRe finds a link from a Go name to the Go file that declares it:
+// [`Name`](path.go) or [`Type.Method`](path.go).
+var codeLinkRe = regexp.MustCompile("\\[`([A-Za-z_][A-Za-z0-9_.]*)`\\]\\(([^)#\\s]+\\.go)\\)")
+
+// TestCodeLinks: a Go name linked to a file is declared there (a func,
+// a method or a type), so a walk through the code in docs/ stays true
+// when the code moves.
+func TestCodeLinks(t *testing.T) {
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range codeLinkRe.FindAllStringSubmatch(string(body), -1) {
+			name := m[1][strings.LastIndex(m[1], ".")+1:]
+			src, err := os.ReadFile(filepath.Join(filepath.Dir(f), m[2]))
+			if err != nil {
+				t.Errorf("%s links %s to %s: %v", f, m[1], m[2], err)
+				continue
+			}
+			decl := regexp.MustCompile(`(?m)^(func (\([^)]*\) )?|type )` + regexp.QuoteMeta(name) + `\b`)
+			if !decl.Match(src) {
+				t.Errorf("%s links %s to %s, which does not declare %s", f, m[1], m[2], name)
+			}
+			checked++
+		}
+	}
+	if checked < 10 {
+		t.Errorf("only %d links from a Go name to its file: the pattern no longer matches the walk in how-it-works.md", checked)
+	}
+}
+
 func TestAnchors(t *testing.T) {
 	got := anchors("# kmmap\n## When a test fails\n```\n# not a heading\n```\n### 9. SMP and the KCSAN cells\n## Snapshots: boot once, test many\n## When a test fails\n")
 	for _, want := range []string{"kmmap", "when-a-test-fails", "9-smp-and-the-kcsan-cells", "snapshots-boot-once-test-many", "when-a-test-fails-1"} {
