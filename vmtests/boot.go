@@ -15,8 +15,11 @@ import (
 // guest in it does not answer) is removed and the cell boots cold, with
 // a note saying so. Every entry point boots through it; the run says how
 // the guest started (run.mode), the cell is not changed.
-func boot(ctx context.Context, cell *Cell, job Job) run {
+func boot(ctx context.Context, cell *Cell, job Job) (out run) {
 	defer cell.claim.release() // the run is over: another may empty Results
+	// The run's timeline says how its guest started as the run does: a
+	// run that saved the snapshot ran its job restored, and is Saved.
+	defer func() { out.times.Mode = out.mode }()
 	w, err := cell.work(job)
 	if err != nil {
 		return run{con: console.New(cell.moduleName, cell.allow), res: newResults(), err: err, mode: Cold}

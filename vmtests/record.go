@@ -20,7 +20,8 @@ import (
 // had loaded the saved state and the guest ran, AgentStart and AgentUp
 // when the agent took its job. Save is how long saving the guest took in
 // the run that saved it (the guest stood still meanwhile: the stages
-// after it include it).
+// after it include it). Mode is the run's: Saved for the run that saved
+// the snapshot (its job ran in the guest restored from it).
 type Timeline struct {
 	Mode                                                            BootMode
 	KernelStart, AgentStart, AgentUp, TestsStart, TestsDone, Exited time.Duration

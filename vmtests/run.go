@@ -31,7 +31,6 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 	var mu sync.Mutex
 	con, res := console.New(cell.moduleName, cell.allow), newResults()
 	r := run{con: con, res: res, timeout: w.timeout}
-	r.times.Mode = p.mode
 	trace := cell.cfg != nil && cell.cfg.Trace
 	ctx, kill := context.WithCancel(ctx)
 	defer kill()

@@ -156,7 +156,6 @@ func (c *Cell) snapshotDevice(p *plan, v vmHooks) (qemu.Fn, error) {
 				return nil
 			}
 			note("saving the snapshot failed (the guest goes on, booted cold): %v", err)
-			times(func(t *Timeline) { t.Mode = Cold })
 			p.unlock()
 			if err := mon.Do("cont", nil, nil); err != nil {
 				note("the guest did not go on after saving it: %v", err)

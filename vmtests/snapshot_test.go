@@ -173,3 +173,44 @@ func TestRestoredConsoleHasTheBoot(t *testing.T) {
 		t.Errorf("no boot log: no error")
 	}
 }
+
+// A run's Timeline says how its guest started as the run does: the run
+// that saved the snapshot is Saved (kmmap bench leaves it out of the
+// restored figures), the next Restored, a cold cell's Cold.
+func TestTimelineMode(t *testing.T) {
+	bootsVMs(t)
+	t.Parallel()
+	h0 := kmmapHarness(t)
+	id := commandCellID(t, h0)
+	if h0.Config().Cold {
+		t.Skip("KMMAP_SNAPSHOT=0: snapshots are off")
+	}
+	h := kmmapHarness(t, WithSnapshotDir(t.TempDir()))
+	f, err := h.Fetcher(t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := h.Tree(t.Context(), id, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cold := range []string{"", "to see a cold run's timeline"} {
+		c, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, ResultsID: id + "-timeline", Cold: cold})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []BootMode{Saved, Restored}
+		if cold != "" {
+			want = []BootMode{Cold}
+		}
+		for _, w := range want {
+			tl, err := Measure(t.Context(), c, SuiteJob{Run: "^TestSamePages$"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tl.Mode != w {
+				t.Errorf("cold %q: a run's timeline says %s, want %s", cold, tl.Mode, w)
+			}
+		}
+	}
+}
