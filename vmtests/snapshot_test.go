@@ -50,15 +50,7 @@ func (w *stampWriter) Write(p []byte) (int, error) {
 // cut short is removed and the cell boots cold with a note, saving a new
 // one.
 func TestSnapshots(t *testing.T) {
-	bootsVMs(t)
-	t.Parallel()
-	h0 := kmmapHarness(t)
-	id := commandCellID(t, h0)
-	if h0.Config().Cold {
-		t.Skip("KMMAP_SNAPSHOT=0: snapshots are off")
-	}
-	store := t.TempDir()
-	h := kmmapHarness(t, WithSnapshotDir(store))
+	h, id, store := emptyStore(t)
 	k, err := h.Lock().Kernel(id)
 	if err != nil {
 		t.Fatal(err)
@@ -178,27 +170,9 @@ func TestRestoredConsoleHasTheBoot(t *testing.T) {
 // that saved the snapshot is Saved (kmmap bench leaves it out of the
 // restored figures), the next Restored, a cold cell's Cold.
 func TestTimelineMode(t *testing.T) {
-	bootsVMs(t)
-	t.Parallel()
-	h0 := kmmapHarness(t)
-	id := commandCellID(t, h0)
-	if h0.Config().Cold {
-		t.Skip("KMMAP_SNAPSHOT=0: snapshots are off")
-	}
-	h := kmmapHarness(t, WithSnapshotDir(t.TempDir()))
-	f, err := h.Fetcher(t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := h.Tree(t.Context(), id, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, id, _ := emptyStore(t)
 	for _, cold := range []string{"", "to see a cold run's timeline"} {
-		c, err := h.Prepare(t.Context(), f, tree, CellOptions{Logf: t.Logf, ResultsID: id + "-timeline", Cold: cold})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := commandCell(t, h, id, CellOptions{ResultsID: id + "-timeline", Cold: cold})
 		want := []BootMode{Saved, Restored}
 		if cold != "" {
 			want = []BootMode{Cold}
@@ -213,4 +187,19 @@ func TestTimelineMode(t *testing.T) {
 			}
 		}
 	}
+}
+
+// emptyStore is kmmap's harness with an empty snapshot store (and the
+// store), and the cell to run commands in; the test runs beside others.
+func emptyStore(t *testing.T) (*Harness, string, string) {
+	t.Helper()
+	bootsVMs(t)
+	t.Parallel()
+	h0 := kmmapHarness(t)
+	id := commandCellID(t, h0)
+	if h0.Config().Cold {
+		t.Skip("KMMAP_SNAPSHOT=0: snapshots are off")
+	}
+	store := t.TempDir()
+	return kmmapHarness(t, WithSnapshotDir(store)), id, store
 }
