@@ -12,9 +12,10 @@ import (
 // boot runs job on cell's VM to the end: restored from its snapshot when
 // there is one, else booted cold and saved at the ready point for the runs
 // after it. A snapshot that does not restore (corrupt, cut short, or the
-// guest in it does not answer) is removed and the cell boots cold, with
-// a note saying so. Every entry point boots through it; the run says how
-// the guest started (run.mode), the cell is not changed.
+// guest in it does not answer, or stops reading its job) is removed and
+// the cell boots cold, with a note saying so. Every entry point boots
+// through it; the run says how the guest started (run.mode), the cell is
+// not changed.
 func boot(ctx context.Context, cell *Cell, job Job) (out run) {
 	defer cell.claim.release() // the run is over: another may empty Results
 	// The run's timeline says how its guest started as the run does: a
@@ -50,7 +51,7 @@ func boot(ctx context.Context, cell *Cell, job Job) (out run) {
 			return run{}, false
 		}
 		r := bootVM(ctx, cell, p, w)
-		if r.jobSeen || ctx.Err() != nil {
+		if r.jobSeen && r.jobUnread == nil || ctx.Err() != nil {
 			r.mode = Restored
 			return r, true
 		}
@@ -97,6 +98,9 @@ func boot(ctx context.Context, cell *Cell, job Job) (out run) {
 // restoreFailure says why a restore gave no guest that took its job.
 func restoreFailure(r run) string {
 	var why []string
+	if r.jobUnread != nil {
+		why = append(why, r.jobUnread.Error())
+	}
 	if r.err != nil {
 		why = append(why, "QEMU: "+r.err.Error())
 	}

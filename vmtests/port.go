@@ -37,13 +37,23 @@ func (c *Cell) moduleName() string {
 	}
 }
 
+// jobReadLimit is how long a guest that took its job may take to read the
+// rest of it: the host's time and entropy and the suite's files, a few MB.
+// A guest that stops reading there has hung (a restored guest did:
+// BENCHMARKS.md, "Why the machines are so").
+var jobReadLimit = time.Minute
+
+// errJobUnread: the guest stopped reading its job (jobReadLimit).
+var errJobUnread = errors.New("the guest took its job and stopped reading it")
+
 // modulePort adds the virtio-serial port the run's job and the module
 // under test go to the guest through, and a task that sends them once
 // release is closed (the guest runs: booted, saved or restored): the job;
 // when the agent took it (took), the host's time and fresh entropy, and
 // the guest suite's files; then the module once it is built, or why there
-// is none, in which case the agent gives up at once.
-func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}) (qemu.Fn, error) {
+// is none, in which case the agent gives up at once. unread is called
+// when the guest stops reading its job.
+func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}, unread func(error)) (qemu.Fn, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -72,6 +82,9 @@ func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}) (qemu.Fn
 			go func() { sent <- c.sendJob(ctx, pw, job, took) }()
 			select {
 			case err := <-sent:
+				if errors.Is(err, errJobUnread) {
+					unread(err)
+				}
 				return err
 			case <-ctx.Done():
 				return nil
@@ -82,8 +95,9 @@ func (c *Cell) modulePort(job event.Job, release, took <-chan struct{}) (qemu.Fn
 }
 
 // sendJob writes the run's job; once the agent took it, the host's time
-// and fresh entropy, the guest test binary and the suite's files; then
-// (unless the run has none) the module under test.
+// and fresh entropy, the guest test binary and the suite's files (within
+// jobReadLimit, when w has deadlines: else errJobUnread); then (unless
+// the run has none) the module under test.
 func (c *Cell) sendJob(ctx context.Context, w io.Writer, job event.Job, took <-chan struct{}) error {
 	if err := event.WriteJob(w, job); err != nil {
 		return fmt.Errorf("sending the job to the guest: %w", err)
@@ -98,11 +112,26 @@ func (c *Cell) sendJob(ctx context.Context, w io.Writer, job event.Job, took <-c
 		return err
 	}
 	fresh.Time = time.Now().UnixNano()
+	type deadliner interface{ SetWriteDeadline(time.Time) error }
+	if d, ok := w.(deadliner); ok {
+		if err := d.SetWriteDeadline(time.Now().Add(jobReadLimit)); err == nil {
+			defer d.SetWriteDeadline(time.Time{})
+		}
+	}
+	unread := func(what string, err error) error {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%w: %s not read in %s", errJobUnread, what, jobReadLimit)
+		}
+		return fmt.Errorf("sending %s to the guest: %w", what, err)
+	}
 	if err := event.WriteFresh(w, fresh); err != nil {
-		return fmt.Errorf("sending the time and entropy to the guest: %w", err)
+		return unread("the time and entropy", err)
 	}
 	if err := event.WriteFiles(w, c.files); err != nil {
-		return fmt.Errorf("sending the guest suite's files to the guest: %w", err)
+		return unread("the guest suite's files", err)
+	}
+	if d, ok := w.(deadliner); ok {
+		d.SetWriteDeadline(time.Time{}) // the module may still be building
 	}
 	if job.NoModule {
 		return nil

@@ -57,6 +57,9 @@ type run struct {
 	// jobSeen: the agent took its job (a restored guest is alive);
 	// saved: this boot saved its snapshot and ended.
 	jobSeen, saved bool
+	// jobUnread: the guest took its job and stopped reading the rest of
+	// it (a restored guest that hung); the VM was ended.
+	jobUnread error
 	// mode is how the guest started: restored, booted cold and saved,
 	// or booted cold.
 	mode BootMode

@@ -47,7 +47,10 @@ func bootVM(ctx context.Context, cell *Cell, p *plan, w work) run {
 		defer mu.Unlock()
 		f(&r)
 	}
-	port, err := cell.modulePort(w.job, release, took)
+	port, err := cell.modulePort(w.job, release, took, func(err error) {
+		update(func(r *run) { r.jobUnread = err })
+		kill()
+	})
 	if err != nil {
 		r.err = err
 		return r
@@ -160,6 +163,8 @@ func (c *Cell) problems(r run) []string {
 	con, res := r.con, r.res
 	panicked := len(con.Splats[""]) > 0 && strings.Contains(strings.Join(con.Splats[""], "\n"), "Kernel panic")
 	switch {
+	case r.jobUnread != nil:
+		out = append(out, fmt.Sprintf("%v: the harness ended it; last console lines:\n%s", r.jobUnread, con.Tail(20)))
 	case r.stalled != "":
 		out = append(out, r.stalled)
 	case r.timedOut():
