@@ -97,6 +97,11 @@ var all = []Arch{
 		QEMU: "qemu-system-ppc64", QEMUPackage: "qemu-system-ppc",
 		Machine: []string{"-machine", "pseries", "-cpu", "power9", "-m", "512M", "-nic", "none"},
 		Console: "hvc0", QEMUArch: qemu.ArchAMD64, Suites: []string{"trixie"},
+		// Restored from a snapshot saved this way, the 6.12 guest hung
+		// in its first test that waits on a kernel timer, every time;
+		// booted cold the same test passes (BENCHMARKS.md, "Why the
+		// machines are so").
+		NoSnapshot: "QEMU 7.2's ppc64 pseries guest hangs after a restore from some of its snapshots (its first test that waits on a kernel timer never returned)",
 	},
 	{
 		// Big-endian; the console is the SCLP line, devices are CCW.
