@@ -112,26 +112,22 @@ func (c *Cell) sendJob(ctx context.Context, w io.Writer, job event.Job, took <-c
 		return err
 	}
 	fresh.Time = time.Now().UnixNano()
-	type deadliner interface{ SetWriteDeadline(time.Time) error }
-	if d, ok := w.(deadliner); ok {
-		if err := d.SetWriteDeadline(time.Now().Add(jobReadLimit)); err == nil {
-			defer d.SetWriteDeadline(time.Time{})
-		}
+	// Within jobReadLimit; not the module, which may still be building.
+	d, _ := w.(interface{ SetWriteDeadline(time.Time) error })
+	if d != nil {
+		d.SetWriteDeadline(time.Now().Add(jobReadLimit))
 	}
-	unread := func(what string, err error) error {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return fmt.Errorf("%w: %s not read in %s", errJobUnread, what, jobReadLimit)
-		}
+	what, err := "the time and entropy", event.WriteFresh(w, fresh)
+	if err == nil {
+		what, err = "the guest suite's files", event.WriteFiles(w, c.files)
+	}
+	if d != nil {
+		d.SetWriteDeadline(time.Time{})
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %s not read in %s", errJobUnread, what, jobReadLimit)
+	} else if err != nil {
 		return fmt.Errorf("sending %s to the guest: %w", what, err)
-	}
-	if err := event.WriteFresh(w, fresh); err != nil {
-		return unread("the time and entropy", err)
-	}
-	if err := event.WriteFiles(w, c.files); err != nil {
-		return unread("the guest suite's files", err)
-	}
-	if d, ok := w.(deadliner); ok {
-		d.SetWriteDeadline(time.Time{}) // the module may still be building
 	}
 	if job.NoModule {
 		return nil
