@@ -80,7 +80,7 @@ func fileUses(t *testing.T, path, dir string, names []string, exports map[string
 		files = append(files, f)
 	}
 	imp := importer.ForCompiler(fset, "gc", func(path string) (io.ReadCloser, error) { return os.Open(exports[path]) })
-	info := &types.Info{Uses: map[*ast.Ident]types.Object{}, Selections: map[*ast.SelectorExpr]*types.Selection{}}
+	info := &types.Info{Uses: map[*ast.Ident]types.Object{}} // a selector's name too
 	pkg, err := (&types.Config{Importer: imp}).Check(path, fset, files, info)
 	if err != nil {
 		t.Fatal(err)
@@ -103,9 +103,6 @@ func fileUses(t *testing.T, path, dir string, names []string, exports map[string
 	}
 	for id, obj := range info.Uses {
 		add(id.Pos(), obj)
-	}
-	for sel, s := range info.Selections {
-		add(sel.Sel.Pos(), s.Obj())
 	}
 	return uses
 }
